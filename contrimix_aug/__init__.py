@@ -1,0 +1,27 @@
+"""contrimix_aug: ContriMix as a drop-in, label-free stain augmentation for microscopy."""
+
+__version__ = "0.1.0"
+
+from .config import ModelConfig, authors_config  # noqa: E402
+from .model import ContriMixModel  # noqa: E402
+from .weights import (  # noqa: E402
+    ContriMixWeights,
+    WeightsError,
+    available_weights,
+    load_model,
+    load_weights,
+    save_weights,
+)
+
+__all__ = [
+    "__version__",
+    "ModelConfig",
+    "authors_config",
+    "ContriMixModel",
+    "ContriMixWeights",
+    "WeightsError",
+    "available_weights",
+    "load_model",
+    "load_weights",
+    "save_weights",
+]
