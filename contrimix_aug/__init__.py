@@ -4,6 +4,8 @@ __version__ = "0.1.0"
 
 from .config import ModelConfig, authors_config  # noqa: E402
 from .model import ContriMixModel  # noqa: E402
+from .transform import ContriMix, ContriMixNormalize  # noqa: E402
+from . import functional  # noqa: E402
 from .weights import (  # noqa: E402
     ContriMixWeights,
     WeightsError,
@@ -18,6 +20,9 @@ __all__ = [
     "ModelConfig",
     "authors_config",
     "ContriMixModel",
+    "ContriMix",
+    "ContriMixNormalize",
+    "functional",
     "ContriMixWeights",
     "WeightsError",
     "available_weights",

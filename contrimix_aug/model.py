@@ -46,6 +46,10 @@ class ContriMixModel(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     # -- stages --------------------------------------------------------------------------------------
+    def _signal(self, image: torch.Tensor) -> torch.Tensor:
+        """Image in RGB order -> encoder input signal (OD, in the weights' channel order)."""
+        return to_signal(self._order(image), self.config.mode)
+
     def encode_signal(self, signal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, C, H, W) signal (OD) in the weights' channel order -> (content, attributes)."""
         return self.content_encoder(signal), self.attribute_encoder(signal)
@@ -53,12 +57,12 @@ class ContriMixModel(nn.Module):
     def encode(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Image (B, C, H, W) in [0, 1] -> content (B, K, H, W), attributes (B, C, K)."""
         check_image(image, self.config.in_channels)
-        return self.encode_signal(to_signal(self._order(image), self.config.mode))
+        return self.encode_signal(self._signal(image))
 
     def encode_attributes(self, image: torch.Tensor) -> torch.Tensor:
         """Image (B, C, H, W) in [0, 1] -> attributes (B, C, K) only (skips the full-resolution content net)."""
         check_image(image, self.config.in_channels)
-        return self.attribute_encoder(to_signal(self._order(image), self.config.mode))
+        return self.attribute_encoder(self._signal(image))
 
     def decode_signal(self, content: torch.Tensor, attributes: torch.Tensor) -> torch.Tensor:
         """Content (B, K, H, W), attributes (B, C, K) -> generated signal (B, C, H, W), unclipped."""

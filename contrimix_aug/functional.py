@@ -1,0 +1,149 @@
+"""Functional core: the whole data flow (image -> OD -> encoders -> mixing -> generator -> image) as plain
+functions of a model and explicit parameters. The modules in :mod:`contrimix_aug.transform` are thin shells
+around :func:`apply_contrimix`; :func:`mix` is the authors' training-time batch expansion.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._checks import check_image, check_image_values
+from .mixing import gather_attributes, mix_attributes, sample_donors, sample_strength
+from .model import ContriMixModel
+
+__all__ = ["apply_contrimix", "mix", "compute_bank", "normalize"]
+
+
+def _model_dtype(model: ContriMixModel) -> torch.dtype:
+    p = next(model.parameters(), None)
+    return p.dtype if p is not None else torch.float32
+
+
+def _as_rows(mask: torch.Tensor) -> torch.Tensor | None:
+    """Indices of True rows when the mask lives on the CPU (no device sync); None otherwise."""
+    if mask.device.type != "cpu" or torch.compiler.is_compiling():
+        return None
+    return mask.nonzero().flatten()
+
+
+def apply_contrimix(
+    model: ContriMixModel,
+    image: torch.Tensor,
+    donors: torch.Tensor,
+    strength: torch.Tensor,
+    selected: torch.Tensor | None = None,
+    from_bank: torch.Tensor | None = None,
+    bank: torch.Tensor | None = None,
+    target: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Re-render selected images with (interpolated) donor attributes. Draws no random numbers.
+
+    Args:
+        model: the (frozen) ContriMix model.
+        image: (B, C, H, W) in [0, 1], any float dtype.
+        donors: (B,) long, donor row in the batch (or in ``bank`` where ``from_bank``).
+        strength: (B,) α in [0, 1]; attributes become (1 - α)·own + α·donor.
+        selected: (B,) bool, which images are re-rendered (default: all); the others are returned unchanged.
+        from_bank: (B,) bool, donors that index ``bank`` instead of the batch.
+        bank: (N, C, K) attribute bank (default: ``model.bank``).
+        target: (C, K) fixed donor attributes for every image (normalisation); overrides donors.
+
+    Returns:
+        (B, C, H, W), same dtype and device as ``image``.
+
+    When the parameters live on the CPU (the default), only the rows that are needed are encoded: content for
+    the selected images, attributes for those and their donors.
+    """
+    b = image.shape[0]
+    dev = image.device
+    cdtype = _model_dtype(model)
+    sel = torch.ones(b, dtype=torch.bool) if selected is None else selected.bool()
+    if bank is None and model.bank.numel():
+        bank = model.bank
+    rows = _as_rows(sel)
+    if rows is not None and rows.numel() == 0:
+        return image.clone()
+    if rows is not None and rows.numel() < b:
+        # sparse path: encode only what is needed
+        need = sel.clone()
+        if target is None:
+            batch_donor = ~from_bank if from_bank is not None else torch.ones(b, dtype=torch.bool)
+            donor_rows = donors.cpu()[sel & batch_donor.cpu()]
+            need[donor_rows] = True
+        need_rows = need.nonzero().flatten()
+        x_need = image.index_select(0, need_rows.to(dev)).to(cdtype)
+        attrs_need = model.encode_attributes(x_need)
+        attrs = attrs_need.new_zeros(b, *attrs_need.shape[1:]).index_copy(0, need_rows.to(dev), attrs_need)
+        x_sel = image.index_select(0, rows.to(dev)).to(cdtype)
+        content = model.content_encoder(model._signal(x_sel))
+        own = attrs.index_select(0, rows.to(dev))
+        if target is not None:
+            donor_attrs = target.to(own).expand_as(own)
+        else:
+            fb = from_bank[rows] if from_bank is not None else None
+            donor_attrs = gather_attributes(attrs, donors[rows].to(dev), bank, fb.to(dev) if fb is not None else None)
+        mixed = mix_attributes(own, donor_attrs, strength[rows].to(dev))
+        rendered = model.decode(content, mixed).to(image.dtype)
+        return image.index_copy(0, rows.to(dev), rendered)
+    # dense path (all selected, parameters on the device, or compiling)
+    content, attrs = model.encode(image.to(cdtype))
+    if target is not None:
+        donor_attrs = target.to(attrs).expand_as(attrs)
+    else:
+        donor_attrs = gather_attributes(
+            attrs, donors.to(dev), bank, from_bank.to(dev) if from_bank is not None else None
+        )
+    mixed = mix_attributes(attrs, donor_attrs, strength.to(dev))
+    rendered = model.decode(content, mixed).to(image.dtype)
+    if selected is None or rows is not None:
+        return rendered
+    return torch.where(sel.to(dev).view(-1, 1, 1, 1), rendered, image)
+
+
+@torch.no_grad()
+def compute_bank(model: ContriMixModel, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """Attribute bank from reference images: (N, C, H, W) in [0, 1] -> (N, C, K)."""
+    check_image(images, model.config.in_channels, name="bank images")
+    check_image_values(images, name="bank images")
+    dtype = _model_dtype(model)
+    dev = next(model.parameters()).device
+    return torch.cat(
+        [model.encode_attributes(chunk.to(dev, dtype)).float() for chunk in images.split(batch_size)]
+    ).cpu()
+
+
+def mix(
+    model: ContriMixModel,
+    image: torch.Tensor,
+    num_mixes: int = 1,
+    *,
+    generator: torch.Generator | None = None,
+    strength: float = 1.0,
+    exclude_self: bool = True,
+) -> torch.Tensor:
+    """The authors' batch expansion: self-reconstruction first, then ``num_mixes`` re-renderings per image.
+
+    Args:
+        image: (B, C, H, W) in [0, 1], B >= 2 when ``exclude_self``.
+
+    Returns:
+        ((M + 1)·B, C, H, W): rows [0, B) are self-reconstructions, rows [m·B, (m+1)·B) use donors of mix m.
+        Labels follow with ``labels.repeat(M + 1)``.
+    """
+    check_image(image, model.config.in_channels)
+    check_image_values(image)
+    b = image.shape[0]
+    content, attrs = model.encode(image.to(_model_dtype(model)))
+    donors = sample_donors(b, num_mixes, generator=generator, device=image.device, exclude_self=exclude_self)
+    alpha = sample_strength(b, strength, strength, generator=generator).to(attrs)
+    all_attrs = [attrs] + [mix_attributes(attrs, attrs[d.to(attrs.device)], alpha) for d in donors]
+    m1 = num_mixes + 1
+    content_rep = content.unsqueeze(0).expand(m1, *content.shape).reshape(m1 * b, *content.shape[1:])
+    return model.decode(content_rep, torch.cat(all_attrs)).to(image.dtype)
+
+
+def normalize(model: ContriMixModel, image: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Learned stain normalisation: re-render every image with one fixed attribute matrix ``target`` (C, K)."""
+    b = image.shape[0]
+    zeros = torch.zeros(b, dtype=torch.long)
+    return apply_contrimix(model, image, zeros, torch.ones(b), target=target)
