@@ -26,6 +26,9 @@ class ModelConfig:
             residual block per further width. The authors use (16, 32, 64, 128, 256, 512): minimum input 64 px.
         attr_input_size: if set, attributes are computed on a copy resized to this square size (cheap and
             resolution independent); None = native resolution, smaller inputs upsampled to the minimum.
+        attr_stats: if True the head also sees the per-channel mean and standard deviation of the
+            full-resolution signal (exact global statistics even when attributes are computed on a small copy).
+            Not in the authors' net.
         attr_head: ``"layernorm"`` (authors: 1×1 conv -> LayerNorm -> LeakyReLU) or ``"linear"`` (1×1 conv only).
         channel_order: channel order the weights expect, ``"rgb"`` or ``"bgr"``; inputs are always RGB and
             are flipped internally.
@@ -40,6 +43,7 @@ class ModelConfig:
     content_constant: bool = False
     attr_widths: tuple[int, ...] = (16, 32, 64, 128, 256, 512)
     attr_input_size: int | None = None
+    attr_stats: bool = False
     attr_head: str = "layernorm"
     channel_order: str = "rgb"
     extra: dict[str, Any] = field(default_factory=dict, compare=False)

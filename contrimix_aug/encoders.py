@@ -84,7 +84,8 @@ class AttributeEncoder(nn.Module):
     """One C×K attribute matrix per image (stain vectors as columns).
 
     Stem Conv4×4/s2 -> downsampling blocks -> global average pool -> 1×1 conv to C·K
-    -> [LayerNorm -> LReLU] -> view (B, C, K). Inputs smaller than ``config.min_attr_size`` (or any input
+    -> [LayerNorm -> LReLU] -> view (B, C, K). With ``config.attr_stats`` the pooled features are joined by the
+    full-resolution per-channel mean and standard deviation of the signal before the head. Inputs smaller than ``config.min_attr_size`` (or any input
     when ``config.attr_input_size`` is set) are resized first (bilinear, antialiased when shrinking).
 
     Shape: (B, C, H, W) -> (B, C, K).
@@ -97,7 +98,7 @@ class AttributeEncoder(nn.Module):
         c, k = config.in_channels, config.num_attributes
         self.stem = nn.Conv2d(c, w[0], 4, stride=2, padding=1, padding_mode="reflect")
         self.blocks = nn.ModuleList(_DownBlock(a, b) for a, b in zip(w[:-1], w[1:]))
-        self.head = nn.Conv2d(w[-1], c * k, 1)
+        self.head = nn.Conv2d(w[-1] + (2 * c if config.attr_stats else 0), c * k, 1)
         self.norm = nn.LayerNorm([c * k, 1, 1]) if config.attr_head == "layernorm" else None
 
     def resize_input(self, signal: torch.Tensor) -> torch.Tensor:
@@ -120,7 +121,11 @@ class AttributeEncoder(nn.Module):
         x = self.stem(self.resize_input(signal))
         for block in self.blocks:
             x = block(x)
-        x = self.head(F.adaptive_avg_pool2d(x, 1))
+        x = F.adaptive_avg_pool2d(x, 1)
+        if self.config.attr_stats:
+            var, mean = torch.var_mean(signal.float(), dim=(2, 3), keepdim=True)
+            x = torch.cat([x, mean.to(x.dtype), var.add(1e-6).sqrt().to(x.dtype)], dim=1)
+        x = self.head(x)
         if self.norm is not None:
             x = F.leaky_relu(self.norm(x), 0.01)
         return x.view(x.shape[0], self.config.in_channels, self.config.num_attributes)
