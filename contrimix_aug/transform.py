@@ -6,6 +6,7 @@ parameters from their own ``torch.Generator`` and hand them to the functional co
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import secrets
 from typing import Any, Dict, Optional
@@ -50,7 +51,9 @@ class _ContriMixBase(IntensityAugmentationBase2D):
 
     def __init__(self, weights: Any, p: float, keepdim: bool, check_values: bool) -> None:
         super().__init__(p=check_probability(p), p_batch=1.0, same_on_batch=False, keepdim=keepdim)
-        model = load_model(weights)
+        # A model passed in is copied: freezing it or replacing its bank must not change the caller's model
+        # (which may still be training, or be shared with other transforms).
+        model = copy.deepcopy(weights) if isinstance(weights, ContriMixModel) else load_model(weights)
         model.freeze()
         self.model: ContriMixModel = model
         self.check_values = bool(check_values)
