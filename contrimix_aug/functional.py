@@ -26,6 +26,13 @@ def _as_rows(mask: torch.Tensor) -> torch.Tensor | None:
     return mask.nonzero().flatten()
 
 
+def _like(out: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    """Give ``out`` the memory format of ``image`` (channels_last stays channels_last)."""
+    if image.ndim == 4 and not image.is_contiguous() and image.is_contiguous(memory_format=torch.channels_last):
+        return out.contiguous(memory_format=torch.channels_last)
+    return out
+
+
 def apply_contrimix(
     model: ContriMixModel,
     image: torch.Tensor,
@@ -49,7 +56,7 @@ def apply_contrimix(
         target: (C, K) fixed donor attributes for every image (normalisation); overrides donors.
 
     Returns:
-        (B, C, H, W), same dtype and device as ``image``.
+        (B, C, H, W), same dtype, device and memory format (channels_last stays channels_last) as ``image``.
 
     When the parameters live on the CPU (the default), only the rows that are needed are encoded: content for
     the selected images, attributes for those and their donors.
@@ -84,7 +91,7 @@ def apply_contrimix(
             donor_attrs = gather_attributes(attrs, donors[rows].to(dev), bank, fb.to(dev) if fb is not None else None)
         mixed = mix_attributes(own, donor_attrs, strength[rows].to(dev))
         rendered = model.decode(content, mixed).to(image.dtype)
-        return image.index_copy(0, rows.to(dev), rendered)
+        return _like(image.index_copy(0, rows.to(dev), rendered), image)
     # dense path (all selected, parameters on the device, or compiling)
     content, attrs = model.encode(image.to(cdtype))
     if target is not None:
@@ -96,8 +103,8 @@ def apply_contrimix(
     mixed = mix_attributes(attrs, donor_attrs, strength.to(dev))
     rendered = model.decode(content, mixed).to(image.dtype)
     if selected is None or rows is not None:
-        return rendered
-    return torch.where(sel.to(dev).view(-1, 1, 1, 1), rendered, image)
+        return _like(rendered, image)
+    return _like(torch.where(sel.to(dev).view(-1, 1, 1, 1), rendered, image), image)
 
 
 @torch.no_grad()
