@@ -238,6 +238,15 @@ def test_wkb_polygon_parser():
     assert len(S._wkb_polygons(multi)) == 2
 
 
+def test_demo_tiles_are_bundled():
+    tiles, ids = S.load_demo_tiles()
+    assert tiles.shape == (16, 96, 96, 3) and tiles.dtype == np.uint8
+    assert Counter(ids) == {"cmu1": 8, "skin": 8}
+    assert S.load_demo_tiles("skin")[0].shape[0] == 8
+    with pytest.raises(FileNotFoundError):
+        S.load_demo_tiles("prostate")  # not vendorable, never bundled
+
+
 def test_cli_list(capsys, tmp_path):
     import argparse
 

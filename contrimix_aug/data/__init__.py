@@ -8,6 +8,18 @@
 
 from __future__ import annotations
 
+from .patches import (
+    PatchSample,
+    grid_patches,
+    ink_mask,
+    optical_density,
+    random_patches,
+    resample_to_mpp,
+    sample_patches_from_images,
+    sample_source_patches,
+    spatial_split_region,
+    tissue_mask,
+)
 from .sources import (
     HE_CLEAR_TERMS,
     HE_SOURCES,
@@ -30,14 +42,24 @@ __all__ = [
     "HE_CLEAR_TERMS",
     "HE_SOURCES",
     "NucleiLabels",
+    "PatchSample",
     "SOURCES",
     "Source",
     "SourceUnavailableError",
     "fetch",
     "get_source",
+    "grid_patches",
+    "ink_mask",
     "is_cached",
     "list_sources",
     "load_demo_tiles",
     "load_hgsc_nuclei",
     "load_image",
+    "optical_density",
+    "random_patches",
+    "resample_to_mpp",
+    "sample_patches_from_images",
+    "sample_source_patches",
+    "spatial_split_region",
+    "tissue_mask",
 ]

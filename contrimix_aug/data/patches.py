@@ -1,0 +1,461 @@
+"""Tissue/ink masks, resampling to a target µm/px, and deterministic patch sampling (numpy only).
+
+Conventions: images are ``(H, W, 3)`` uint8 RGB unless said otherwise; coordinates are the
+top-left ``(y, x)`` of a ``size x size`` patch; regions are ``(y0, x0, y1, x1)`` with exclusive ends.
+
+Masks:
+
+* **glass** (not tissue): grey > 0.82 *and* HSV saturation < 0.10, with grey the ITU-R 601 luma
+  of RGB in [0, 1] and saturation ``(max - min) / max``.
+* **ink**: a non-glass pixel whose red optical density exceeds its green optical density by more
+  than 0.10 while its summed OD exceeds 0.30 (isolated hits dropped: at least half of a 5x5
+  neighbourhood must qualify), plus the faint halo: pixels with OD_R - OD_G > 0.04 and summed OD > 0.12
+  within about 12 px of such ink (see :func:`ink_mask`). Haematoxylin, eosin and DAB all
+  absorb green at least as strongly as red (OD_G >= OD_R), whereas green, teal and blue marking inks
+  absorb red most (OD_R > OD_G). This catches cmu1's green/teal edge ink and prostate_ink's blue blot;
+  it does **not** catch black or red ink.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from .sources import HE_SOURCES, get_source, load_image
+
+__all__ = [
+    "PatchSample",
+    "Region",
+    "crop_patches",
+    "grid_patches",
+    "ink_mask",
+    "optical_density",
+    "random_patches",
+    "resample_to_mpp",
+    "sample_patches_from_images",
+    "sample_source_patches",
+    "source_rng",
+    "spatial_split_region",
+    "tissue_mask",
+    "window_fraction",
+]
+
+Region = tuple[int, int, int, int]
+Split = Literal["train", "val"] | None
+
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def _check_rgb(rgb: np.ndarray, name: str = "rgb") -> np.ndarray:
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[-1] != 3:
+        raise ValueError(f"{name}: expected an (H, W, 3) RGB array, got shape {rgb.shape}")
+    if rgb.dtype != np.uint8:
+        raise TypeError(f"{name}: expected uint8 RGB, got {rgb.dtype}; convert with (x * 255).round().astype(np.uint8)")
+    return rgb
+
+
+def tissue_mask(rgb: np.ndarray, *, grey_threshold: float = 0.82, saturation_threshold: float = 0.10) -> np.ndarray:
+    """``(H, W)`` bool, True on tissue: not (grey > ``grey_threshold`` and saturation < ``saturation_threshold``).
+
+    Computed in integers (grey = (299 R + 587 G + 114 B) / 1000 / 255, saturation = (max - min) / max).
+    """
+    rgb = _check_rgb(rgb)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    grey = 299 * r.astype(np.int32)
+    grey += 587 * g.astype(np.int32)
+    grey += 114 * b.astype(np.int32)
+    bright = grey > grey_threshold * 255_000
+    mx = np.maximum(np.maximum(r, g), b).astype(np.float32)
+    mn = np.minimum(np.minimum(r, g), b).astype(np.float32)
+    pale = (mx - mn) < saturation_threshold * mx  # False where mx == 0 (black is not glass)
+    return ~(bright & pale)
+
+
+_OD_LUT = (-np.log10(np.clip(np.arange(256, dtype=np.float64), 1.0, 255.0) / 255.0)).astype(np.float32)
+
+
+def optical_density(rgb: np.ndarray) -> np.ndarray:
+    """``(H, W, 3)`` float32 OD = -log10(I / 255), with I clipped to [1, 255]."""
+    return _OD_LUT[_check_rgb(rgb)]
+
+
+def _integral(mask: np.ndarray) -> np.ndarray:
+    """``(H + 1, W + 1)`` summed-area table (int32, or int64 for huge images) of a bool/int mask."""
+    dt = np.int32 if mask.size < 2**31 else np.int64
+    ii = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dt)
+    np.cumsum(mask, axis=0, dtype=dt, out=ii[1:, 1:])
+    np.cumsum(ii[1:, 1:], axis=1, out=ii[1:, 1:])
+    return ii
+
+
+def _window_sums(ii: np.ndarray, ys: np.ndarray, xs: np.ndarray, size: int) -> np.ndarray:
+    """Sum of the mask over the ``size`` x ``size`` windows with top-lefts ``(ys, xs)``."""
+    y1, x1 = ys + size, xs + size
+    return ii[y1, x1] - ii[ys, x1] - ii[y1, xs] + ii[ys, xs]
+
+
+def _box_mean_same(mask: np.ndarray, k: int) -> np.ndarray:
+    """Mean of ``mask`` over a k x k window centred on each pixel (window clipped at the borders)."""
+    r = k // 2
+    ii = _integral(np.pad(mask, ((r, k - 1 - r), (r, k - 1 - r))))
+    s = ii[k:, k:] - ii[:-k, k:] - ii[k:, :-k] + ii[:-k, :-k]
+    h, w = mask.shape
+    ny = np.minimum(np.arange(h) + k - r, h) - np.maximum(np.arange(h) - r, 0)
+    nx = np.minimum(np.arange(w) + k - r, w) - np.maximum(np.arange(w) - r, 0)
+    return s.astype(np.float32) / (ny[:, None] * nx[None, :]).astype(np.float32)
+
+
+def _dilate_coarse(mask: np.ndarray, radius: int, block: int = 8) -> np.ndarray:
+    """Pixels within about ``radius`` px (rounded up to ``block``-px cells) of a True pixel of ``mask``."""
+    h, w = mask.shape
+    ph, pw = -h % block, -w % block
+    padded = np.pad(mask, ((0, ph), (0, pw)))
+    cells = padded.reshape((h + ph) // block, block, (w + pw) // block, block).any(axis=(1, 3))
+    r = -(-radius // block)
+    grown = _box_mean_same(cells, 2 * r + 1) > 0
+    return np.repeat(np.repeat(grown, block, axis=0), block, axis=1)[:h, :w]
+
+
+def ink_mask(rgb: np.ndarray, *, margin: float = 0.10, min_od: float = 0.30, window: int = 5,
+             min_fraction: float = 0.5, weak_margin: float = 0.04, weak_min_od: float = 0.12,
+             radius: int = 12, tissue: np.ndarray | None = None) -> np.ndarray:
+    """``(H, W)`` bool, True on green/teal/blue marking ink (rule in the module docstring).
+
+    Two levels (hysteresis): *strong* pixels need OD_red - OD_green > ``margin`` and summed OD >
+    ``min_od``, kept where at least ``min_fraction`` of their ``window`` x ``window`` neighbourhood is strong
+    (drops isolated hits; ``window=1`` disables this). *Weak* pixels (OD_red - OD_green > ``weak_margin``,
+    summed OD > ``weak_min_od``) within about ``radius`` px (8-px cells) of a strong one are added: the
+    faint halo of the ink. Glass (``tissue`` False; computed when not given) is never ink. On the H&E
+    sources without ink (prostate, skin, hgsc_*, tcia) and the IHC image it flags < 0.01 % of pixels.
+    """
+    rgb = _check_rgb(rgb)
+    od_r, od_g, od_b = (_OD_LUT[rgb[..., i]] for i in range(3))
+    diff = od_r - od_g
+    total = od_r + od_g
+    total += od_b
+    tissue = tissue_mask(rgb) if tissue is None else tissue
+    strong = (diff > margin) & (total > min_od) & tissue
+    if not strong.any():
+        return strong
+    if window > 1:
+        strong = (_box_mean_same(strong, window) >= min_fraction) & tissue
+        if not strong.any():
+            return strong
+    if radius <= 0:
+        return strong
+    weak = (diff > weak_margin) & (total > weak_min_od) & tissue
+    return strong | (weak & _dilate_coarse(strong, radius))
+
+
+def resample_to_mpp(img: np.ndarray, from_mpp: float, to_mpp: float, *,
+                    method: Literal["area", "nearest"] = "area", max_pixels: int | None = 2**28) -> np.ndarray:
+    """Rescale ``img`` (``(H, W)`` or ``(H, W, C)``, any dtype) from ``from_mpp`` to ``to_mpp`` µm/px.
+
+    ``"area"``: PIL box (area-average) filter when shrinking, bicubic when enlarging; integer output
+    is rounded and clipped to its dtype. ``"nearest"``: exact nearest-neighbour (use for label rasters).
+    New size: ``round(H * from_mpp / to_mpp)`` (at least 1); more than ``max_pixels`` output pixels is
+    refused (ValueError) as a guard against a wrong µm/px.
+    """
+    img = np.asarray(img)
+    if img.ndim not in (2, 3):
+        raise ValueError(f"expected (H, W) or (H, W, C), got shape {img.shape}")
+    if not (from_mpp > 0 and to_mpp > 0):
+        raise ValueError(f"µm/px must be positive, got from_mpp={from_mpp}, to_mpp={to_mpp}")
+    scale = from_mpp / to_mpp
+    h, w = img.shape[:2]
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    if (nh, nw) == (h, w):
+        return img.copy()
+    if max_pixels is not None and nh * nw > max_pixels:
+        raise ValueError(f"resampling {h}x{w} from {from_mpp} to {to_mpp} µm/px gives {nh}x{nw} pixels "
+                         f"(> max_pixels={max_pixels}); check the µm/px or pass max_pixels=None")
+    if method == "nearest":
+        iy = np.minimum(((np.arange(nh) + 0.5) * h / nh).astype(np.int64), h - 1)
+        ix = np.minimum(((np.arange(nw) + 0.5) * w / nw).astype(np.int64), w - 1)
+        return img[iy][:, ix].copy()
+    if method != "area":
+        raise ValueError(f"method must be 'area' or 'nearest', got {method!r}")
+    from PIL import Image
+
+    filt = Image.Resampling.BOX if scale < 1 else Image.Resampling.BICUBIC
+    if img.dtype == np.uint8 and (img.ndim == 2 or img.shape[2] in (3, 4)):
+        return np.asarray(Image.fromarray(img).resize((nw, nh), filt))
+    chans = img[..., None] if img.ndim == 2 else img
+    out = np.stack(
+        [np.asarray(Image.fromarray(np.ascontiguousarray(chans[..., c], dtype=np.float32)).resize((nw, nh), filt))
+         for c in range(chans.shape[2])],
+        axis=-1,
+    )
+    if np.issubdtype(img.dtype, np.integer):
+        info = np.iinfo(img.dtype)
+        out = np.clip(np.rint(out), info.min, info.max)
+    out = out.astype(img.dtype)
+    return out[..., 0] if img.ndim == 2 else out
+
+
+def window_fraction(mask: np.ndarray, size: int) -> np.ndarray:
+    """``(H - size + 1, W - size + 1)`` float32: fraction of True in the patch with each top-left."""
+    h, w = mask.shape
+    if size > h or size > w:
+        return np.zeros((0, 0), np.float32)
+    ii = _integral(mask)
+    s = ii[size:, size:] - ii[:-size, size:] - ii[size:, :-size] + ii[:-size, :-size]
+    return s.astype(np.float32) / float(size * size)
+
+
+def spatial_split_region(tissue: np.ndarray, size: int, split: Split, val_fraction: float = 0.2) -> Region:
+    """Deterministic held-out band of an image, so train and val patches can never overlap.
+
+    The image is cut across its longer axis (rows when square) where the tissue behind the cut is
+    ``val_fraction`` of all tissue; ``"val"`` is the band behind the cut, ``"train"`` the rest. Each band is
+    kept at least ``size`` pixels wide. ``split=None`` gives the whole image.
+    """
+    h, w = tissue.shape
+    if split is None:
+        return (0, 0, h, w)
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be 'train', 'val' or None, got {split!r}")
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    axis = 0 if h >= w else 1
+    length = tissue.shape[axis]
+    if length < 2 * size:
+        raise ValueError(f"image {h}x{w} is too small for a spatial train/val split with {size}-px patches "
+                         f"(needs >= {2 * size} px along its longer side)")
+    profile = tissue.sum(axis=1 - axis).astype(np.float64)
+    total = profile.sum()
+    if total > 0:
+        cum = np.cumsum(profile)
+        cut = int(np.searchsorted(cum, (1.0 - val_fraction) * total, side="left")) + 1
+    else:
+        cut = round(length * (1.0 - val_fraction))
+    cut = int(np.clip(cut, size, length - size))
+    lo, hi = (0, cut) if split == "train" else (cut, length)
+    return (lo, 0, hi, w) if axis == 0 else (0, lo, h, hi)
+
+
+class _PatchTester:
+    """Vectorised tissue/ink tests of patches by summed-area tables (no full per-position map)."""
+
+    def __init__(self, img: np.ndarray, size: int, *, min_tissue: float, exclude_ink: bool, max_ink: float,
+                 region: Region | None, tissue: np.ndarray | None, ink: np.ndarray | None) -> None:
+        if size < 1:
+            raise ValueError(f"size must be >= 1, got {size}")
+        h, w = img.shape[:2]
+        tissue = tissue_mask(img) if tissue is None else tissue
+        if exclude_ink:
+            ink = ink_mask(img, tissue=tissue) if ink is None else ink
+            self._ink = _integral(ink)
+            tissue = tissue & ~ink
+        self._tissue = _integral(tissue)
+        self.size, self.exclude_ink = size, exclude_ink
+        area = size * size
+        self._need = int(np.ceil(min_tissue * area - 1e-9))
+        self._max_ink = int(np.floor(max_ink * area + 1e-9))
+        y0, x0, y1, x1 = region if region is not None else (0, 0, h, w)
+        y0, x0, y1, x1 = max(y0, 0), max(x0, 0), min(y1, h), min(x1, w)
+        # top-left ranges [ylo, yhi) x [xlo, xhi) keeping the patch inside the region
+        self.ylo, self.xlo, self.yhi, self.xhi = y0, x0, max(y1 - size + 1, y0), max(x1 - size + 1, x0)
+
+    @property
+    def n_positions(self) -> int:
+        return (self.yhi - self.ylo) * (self.xhi - self.xlo)
+
+    def ok(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        good = _window_sums(self._tissue, ys, xs, self.size) >= self._need
+        if self.exclude_ink:
+            good &= _window_sums(self._ink, ys, xs, self.size) <= self._max_ink
+        return good
+
+    def all_valid(self, chunk: int = 256) -> np.ndarray:
+        """Flat indices (row-major over the top-left range) of every valid position."""
+        width = self.xhi - self.xlo
+        xs_row = np.arange(self.xlo, self.xhi)
+        out = []
+        for y in range(self.ylo, self.yhi, chunk):
+            yy = np.arange(y, min(y + chunk, self.yhi))
+            ys, xs = np.repeat(yy, width), np.tile(xs_row, len(yy))
+            ok = np.flatnonzero(self.ok(ys, xs))
+            out.append(ok + (y - self.ylo) * width)
+        return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+
+def grid_patches(img: np.ndarray, size: int, stride: int | None = None, min_tissue: float = 0.5,
+                 exclude_ink: bool = True, *, max_ink: float = 0.01, region: Region | None = None,
+                 tissue: np.ndarray | None = None, ink: np.ndarray | None = None) -> list[tuple[int, int]]:
+    """Top-lefts ``(y, x)`` of a regular grid (from ``region``'s corner, step ``stride``, default ``size``).
+
+    A patch is kept when at least ``min_tissue`` of it is tissue (not counting ink when ``exclude_ink``)
+    and, with ``exclude_ink``, at most ``max_ink`` of it is ink. ``tissue``/``ink`` may be passed precomputed.
+    """
+    stride = size if stride is None else stride
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    t = _PatchTester(img, size, min_tissue=min_tissue, exclude_ink=exclude_ink, max_ink=max_ink,
+                     region=region, tissue=tissue, ink=ink)
+    gy, gx = np.arange(t.ylo, t.yhi, stride), np.arange(t.xlo, t.xhi, stride)
+    if gy.size == 0 or gx.size == 0:
+        return []
+    ys, xs = np.repeat(gy, gx.size), np.tile(gx, gy.size)
+    keep = t.ok(ys, xs)
+    return [(int(y), int(x)) for y, x in zip(ys[keep], xs[keep], strict=True)]
+
+
+def random_patches(img: np.ndarray, size: int, n: int, *, seed: int | np.random.Generator = 0,
+                   min_tissue: float = 0.5, exclude_ink: bool = True, max_ink: float = 0.01,
+                   region: Region | None = None, replace: bool | None = None,
+                   tissue: np.ndarray | None = None, ink: np.ndarray | None = None) -> list[tuple[int, int]]:
+    """``n`` top-lefts drawn uniformly among all valid pixel positions (same tests as :func:`grid_patches`).
+
+    Deterministic for a given ``seed``. Positions are drawn by rejection (uniform over the valid ones);
+    when that is slow or there are fewer valid positions than ``n``, every valid position is listed and
+    sampled from. ``replace=None`` samples without replacement when possible and with replacement (plus a
+    warning) otherwise.
+
+    Raises:
+        ValueError: no valid position at all.
+    """
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    if n <= 0:
+        return []
+    t = _PatchTester(img, size, min_tissue=min_tissue, exclude_ink=exclude_ink, max_ink=max_ink,
+                     region=region, tissue=tissue, ink=ink)
+    total = t.n_positions
+    width = t.xhi - t.xlo
+    if total > 0 and replace is not True:
+        chosen: dict[int, None] = {}
+        batch = max(1024, 8 * n)
+        for _ in range(32):
+            cand = rng.integers(0, total, size=batch)
+            ok = t.ok(t.ylo + cand // width, t.xlo + cand % width)
+            for c in cand[ok]:
+                chosen.setdefault(int(c), None)
+                if len(chosen) == n:
+                    break
+            if len(chosen) == n:
+                flat = np.fromiter(chosen, np.int64)
+                return [(int(t.ylo + p // width), int(t.xlo + p % width)) for p in flat]
+    flat = t.all_valid() if total > 0 else np.zeros(0, np.int64)
+    if flat.size == 0:
+        raise ValueError(f"no {size}x{size} patch with >= {min_tissue:.0%} tissue"
+                         f"{' and no ink' if exclude_ink else ''} in the image/region; lower min_tissue or size")
+    if replace is None:
+        replace = flat.size < n
+        if replace:
+            warnings.warn(f"only {flat.size} valid positions for {n} patches; sampling with replacement",
+                          stacklevel=2)
+    elif not replace and flat.size < n:
+        raise ValueError(f"only {flat.size} valid positions for {n} patches without replacement")
+    pick = rng.choice(flat, size=n, replace=replace)
+    return [(int(t.ylo + p // width), int(t.xlo + p % width)) for p in pick]
+
+
+def crop_patches(img: np.ndarray, coords: Sequence[tuple[int, int]], size: int) -> np.ndarray:
+    """``(N, size, size, ...)`` copies of the patches at ``coords``."""
+    if len(coords) == 0:
+        return np.zeros((0, size, size) + img.shape[2:], img.dtype)
+    return np.stack([img[y:y + size, x:x + size] for y, x in coords])
+
+
+def source_rng(seed: int, source_id: str) -> np.random.Generator:
+    """Generator for one source: depends on ``seed`` and the id only, not on the other sources chosen."""
+    return np.random.default_rng([int(seed), zlib.crc32(source_id.encode())])
+
+
+@dataclass(frozen=True)
+class PatchSample:
+    """Patches of several sources.
+
+    Attributes:
+        images: ``(N, S, S, 3)`` uint8 RGB.
+        labels: ``(N,)`` int64 index into ``source_ids``.
+        source_ids: the sources, in label order.
+        coords: ``(N, 2)`` int64 top-left (y, x) in the image *after* resampling to the target µm/px.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    source_ids: tuple[str, ...]
+    coords: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+def sample_patches_from_images(images: Mapping[str, tuple[np.ndarray, float | None]], size: int = 96,
+                               n_per_source: int | None = 64, *, target_mpp: float | None = 0.5, seed: int = 0,
+                               split: Split = None, val_fraction: float = 0.2, min_tissue: float = 0.5,
+                               exclude_ink: bool = True, max_ink: float = 0.01,
+                               method: Literal["random", "grid"] = "random",
+                               stride: int | None = None) -> PatchSample:
+    """Balanced patches from in-memory images: ``{source_id: ((H, W, 3) uint8, µm/px or None)}``.
+
+    Each image is resampled to ``target_mpp`` (skipped when it or the image's µm/px is None), masked,
+    restricted to its ``split`` band (:func:`spatial_split_region`) and sampled: ``"random"`` draws
+    ``n_per_source`` positions; ``"grid"`` takes the grid (stride ``stride``) and, when ``n_per_source`` is
+    set, a seeded random subset of it. Deterministic given ``seed``.
+    """
+    if method not in ("random", "grid"):
+        raise ValueError(f"method must be 'random' or 'grid', got {method!r}")
+    if method == "random" and n_per_source is None:
+        raise ValueError("method='random' needs n_per_source")
+    if not images:
+        raise ValueError("no images given")
+    out_imgs, out_labels, out_coords = [], [], []
+    ids = tuple(images)
+    for label, sid in enumerate(ids):
+        img, mpp = images[sid]
+        img = _check_rgb(img, sid)
+        if target_mpp is not None and mpp is not None:
+            img = resample_to_mpp(img, mpp, target_mpp)
+        tissue = tissue_mask(img)
+        ink = ink_mask(img, tissue=tissue) if exclude_ink else None
+        good = tissue & ~ink if exclude_ink else tissue
+        region = spatial_split_region(good, size, split, val_fraction)
+        rng = source_rng(seed, sid)
+        kw = {"min_tissue": min_tissue, "exclude_ink": exclude_ink, "max_ink": max_ink, "region": region,
+              "tissue": tissue, "ink": ink}
+        try:
+            if method == "random":
+                coords = random_patches(img, size, n_per_source, seed=rng, **kw)
+            else:
+                coords = grid_patches(img, size, stride, **kw)
+                if n_per_source is not None and len(coords) > n_per_source:
+                    keep = np.sort(rng.choice(len(coords), size=n_per_source, replace=False))
+                    coords = [coords[i] for i in keep]
+        except ValueError as err:
+            raise ValueError(f"{sid}: {err}") from None
+        out_imgs.append(crop_patches(img, coords, size))
+        out_labels.append(np.full(len(coords), label, np.int64))
+        out_coords.append(np.asarray(coords, np.int64).reshape(-1, 2))
+    return PatchSample(np.concatenate(out_imgs), np.concatenate(out_labels), ids, np.concatenate(out_coords))
+
+
+def sample_source_patches(source_ids: Sequence[str] = HE_SOURCES, size: int = 96, n_per_source: int | None = 64,
+                          target_mpp: float | None = 0.5, seed: int = 0, split: Split = None, *,
+                          val_fraction: float = 0.2, min_tissue: float = 0.5, exclude_ink: bool = True,
+                          max_ink: float = 0.01, method: Literal["random", "grid"] = "random",
+                          stride: int | None = None, cache_dir: str | os.PathLike | None = None,
+                          progress: bool = True) -> PatchSample:
+    """Balanced ``(N, size, size, 3)`` uint8 patches from registered real sources (fetched if needed).
+
+    ``n_per_source`` patches per source at ``target_mpp`` µm/px (registry µm/px; ``None``: native pixels),
+    with the spatial ``split`` of :func:`spatial_split_region` (``"train"``/``"val"`` never overlap).
+    See :func:`sample_patches_from_images` for the other arguments.
+    """
+    images = {}
+    for sid in source_ids:
+        src = get_source(sid)
+        if src.kind != "image" or src.stain not in ("he", "ihc"):
+            raise ValueError(f"{sid} is not an RGB (H&E/IHC) image source")
+        images[sid] = (load_image(sid, cache_dir=cache_dir, progress=progress), src.um_per_px)
+    return sample_patches_from_images(images, size, n_per_source, target_mpp=target_mpp, seed=seed, split=split,
+                                      val_fraction=val_fraction, min_tissue=min_tissue, exclude_ink=exclude_ink,
+                                      max_ink=max_ink, method=method, stride=stride)
