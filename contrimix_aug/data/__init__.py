@@ -8,6 +8,15 @@
 
 from __future__ import annotations
 
+from .datasets import (
+    Camelyon17Dataset,
+    HESourcesDataset,
+    ImageFolderDataset,
+    RxRx1Dataset,
+    make_dataset,
+    read_image,
+    to_tensor,
+)
 from .patches import (
     PatchSample,
     grid_patches,
@@ -38,12 +47,16 @@ from .sources import (
 )
 
 __all__ = [
-    "ChecksumError",
     "HE_CLEAR_TERMS",
     "HE_SOURCES",
+    "SOURCES",
+    "Camelyon17Dataset",
+    "ChecksumError",
+    "HESourcesDataset",
+    "ImageFolderDataset",
     "NucleiLabels",
     "PatchSample",
-    "SOURCES",
+    "RxRx1Dataset",
     "Source",
     "SourceUnavailableError",
     "fetch",
@@ -55,11 +68,14 @@ __all__ = [
     "load_demo_tiles",
     "load_hgsc_nuclei",
     "load_image",
+    "make_dataset",
     "optical_density",
     "random_patches",
+    "read_image",
     "resample_to_mpp",
     "sample_patches_from_images",
     "sample_source_patches",
     "spatial_split_region",
     "tissue_mask",
+    "to_tensor",
 ]

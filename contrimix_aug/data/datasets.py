@@ -1,0 +1,394 @@
+"""Torch datasets: image folders, the WILDS Camelyon17 and RxRx1 layouts, and the real H&E sources.
+
+Every dataset returns ``(image, meta)``: ``image`` a float32 ``(C, H, W)`` tensor in [0, 1] (after the
+optional ``transform``), ``meta`` a dict of plain ints/strings (collates with the default collate).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .patches import sample_source_patches
+from .sources import HE_CLEAR_TERMS, SOURCES
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "Camelyon17Dataset",
+    "HESourcesDataset",
+    "ImageFolderDataset",
+    "RxRx1Dataset",
+    "make_dataset",
+    "read_image",
+    "to_tensor",
+]
+
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+
+Transform = Callable[[torch.Tensor], torch.Tensor]
+
+
+def read_image(path: str | os.PathLike, channels: int | None = 3) -> np.ndarray:
+    """``(H, W, C)`` array of an image file (PNG/JPEG via PIL; TIFF via tifffile), native dtype.
+
+    ``channels=3``: grey is repeated, alpha dropped (RGB). ``None``: keep the file's channels.
+
+    Raises:
+        ValueError: the file cannot be decoded (names the file).
+    """
+    path = Path(path)
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+
+            arr = tifffile.imread(path)
+            if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
+                arr = np.moveaxis(arr, 0, -1)  # (C, H, W) TIFF
+        else:
+            from PIL import Image
+
+            with Image.open(path) as im:
+                if channels == 3 or im.mode in ("P", "CMYK", "YCbCr", "LAB", "HSV"):
+                    im = im.convert("RGB")
+                arr = np.asarray(im)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # noqa: BLE001 - decoders raise many types; name the file instead
+        raise ValueError(f"cannot read image {path}: {type(err).__name__}: {err}. "
+                         "Remove or re-export the file (PNG/JPEG/TIFF are supported).") from None
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3:
+        raise ValueError(f"{path}: expected a 2-D image (H, W[, C]), got shape {arr.shape}")
+    if channels == 3:
+        if arr.shape[-1] == 1:
+            arr = np.repeat(arr, 3, axis=-1)
+        elif arr.shape[-1] == 4:
+            arr = arr[..., :3]
+        elif arr.shape[-1] != 3:
+            raise ValueError(f"{path}: cannot make RGB from {arr.shape[-1]} channels; pass channels=None")
+    return arr
+
+
+def to_tensor(arr: np.ndarray) -> torch.Tensor:
+    """``(H, W, C)`` array -> float32 ``(C, H, W)`` tensor in [0, 1].
+
+    8/16-bit integers are divided by their dtype's maximum (uint8 / 255, uint16 / 65535); wider integers
+    by the array's maximum; floats are clipped to [0, 1].
+    """
+    arr = np.ascontiguousarray(arr)
+    if arr.dtype == np.bool_:
+        f = arr.astype(np.float32)
+    elif np.issubdtype(arr.dtype, np.integer):
+        scale = float(np.iinfo(arr.dtype).max) if arr.dtype.itemsize <= 2 else max(float(arr.max(initial=1)), 1.0)
+        f = np.clip(arr.astype(np.float32) / scale, 0.0, 1.0)
+    else:
+        f = np.clip(arr.astype(np.float32), 0.0, 1.0)
+    return torch.from_numpy(f).permute(2, 0, 1).contiguous()
+
+
+def _crop_offsets(h: int, w: int, size: int, mode: str, rng: np.random.Generator | None) -> tuple[int, int]:
+    if mode == "center" or rng is None:
+        return (h - size) // 2, (w - size) // 2
+    return int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
+
+
+def _fit(arr: np.ndarray, size: int | None, mode: str, rng: np.random.Generator | None) -> tuple[np.ndarray, int, int]:
+    """Crop ``arr`` to ``size`` x ``size`` (symmetric padding first when it is smaller)."""
+    if size is None:
+        return arr, 0, 0
+    h, w = arr.shape[:2]
+    if h < size or w < size:
+        ph, pw = max(size - h, 0), max(size - w, 0)
+        arr = np.pad(arr, ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)), mode="symmetric")
+        h, w = arr.shape[:2]
+    y, x = _crop_offsets(h, w, size, mode, rng)
+    return arr[y:y + size, x:x + size], y, x
+
+
+class ImageFolderDataset(Dataset):
+    """All images under ``root`` (sorted paths), optionally cropped to ``size`` x ``size``.
+
+    Args:
+        root: folder of images.
+        size: crop size (``None``: whole images, which then must share one size to batch).
+        extensions: file suffixes to take (case-insensitive).
+        recursive: also look in sub-folders.
+        crop: ``"random"`` or ``"center"``.
+        seed: with ``crop="random"``, makes the crop of item ``i`` a fixed function of ``(seed, i)``;
+            ``None`` draws fresh crops each time (training).
+        channels: 3 (RGB) or ``None`` (native channels, e.g. fluorescence TIFFs).
+        transform: applied to the ``(C, H, W)`` tensor.
+
+    Items: ``(image, {"path": str, "index": int, "y": int, "x": int})``.
+    """
+
+    def __init__(self, root: str | os.PathLike, size: int | None = None, *,
+                 extensions: Sequence[str] = IMAGE_EXTENSIONS, recursive: bool = True,
+                 crop: Literal["random", "center"] = "random", seed: int | None = None,
+                 channels: int | None = 3, transform: Transform | None = None) -> None:
+        self.root = Path(root).expanduser()
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"image folder {self.root} does not exist (or is not a folder)")
+        if crop not in ("random", "center"):
+            raise ValueError(f"crop must be 'random' or 'center', got {crop!r}")
+        if size is not None and size < 1:
+            raise ValueError(f"size must be a positive int or None, got {size}")
+        exts = tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions)
+        it = self.root.rglob("*") if recursive else self.root.iterdir()
+        self.paths = sorted(p for p in it if p.is_file() and p.suffix.lower() in exts and not p.name.startswith("."))
+        if not self.paths:
+            raise ValueError(f"no images with extensions {', '.join(exts)} in {self.root}"
+                             f"{' (recursive)' if recursive else ' (pass recursive=True to search sub-folders)'}")
+        self.size, self.crop, self.seed, self.channels, self.transform = size, crop, seed, channels, transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        path = self.paths[index]
+        arr = read_image(path, self.channels)
+        rng = None
+        if self.crop == "random":
+            rng = np.random.default_rng([self.seed, index]) if self.seed is not None else np.random.default_rng()
+        arr, y, x = _fit(arr, self.size, self.crop, rng)
+        img = to_tensor(arr)
+        if self.transform is not None:
+            img = self.transform(img)
+        return img, {"path": str(path), "index": int(index), "y": int(y), "x": int(x)}
+
+
+def _find_dataset_dir(root: str | os.PathLike, name: str) -> Path:
+    """``root`` itself or ``root/name`` (the WILDS folder), whichever holds metadata.csv."""
+    root = Path(root).expanduser()
+    for cand in (root, root / name):
+        if (cand / "metadata.csv").is_file():
+            return cand
+    raise FileNotFoundError(
+        f"no metadata.csv in {root} or {root / name}. Point root at the folder that contains {name}/ "
+        f"(as downloaded by WILDS) or at {name}/ itself."
+    )
+
+
+def _read_csv(path: Path, required: Sequence[str]) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        cols = reader.fieldnames or []
+        missing = [c for c in required if c not in cols]
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(c for c in cols if c)}")
+        return list(reader)
+
+
+def _check_split(split: str, allowed: Sequence[str]) -> None:
+    if split not in allowed:
+        raise ValueError(f"split must be one of {', '.join(repr(s) for s in allowed)}, got {split!r}")
+
+
+def _load_file(path: Path, channels: int | None) -> np.ndarray:
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"image {path} listed in metadata.csv is missing; re-download or re-extract the dataset"
+        )
+    return read_image(path, channels)
+
+
+class Camelyon17Dataset(Dataset):
+    """Camelyon17-WILDS patches (96x96 RGB PNG) with the official split.
+
+    Layout: ``ROOT/camelyon17_v1.0/metadata.csv`` (patient, node, x_coord, y_coord, tumor, slide, center,
+    split) and ``patches/patient_{PPP}_node_{N}/patch_patient_{PPP}_node_{N}_x_{X}_y_{Y}.png``.
+
+    Splits: ``"train"`` = centers 0, 3, 4 with split == 0; ``"id_val"`` = those with split == 1;
+    ``"val"`` = center 1 (OOD validation); ``"test"`` = center 2; ``"all"`` = every row.
+
+    Items: ``(image (3, 96, 96), {"label": tumor, "hospital": center, "slide", "patient", "node", "x", "y",
+    "path"})``. ``labels`` and ``hospitals`` give the per-item arrays (e.g. for group samplers).
+    """
+
+    SPLITS = ("train", "id_val", "val", "test", "all")
+    _COLUMNS = ("patient", "node", "x_coord", "y_coord", "tumor", "slide", "center", "split")
+
+    def __init__(self, root: str | os.PathLike, split: str = "train", *, transform: Transform | None = None) -> None:
+        _check_split(split, self.SPLITS)
+        self.dir = _find_dataset_dir(root, "camelyon17_v1.0")
+        rows = _read_csv(self.dir / "metadata.csv", self._COLUMNS)
+        try:
+            center = np.array([int(r["center"]) for r in rows], np.int64)
+            meta_split = np.array([int(r["split"]) for r in rows], np.int64)
+        except ValueError as err:
+            raise ValueError(f"{self.dir / 'metadata.csv'}: non-integer center/split value ({err})") from None
+        ood = (center == 1) | (center == 2)
+        keep = {
+            "train": ~ood & (meta_split == 0),
+            "id_val": ~ood & (meta_split == 1),
+            "val": center == 1,
+            "test": center == 2,
+            "all": np.ones(len(rows), bool),
+        }[split]
+        self.rows = [rows[i] for i in np.flatnonzero(keep)]
+        if not self.rows:
+            raise ValueError(f"split {split!r} of {self.dir / 'metadata.csv'} is empty")
+        self.split, self.transform = split, transform
+        self.labels = np.array([int(r["tumor"]) for r in self.rows], np.int64)
+        self.hospitals = np.array([int(r["center"]) for r in self.rows], np.int64)
+
+    @staticmethod
+    def _patient(value: str) -> str:
+        v = value.strip()
+        return v.zfill(3) if v.isdigit() else v
+
+    def path(self, index: int) -> Path:
+        """File of item ``index``."""
+        r = self.rows[index]
+        p, n = self._patient(r["patient"]), int(r["node"])
+        x, y = int(r["x_coord"]), int(r["y_coord"])
+        return self.dir / "patches" / f"patient_{p}_node_{n}" / f"patch_patient_{p}_node_{n}_x_{x}_y_{y}.png"
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        r, path = self.rows[index], self.path(index)
+        img = to_tensor(_load_file(path, 3))
+        if self.transform is not None:
+            img = self.transform(img)
+        meta = {"label": int(r["tumor"]), "hospital": int(r["center"]), "slide": int(r["slide"]),
+                "patient": self._patient(r["patient"]), "node": int(r["node"]),
+                "x": int(r["x_coord"]), "y": int(r["y_coord"]), "path": str(path)}
+        return img, meta
+
+
+class RxRx1Dataset(Dataset):
+    """RxRx1-WILDS fluorescence images (256x256, 3-channel PNG) with the official split.
+
+    Layout: ``ROOT/rxrx1_v1.0/metadata.csv`` (site_id, well_id, cell_type, dataset, experiment, plate, well,
+    site, well_type, sirna, sirna_id) and ``images/{experiment}/Plate{plate}/{well}_s{site}.png``.
+
+    Splits (WILDS ``official``): ``"train"`` = dataset == train and site 1; ``"id_test"`` = dataset == train
+    and site 2; ``"val"`` = dataset == val; ``"test"`` = dataset == test; ``"all"``.
+
+    Items: ``(image (3, H, W), {"label": sirna_id, "domain": experiment index, "experiment", "cell_type",
+    "plate", "well", "site", "path"})``; ``experiments`` lists the domain names in index order (sorted).
+    """
+
+    SPLITS = ("train", "id_test", "val", "test", "all")
+    _COLUMNS = ("site_id", "well_id", "cell_type", "dataset", "experiment", "plate", "well", "site",
+                "well_type", "sirna", "sirna_id")
+
+    def __init__(self, root: str | os.PathLike, split: str = "train", *, transform: Transform | None = None) -> None:
+        _check_split(split, self.SPLITS)
+        self.dir = _find_dataset_dir(root, "rxrx1_v1.0")
+        rows = _read_csv(self.dir / "metadata.csv", self._COLUMNS)
+
+        def keep(r: dict[str, str]) -> bool:
+            ds, site = r["dataset"], int(r["site"])
+            return {"train": ds == "train" and site == 1, "id_test": ds == "train" and site == 2,
+                    "val": ds == "val", "test": ds == "test", "all": True}[split]
+
+        try:
+            self.rows = [r for r in rows if keep(r)]
+        except ValueError as err:
+            raise ValueError(f"{self.dir / 'metadata.csv'}: non-integer site value ({err})") from None
+        if not self.rows:
+            raise ValueError(f"split {split!r} of {self.dir / 'metadata.csv'} is empty")
+        self.experiments = sorted({r["experiment"] for r in rows})
+        index = {e: i for i, e in enumerate(self.experiments)}
+        self.split, self.transform = split, transform
+        self.labels = np.array([int(r["sirna_id"]) for r in self.rows], np.int64)
+        self.domains = np.array([index[r["experiment"]] for r in self.rows], np.int64)
+
+    def path(self, index: int) -> Path:
+        """File of item ``index``."""
+        r = self.rows[index]
+        return self.dir / "images" / r["experiment"] / f"Plate{int(r['plate'])}" / f"{r['well']}_s{int(r['site'])}.png"
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        r, path = self.rows[index], self.path(index)
+        img = to_tensor(_load_file(path, 3))
+        if self.transform is not None:
+            img = self.transform(img)
+        meta = {"label": int(r["sirna_id"]), "domain": int(self.domains[index]), "experiment": r["experiment"],
+                "cell_type": r["cell_type"], "plate": int(r["plate"]), "well": r["well"], "site": int(r["site"]),
+                "path": str(path)}
+        return img, meta
+
+
+class HESourcesDataset(Dataset):
+    """Balanced real H&E patches of the registered sources (see :func:`sample_source_patches`).
+
+    Patches are sampled once at construction (``n_per_source`` per source, ``size`` px at ``target_mpp``
+    µm/px, spatial ``split``), so the dataset is fixed for a given ``seed``.
+
+    Items: ``(image (3, size, size), {"source": id, "domain": int, "y": int, "x": int})``.
+    """
+
+    def __init__(self, source_ids: Sequence[str] = HE_CLEAR_TERMS, size: int = 96, n_per_source: int = 256, *,
+                 split: Literal["train", "val"] | None = None, seed: int = 0, target_mpp: float | None = 0.5,
+                 transform: Transform | None = None, cache_dir: str | os.PathLike | None = None,
+                 progress: bool = True, **sample_kwargs: Any) -> None:
+        unknown = [s for s in source_ids if s not in SOURCES]
+        if unknown:
+            raise ValueError(f"unknown source id(s) {', '.join(unknown)}; H&E sources: {', '.join(HE_CLEAR_TERMS)}")
+        sample = sample_source_patches(source_ids, size, n_per_source, target_mpp=target_mpp, seed=seed,
+                                       split=split, cache_dir=cache_dir, progress=progress, **sample_kwargs)
+        self.images, self.domains, self.coords = sample.images, sample.labels, sample.coords
+        self.source_ids, self.transform = sample.source_ids, transform
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        img = to_tensor(self.images[index])
+        if self.transform is not None:
+            img = self.transform(img)
+        d = int(self.domains[index])
+        y, x = (int(v) for v in self.coords[index])
+        return img, {"source": self.source_ids[d], "domain": d, "y": y, "x": x}
+
+
+_SPEC_FORMS = (
+    "'camelyon17:ROOT' (WILDS Camelyon17 layout), 'rxrx1:ROOT' (WILDS RxRx1 layout), "
+    "'he-sources' (real H&E sources: " + ", ".join(HE_CLEAR_TERMS) + "), 'he-sources:ID,ID,...', "
+    "'folder:PATH' or an existing folder path (image folder)"
+)
+
+
+def make_dataset(spec: str, **kwargs: Any) -> Dataset:
+    """Build a dataset from a short spec; ``kwargs`` go to the dataset class.
+
+    Forms: ``"camelyon17:ROOT"``, ``"rxrx1:ROOT"``, ``"he-sources"``, ``"he-sources:cmu1,skin"``,
+    ``"folder:PATH"`` or a path to an existing folder.
+
+    Raises:
+        ValueError: unknown form (lists the forms), or bad ids.
+    """
+    spec = str(spec)
+    if os.path.isdir(os.path.expanduser(spec)):
+        return ImageFolderDataset(spec, **kwargs)
+    kind, sep, arg = spec.partition(":")
+    kind = kind.strip().lower()
+    if kind in ("camelyon17", "camelyon") and sep and arg:
+        return Camelyon17Dataset(arg, **kwargs)
+    if kind == "rxrx1" and sep and arg:
+        return RxRx1Dataset(arg, **kwargs)
+    if kind == "he-sources":
+        ids = [s.strip() for s in arg.split(",") if s.strip()] if sep else list(HE_CLEAR_TERMS)
+        if not ids:
+            raise ValueError("'he-sources:' needs at least one source id, e.g. 'he-sources:cmu1,skin'")
+        return HESourcesDataset(ids, **kwargs)
+    if kind == "folder" and sep and arg:
+        return ImageFolderDataset(arg, **kwargs)
+    if sep and kind in ("camelyon17", "camelyon", "rxrx1", "folder"):
+        raise ValueError(f"dataset spec {spec!r} lacks a path after ':'. Forms: {_SPEC_FORMS}")
+    raise ValueError(f"unknown dataset spec {spec!r} (not a known form, and no such folder). Forms: {_SPEC_FORMS}")
