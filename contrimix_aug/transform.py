@@ -72,6 +72,12 @@ class _ContriMixBase(IntensityAugmentationBase2D):
         ori_shape = input.shape
         check_image(input, self.model.config.in_channels, name=type(self).__name__ + " input", allow_chw=True)
         x = input if input.ndim == 4 else input.unsqueeze(0)
+        model_device = next(self.model.parameters()).device
+        if x.device != model_device:
+            raise ValueError(
+                f"{type(self).__name__} input: the image is on {x.device} but the model is on {model_device}; "
+                f"move the transform with aug.to({str(x.device)!r}) (or the image to {model_device})."
+            )
         if self.check_values:
             check_image_values(x, name=type(self).__name__ + " input")
         if "donors" not in params or params["donors"].shape[0] != x.shape[0]:
