@@ -1,0 +1,295 @@
+"""ContriMix as an albumentations ``ImageOnlyTransform`` (numpy H×W×C images, one image per call).
+
+A single image has no batch to take attributes from, so donors always come from an attribute bank: the
+one stored with the weights, or one built from reference images passed as ``bank=``.
+
+Randomness comes from albumentations' per-transform generators (``self.random_generator``,
+``self.py_random``), which ``A.Compose(seed=...)`` seeds; the donor index and strength are drawn in
+:meth:`ContriMix.get_params`, so ``get_applied_params()`` and ``A.ReplayCompose`` replay a call exactly.
+
+Importing this module needs albumentations >= 2.0 (``pip install "albumentations>=2"``); the rest of
+``contrimix_aug`` never imports it.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import torch
+
+try:
+    import albumentations as A
+    from albumentations.core.transforms_interface import BaseTransformInitSchema
+except ImportError as _err:  # pragma: no cover - tests/test_albumentations.py imports a probe copy
+    raise ImportError(
+        "contrimix_aug.albumentations needs the albumentations package (>= 2.0), which is not installed: "
+        'pip install "albumentations>=2". The kornia/torch transform contrimix_aug.ContriMix works without it.'
+    ) from _err
+
+from pydantic import field_validator
+
+from ._checks import check_image_values, check_strength
+from .functional import apply_contrimix, compute_bank
+from .model import ContriMixModel
+from .weights import load_model
+
+__all__ = ["ContriMix"]
+
+if int(A.__version__.split(".")[0]) < 2:  # pragma: no cover - only albumentations 2.x is installed in CI
+    raise ImportError(
+        f"contrimix_aug.albumentations needs albumentations >= 2.0, found {A.__version__}: "
+        'pip install -U "albumentations>=2".'
+    )
+
+_CHUNK = 32  # images rendered per model call in apply_to_images
+
+
+def _model_device(model: ContriMixModel) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def _hwc_to_tensor(arr: np.ndarray, name: str) -> torch.Tensor:
+    """uint8 (0-255) or float32 ([0, 1]) numpy -> float32 tensor in [0, 1], same layout."""
+    if arr.dtype == np.uint8:
+        return torch.from_numpy(np.ascontiguousarray(arr)).float().div_(255.0)
+    if arr.dtype == np.float32:
+        x = torch.from_numpy(np.ascontiguousarray(arr))
+        check_image_values(x, name=name)
+        return x
+    raise TypeError(
+        f"{name}: expected a uint8 (0-255) or float32 ([0, 1]) image, got dtype {arr.dtype}. "
+        "Convert with img.astype(np.float32) / 255 (integer data) or img.astype(np.float32) (float64)."
+    )
+
+
+class ContriMix(A.ImageOnlyTransform):
+    """ContriMix stain augmentation for albumentations pipelines (donor attributes from a bank).
+
+    The image keeps its content (stain concentrations) and is re-rendered with the attributes (stain look) of
+    a donor drawn uniformly from the attribute bank. Masks, bounding boxes and keypoints pass through
+    ``A.Compose`` unchanged.
+
+    Args:
+        weights: registry name, path to a ``.safetensors`` file, :class:`~contrimix_aug.ContriMixWeights` or
+            :class:`~contrimix_aug.ContriMixModel`; ``None`` = the bundled H&E default.
+        p: probability of applying the transform.
+        strength: α in [0, 1], or a (low, high) range sampled per call: attributes become
+            (1 - α)·own + α·donor.
+        bank: donors to use instead of the weights' bank: reference images (N, H, W, C) numpy (uint8 or float32),
+            a list of (H, W, C) numpy images (any sizes), (N, C, H, W) float tensor in [0, 1], or
+            precomputed attributes (N, C, K) tensor.
+        device: where the model runs (``"cpu"``, ``"cuda"``, ...). A model passed in is copied before being moved.
+
+    Targets:
+        image, images (a stack shares one donor and strength: albumentations gives a stack one params dict,
+        as for every other transform; the stack is rendered in batched model calls), volume.
+
+    Image types:
+        uint8 (H, W, C) -> uint8 (rounded, not truncated); float32 (H, W, C) in [0, 1] -> float32.
+        With single-channel weights, (H, W) -> (H, W) and (H, W, 1) -> (H, W, 1).
+
+    Example:
+        >>> import albumentations as A, numpy as np, torch, contrimix_aug as ca
+        >>> m = ca.ContriMixModel(ca.ModelConfig(attr_widths=(8, 8, 8)), bank=torch.rand(4, 3, 4))
+        >>> t = A.Compose([ContriMix(weights=m, p=1.0)], seed=0)
+        >>> out = t(image=np.full((32, 32, 3), 200, np.uint8))["image"]
+        >>> out.shape, out.dtype
+        ((32, 32, 3), dtype('uint8'))
+    """
+
+    class InitSchema(BaseTransformInitSchema):
+        weights: Any = None
+        strength: Any = 1.0
+        bank: Any = None
+        device: Any = "cpu"
+
+        @field_validator("strength")
+        @classmethod
+        def _strength(cls, v: Any) -> tuple[float, float]:
+            try:
+                return check_strength(tuple(v) if isinstance(v, list) else v)
+            except TypeError as err:  # pydantic only turns ValueError into a validation error
+                raise ValueError(str(err)) from None
+
+        @field_validator("device")
+        @classmethod
+        def _device(cls, v: Any) -> str:
+            try:
+                return str(torch.device(v))
+            except (RuntimeError, TypeError) as err:
+                raise ValueError(f"device: expected a torch device such as 'cpu' or 'cuda:0', got {v!r} ({err}).")
+
+        def model_dump(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
+            # pydantic's model_dump would turn a ContriMixWeights dataclass into a plain dict; albumentations
+            # passes this dump to __init__, so hand the validated objects over as they are.
+            return {name: getattr(self, name) for name in type(self).model_fields}
+
+    def __init__(
+        self,
+        weights: Any = None,
+        p: float = 0.5,
+        strength: float | tuple[float, float] = 1.0,
+        bank: Any = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        super().__init__(p=p)
+        self.weights = weights
+        self.strength = check_strength(strength)
+        self.device = str(torch.device(device))
+        self.bank = bank
+        # a model passed in is copied: moving or freezing it must not touch the caller's (maybe training) model
+        model = copy.deepcopy(weights) if isinstance(weights, ContriMixModel) else load_model(weights)
+        self._model: ContriMixModel = model.to(torch.device(self.device)).freeze()
+        self._bank = self._prepare_bank(bank)
+        if self._bank.shape[0] == 0:
+            raise ValueError(
+                "ContriMix (albumentations): a single image has no batch to take attributes from, so donors come "
+                "from an attribute bank, and these weights carry none. Pass bank=reference images "
+                "((N, H, W, C) numpy or a list of (H, W, C) images) or attributes ((N, C, K) tensor)."
+            )
+
+    # -- setup -------------------------------------------------------------------------------------------
+    @property
+    def model(self) -> ContriMixModel:
+        """The frozen model used for rendering."""
+        return self._model
+
+    def _prepare_bank(self, bank: Any) -> torch.Tensor:
+        """Bank argument -> (N, C, K) float32 attributes on the model's device."""
+        model = self._model
+        c, k = model.config.in_channels, model.config.num_attributes
+        dev = _model_device(model)
+        if bank is None:
+            return model.bank.detach().float().to(dev)
+        if isinstance(bank, (list, tuple)):
+            if not bank:
+                raise ValueError("bank: the list of reference images is empty.")
+            attrs = [self._bank_from_numpy(np.asarray(img)[None], f"bank[{i}]") for i, img in enumerate(bank)]
+            return torch.cat(attrs).to(dev)
+        if isinstance(bank, np.ndarray):
+            if bank.ndim not in (3, 4) or (bank.ndim == 3 and c != 1):
+                raise ValueError(
+                    f"bank: expected reference images (N, H, W, {c}) as numpy, got shape {bank.shape}."
+                )
+            return self._bank_from_numpy(bank, "bank").to(dev)
+        if isinstance(bank, torch.Tensor):
+            if bank.ndim == 3 and tuple(bank.shape[1:]) == (c, k):
+                if not bool(torch.isfinite(bank).all()):
+                    raise ValueError("bank: the attributes contain NaN or Inf.")
+                return bank.detach().float().to(dev)
+            if bank.ndim == 4:
+                return compute_bank(model, bank).to(dev)
+            raise ValueError(
+                f"bank: expected attributes (N, {c}, {k}) or reference images (N, {c}, H, W) as a tensor, "
+                f"got {tuple(bank.shape)}."
+            )
+        raise TypeError(
+            f"bank: expected reference images (numpy (N, H, W, C), a list of (H, W, C) arrays, or a (N, C, H, W) "
+            f"tensor) or attributes ((N, C, K) tensor), got {type(bank).__name__}."
+        )
+
+    def _bank_from_numpy(self, arr: np.ndarray, name: str) -> torch.Tensor:
+        x, _ = self._to_bchw(arr, name, stack=True)
+        return compute_bank(self._model, x)
+
+    # -- albumentations API ------------------------------------------------------------------------------
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("weights", "strength", "bank", "device")
+
+    def get_params(self) -> dict[str, Any]:
+        """Donor index into the bank and strength α, from albumentations' seeded per-transform generator."""
+        donor = int(self.random_generator.integers(0, self._bank.shape[0]))
+        lo, hi = self.strength
+        strength = lo if lo == hi else float(self.random_generator.uniform(lo, hi))
+        return {"donor": donor, "strength": strength}
+
+    def apply(self, img: np.ndarray, donor: int = 0, strength: float = 1.0, **params: Any) -> np.ndarray:
+        x, squeeze_c = self._to_bchw(img, "image", stack=False)
+        out = self._render(x, donor, strength)
+        return self._from_bchw(out, img, squeeze_c, stack=False)
+
+    def apply_to_images(self, images: np.ndarray, donor: int = 0, strength: float = 1.0, **params: Any) -> np.ndarray:
+        if isinstance(images, (list, tuple)):
+            images = np.stack(images)
+        x, squeeze_c = self._to_bchw(images, "images", stack=True)
+        out = torch.cat([self._render(chunk, donor, strength) for chunk in x.split(_CHUNK)])
+        return self._from_bchw(out, images, squeeze_c, stack=True)
+
+    def __repr__(self) -> str:
+        w = self.weights
+        w_s = repr(w) if w is None or isinstance(w, str) else f"<{type(w).__name__}>"
+        lo, hi = self.strength
+        c = self._model.config
+        return (
+            f"ContriMix(weights={w_s}, p={self.p}, strength={lo if lo == hi else self.strength}, "
+            f"bank={self._bank.shape[0]}, C={c.in_channels}, K={c.num_attributes}, device={self.device!r})"
+        )
+
+    # -- conversions ---------------------------------------------------------------------------------------
+    def _to_bchw(self, arr: Any, name: str, *, stack: bool) -> tuple[torch.Tensor, bool]:
+        """(H, W[, C]) or, with ``stack``, (N, H, W[, C]) numpy -> float32 (N, C, H, W) on the model's device."""
+        c = self._model.config.in_channels
+        if not isinstance(arr, np.ndarray):
+            raise TypeError(
+                f"ContriMix {name}: expected a numpy array ({'N, ' if stack else ''}H, W, C), "
+                f"got {type(arr).__name__}."
+            )
+        spatial = 3 if stack else 2
+        if arr.ndim == spatial:  # no channel axis: single-channel image
+            if c != 1:
+                raise ValueError(
+                    f"ContriMix {name}: got a single-channel image of shape {arr.shape}, but the weights expect "
+                    f"{c} channels (H, W, {c}). Use weights trained for 1 channel (e.g. 'fluorescence')."
+                )
+            arr4 = arr[..., None]
+            squeeze_c = True
+        elif arr.ndim == spatial + 1:
+            arr4 = arr
+            squeeze_c = False
+            if arr.shape[-1] != c:
+                hint = " It looks channels-first: use np.transpose(img, (1, 2, 0))." if arr.shape[-3] == c else ""
+                raise ValueError(
+                    f"ContriMix {name}: the weights expect {c} channel(s), got {arr.shape[-1]} (shape {arr.shape}). "
+                    f"albumentations images are (H, W, C).{hint}"
+                )
+        else:
+            want = f"(N, H, W, {c})" if stack else f"(H, W, {c})" + (" or (H, W)" if c == 1 else "")
+            raise ValueError(f"ContriMix {name}: expected {want}, got a {arr.ndim}-D array of shape {arr.shape}.")
+        if arr4.shape[-3] < 8 or arr4.shape[-2] < 8:
+            raise ValueError(f"ContriMix {name}: images must be at least 8×8 px, got {arr4.shape[-3]}×{arr4.shape[-2]}.")
+        if stack and arr4.shape[0] == 0:
+            raise ValueError(f"ContriMix {name}: the stack is empty (shape {arr.shape}).")
+        x = _hwc_to_tensor(arr4, f"ContriMix {name}")
+        x = x.reshape(-1, *x.shape[-3:]).permute(0, 3, 1, 2)
+        return x.to(_model_device(self._model), non_blocking=True), squeeze_c
+
+    @staticmethod
+    def _from_bchw(out: torch.Tensor, like: np.ndarray, squeeze_c: bool, *, stack: bool) -> np.ndarray:
+        """float (N, C, H, W) in [0, 1] -> numpy in the layout and dtype of ``like``."""
+        out = out.permute(0, 2, 3, 1)
+        if not stack:
+            out = out[0]
+        if squeeze_c:
+            out = out[..., 0]
+        if like.dtype == np.uint8:
+            out = out.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
+        else:
+            out = out.clamp(0.0, 1.0).float()
+        return np.ascontiguousarray(out.cpu().numpy())
+
+    @torch.inference_mode()
+    def _render(self, x: torch.Tensor, donor: int, strength: float) -> torch.Tensor:
+        n = x.shape[0]
+        if not 0 <= int(donor) < self._bank.shape[0]:
+            raise ValueError(
+                f"ContriMix: donor {donor} is outside the attribute bank (size {self._bank.shape[0]}); "
+                "replayed params must come from a transform with the same bank."
+            )
+        donors = torch.full((n,), int(donor), dtype=torch.long)
+        alpha = torch.full((n,), float(strength))
+        return apply_contrimix(
+            self._model, x, donors, alpha, from_bank=torch.ones(n, dtype=torch.bool), bank=self._bank
+        )
