@@ -1,0 +1,259 @@
+"""The ContriMix loss terms against independent float64 computations, and the ContriMixLoss step."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from contrimix_aug import ContriMixModel
+from contrimix_aug.training import (
+    LOSS_PRESETS,
+    ContriMixLoss,
+    LossWeights,
+    aggregate_cross_entropy,
+    attribute_consistency_loss,
+    attribute_repulsion_loss,
+    content_consistency_loss,
+    group_by_image,
+    self_reconstruction_loss,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy 2-core runner OpenMP spinning costs 10×."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().double().numpy()
+
+
+@pytest.fixture
+def tiles(real_tiles: torch.Tensor) -> torch.Tensor:
+    """Six real H&E crops of 32 px (odd count of sources mixed, so batches are not uniform)."""
+    return real_tiles[:6, :, :32, :32].contiguous()
+
+
+class TestSelfReconstruction:
+    def test_correctness(self, tiles, generator):
+        noisy = (tiles + 0.1 * torch.randn(tiles.shape, generator=generator)).clamp(0, 1)
+        err = np.abs(_np(noisy) - _np(tiles)).reshape(len(tiles), -1)
+        expected = 0.8 * err.mean() + 0.2 * np.quantile(err, 0.9, axis=1).max()
+        assert self_reconstruction_loss(noisy, tiles).item() == pytest.approx(expected, rel=1e-5)
+
+    def test_quantile_matches_torch_quantile(self, generator):
+        x = torch.rand(3, 1001, generator=generator)  # interpolating position (0.9 · 1000 = 900 exactly)
+        y = torch.rand(3, 1234, generator=generator)  # 0.9 · 1233 = 1109.7: interpolates between ranks
+        from contrimix_aug.training.losses import _per_image_quantile
+
+        for t in (x, y):
+            torch.testing.assert_close(_per_image_quantile(t, 0.9), torch.quantile(t, 0.9, dim=1))
+
+    def test_quantile_term_feeds_only_the_worst_image(self, tiles, generator):
+        noise = 0.05 * torch.randn(tiles.shape, generator=generator)
+        noise[2] *= 4  # image 2 has the worst tail
+        grads = []
+        for qw in (0.2, 0.0):
+            recon = (tiles + noise).requires_grad_(True)
+            self_reconstruction_loss(recon, tiles, quantile_weight=qw).backward()
+            grads.append(recon.grad)
+        extra = (grads[0] - grads[1]).abs().flatten(1).sum(1)
+        assert extra[2] > 0 and extra[[0, 1, 3, 4, 5]].sum() == 0
+
+    def test_exception(self, tiles):
+        with pytest.raises(ValueError, match="shapes differ"):
+            self_reconstruction_loss(tiles, tiles[:2])
+
+
+class TestConsistency:
+    def test_attribute(self, generator):
+        a = torch.randn(3, 4, 3, 5, generator=generator)
+        b = torch.randn(3, 4, 3, 5, generator=generator)
+        assert attribute_consistency_loss(a, b).item() == pytest.approx(np.abs(_np(a) - _np(b)).mean(), rel=1e-6)
+
+    def test_content_broadcasts_over_views(self, generator):
+        content = torch.randn(4, 3, 7, 5, generator=generator)
+        re = torch.randn(3, 4, 3, 7, 5, generator=generator)
+        expected = np.mean([np.abs(_np(re[m]) - _np(content)).mean() for m in range(3)])
+        assert content_consistency_loss(re, content).item() == pytest.approx(expected, rel=1e-6)
+        # the flat view-major layout ((M+1)·B, ...) gives the same value
+        assert content_consistency_loss(re.flatten(0, 1), content).item() == pytest.approx(expected, rel=1e-6)
+
+    def test_content_exception(self, generator):
+        with pytest.raises(ValueError, match="multiple of the batch"):
+            content_consistency_loss(torch.zeros(5, 3, 4, 4), torch.zeros(2, 3, 4, 4))
+
+
+class TestRepulsion:
+    def test_correctness(self, generator):
+        views, b, c, k = 4, 3, 3, 2
+        a = 0.05 * torch.randn(views, b, c, k, generator=generator, dtype=torch.float64)
+        total = 0.0
+        for n in range(b):
+            for i in range(views):
+                for j in range(views):
+                    if i != j:
+                        d = math.dist(a[i, n].flatten().tolist(), a[j, n].flatten().tolist())
+                        total += math.exp(-d / 0.1)
+        expected = total / (b * views * views)
+        assert attribute_repulsion_loss(a, tau=0.1, eps=0.0).item() == pytest.approx(expected, rel=1e-6)
+
+    def test_identical_views_are_finite(self):
+        a = torch.ones(3, 2, 3, 4, requires_grad=True)  # all views equal: distance 0
+        loss = attribute_repulsion_loss(a)
+        loss.backward()
+        assert loss.item() == pytest.approx(2 * 3 * 2 / (2 * 9), rel=1e-4)  # every off-diagonal exp(0) = 1
+        assert torch.isfinite(a.grad).all()
+
+
+class TestCrossEntropyAggregation:
+    def test_group_by_image_is_q4_fixed(self):
+        views, b = 3, 4
+        # value = 10·image + view, laid out view-major (index m·B + image)
+        per_view = torch.tensor([10.0 * n + m for m in range(views) for n in range(b)])
+        groups = group_by_image(per_view, views)
+        assert groups.shape == (b, views)
+        assert torch.equal(groups, torch.tensor([[10.0 * n + m for m in range(views)] for n in range(b)]))
+        # the reference's reshape(-1, M+1) mixes images: its first row is images 0, 1, 2 of view 0
+        assert not torch.equal(per_view.reshape(-1, views), groups)
+
+    def test_modes(self, generator):
+        views, b = 3, 5
+        per_view = torch.rand(views * b, generator=generator, dtype=torch.float64)
+        g = _np(per_view).reshape(views, b).T  # independent grouping: numpy (M+1, B) transpose
+        assert aggregate_cross_entropy(per_view, views, "mean").item() == pytest.approx(g.mean())
+        assert aggregate_cross_entropy(per_view, views, "max").item() == pytest.approx(g.max(1).mean())
+        assert aggregate_cross_entropy(per_view, views, "augreg").item() == pytest.approx(
+            g.mean() + 10 * g.var(axis=1, ddof=1).mean()
+        )
+        assert aggregate_cross_entropy(per_view[:b], 1, "augreg").item() == pytest.approx(g[:, 0].mean())
+
+    def test_exception(self):
+        with pytest.raises(ValueError, match="mode must be"):
+            aggregate_cross_entropy(torch.zeros(6), 2, "median")
+        with pytest.raises(ValueError, match="M\\+1 = 4"):
+            group_by_image(torch.zeros(6), 4)
+
+
+class TestLossWeights:
+    def test_presets(self):
+        assert LossWeights() == LOSS_PRESETS["tcga"] == LossWeights(0.6, 0.1, 0.2, 0.05, 0.0)
+        cam = LossWeights.preset("camelyon-joint")
+        assert (cam.self_recon, cam.attr_cons, cam.cont_cons, cam.attr_repulsion, cam.ce) == (0.1, 0.1, 0.3, 0.0, 0.5)
+        assert LossWeights.preset("rxrx1") == LossWeights(0.9, 0.04, 0.05, 0.01, 0.0)
+
+    def test_from_dict(self):
+        w = LossWeights.from_dict({"preset": "rxrx1", "attr_cons": 0.5})
+        assert w.attr_cons == 0.5 and w.self_recon == 0.9
+        with pytest.raises(ValueError, match="unknown keys"):
+            LossWeights.from_dict({"selfrecon": 1})
+        with pytest.raises(ValueError, match="unknown loss preset"):
+            LossWeights.preset("imagenet")
+        with pytest.raises(ValueError, match=">= 0"):
+            LossWeights(self_recon=-1)
+
+
+class _Counter:
+    def __init__(self, *modules: torch.nn.Module) -> None:
+        self.calls: list[tuple[str, int]] = []
+        for m in modules:
+            m.register_forward_hook(lambda mod, inp, out: self.calls.append((type(mod).__name__, inp[0].shape[0])))
+
+
+class TestContriMixLoss:
+    def test_encoders_run_once_on_originals_and_once_on_all_views(self, tiles, tiny_config, generator):
+        model = ContriMixModel(tiny_config)
+        counter = _Counter(model.content_encoder, model.attribute_encoder)
+        loss_fn = ContriMixLoss(model, num_mixes=3)
+        loss_fn(tiles, generator=generator)[0].backward()
+        b = tiles.shape[0]
+        assert sorted(counter.calls) == sorted(
+            [("ContentEncoder", b), ("AttributeEncoder", b), ("ContentEncoder", 4 * b), ("AttributeEncoder", 4 * b)]
+        )
+
+    def test_terms_match_independent_recomputation(self, tiles, tiny_config):
+        torch.manual_seed(0)  # only for the weights' init: the step itself draws from its own generator
+        model = ContriMixModel(tiny_config)
+        loss_fn = ContriMixLoss(model, num_mixes=2)
+        total, terms, aux = loss_fn(tiles, generator=torch.Generator().manual_seed(3))
+        donors = aux["donors"]
+        assert donors.shape == (2, len(tiles))
+        assert (donors != torch.arange(len(tiles))).all()  # never the image itself
+        with torch.no_grad():
+            content, attrs = model.encode(tiles)
+            stack = [attrs] + [attrs[donors[m]] for m in range(2)]
+            signals = torch.stack([model.decode_signal(content, a) for a in stack])
+            torch.testing.assert_close(aux["signals"], signals)
+            recon = model.decode(content, attrs)
+            flat = signals.flatten(0, 1)
+            exp = {
+                "self_recon": self_reconstruction_loss(recon, tiles),
+                "attr_cons": (model.attribute_encoder(flat) - torch.cat(stack)).abs().mean(),
+                "cont_cons": (model.content_encoder(flat) - content.repeat(3, 1, 1, 1)).abs().mean(),
+                "attr_repulsion": attribute_repulsion_loss(torch.stack(stack)),
+            }
+        for name, value in exp.items():
+            torch.testing.assert_close(terms[name], value, msg=name)
+        w = LossWeights()
+        weighted = sum(getattr(w, n) * v for n, v in exp.items())
+        torch.testing.assert_close(total, weighted)
+        torch.testing.assert_close(aux["reconstruction"], recon)
+
+    def test_gradients_reach_every_parameter(self, tiles, tiny_config, generator):
+        model = ContriMixModel(tiny_config)
+        ContriMixLoss(model, num_mixes=2)(tiles, generator=generator)[0].backward()
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+    def test_zero_weight_terms_are_skipped(self, tiles, tiny_config, generator):
+        model = ContriMixModel(tiny_config)
+        counter = _Counter(model.content_encoder)
+        w = LossWeights(self_recon=1.0, attr_cons=0.1, cont_cons=0.0, attr_repulsion=0.0)
+        _, terms, _ = ContriMixLoss(model, w, num_mixes=2)(tiles, generator=generator)
+        assert sorted(terms) == ["attr_cons", "self_recon"]
+        assert len(counter.calls) == 1  # no content re-encoding
+
+    def test_joint_classifier_sees_all_views(self, tiles, tiny_config, generator):
+        model = ContriMixModel(tiny_config)
+        clf = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 2))
+        seen = []
+        clf.register_forward_hook(lambda mod, inp, out: seen.append(inp[0]))
+        labels = torch.tensor([0, 1, 0, 1, 1, 0])
+        w = LossWeights.preset("camelyon-joint")
+        loss_fn = ContriMixLoss(model, w, num_mixes=2, classifier_input="original", ce_aggregation="max")
+        total, terms, aux = loss_fn(tiles, generator=generator, classifier=clf, labels=labels)
+        assert seen[0].shape == (3 * len(tiles), 3, 32, 32)
+        torch.testing.assert_close(seen[0][: len(tiles)], tiles)  # view 0 = the originals
+        per = torch.nn.functional.cross_entropy(aux["logits"], labels.repeat(3), reduction="none")
+        torch.testing.assert_close(terms["ce"], per.view(3, -1).max(0).values.mean())
+        total.backward()
+        assert clf[2].weight.grad is not None and model.attribute_encoder.head.weight.grad is not None
+
+    def test_frozen_encoders_train_only_the_classifier(self, tiles, tiny_config, generator):
+        model = ContriMixModel(tiny_config)
+        counter = _Counter(model.content_encoder, model.attribute_encoder)
+        clf = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 2))
+        loss_fn = ContriMixLoss(model, num_mixes=2, freeze_encoders=True)
+        total, terms, _ = loss_fn(tiles, generator=generator, classifier=clf, labels=torch.zeros(6, dtype=torch.long))
+        assert sorted(terms) == ["ce", "self_recon"] and total is terms["ce"]
+        total.backward()
+        assert all(not p.requires_grad for p in model.parameters())
+        assert clf[2].weight.grad is not None
+        assert len(counter.calls) == 2  # originals only: no re-encoding
+
+    def test_exception(self, tiles, tiny_config):
+        model = ContriMixModel(tiny_config)
+        with pytest.raises(ValueError, match="no classifier"):
+            ContriMixLoss(model, LossWeights.preset("camelyon-joint"))(tiles)
+        with pytest.raises(ValueError, match="weights.ce == 0"):
+            ContriMixLoss(model)(tiles, classifier=torch.nn.Identity(), labels=torch.zeros(6, dtype=torch.long))
+        with pytest.raises(ValueError, match="num_mixes"):
+            ContriMixLoss(model, num_mixes=-1)
+        with pytest.raises(ValueError, match="batch of one"):
+            ContriMixLoss(model)(tiles[:1])
