@@ -1,11 +1,13 @@
-"""Training ContriMix models: the losses and a step API for your own loop.
+"""Training ContriMix models: the losses, a step API for your own loop, and the ``contrimix-aug train`` loop.
 
 - :class:`ContriMixLoss`: one training step's objective (encode once, mix, generate, re-encode, score).
 - :mod:`.losses`: the individual terms as pure functions, :class:`LossWeights` and the published presets.
-- :func:`psnr` / :func:`ssim`: reconstruction metrics.
+- :func:`train` / :class:`TrainConfig`: the resumable, DDP-aware loop; :func:`psnr` / :func:`ssim` metrics.
 """
 
+from .config import ARCHS, TrainConfig, load_config
 from .contrimix_loss import ContriMixLoss
+from .loop import Trainer, lr_factor, train
 from .losses import (
     LOSS_PRESETS,
     LossWeights,
@@ -20,16 +22,22 @@ from .losses import (
 from .metrics import psnr, ssim
 
 __all__ = [
+    "ARCHS",
     "LOSS_PRESETS",
     "ContriMixLoss",
     "LossWeights",
+    "TrainConfig",
+    "Trainer",
     "aggregate_cross_entropy",
     "attribute_consistency_loss",
     "attribute_repulsion_loss",
     "content_consistency_loss",
     "cross_entropy_per_view",
     "group_by_image",
+    "load_config",
+    "lr_factor",
     "psnr",
     "self_reconstruction_loss",
     "ssim",
+    "train",
 ]

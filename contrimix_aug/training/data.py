@@ -1,0 +1,164 @@
+"""Training data plumbing: dataset opening, a resumable index stream, random patches, held-out split.
+
+Randomness here is *stateless*: the order of epoch e is ``randperm`` seeded by (seed, e), and the crop,
+rotation and flip of the item at stream position p are seeded by (seed, p). A run can therefore resume
+at any step from the step number alone, with any number of DataLoader workers, on any rank.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Iterator, Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+__all__ = ["open_datasets", "image_of", "derive_seed", "IndexStream", "StepBatches", "TrainPatches", "center_patch",
+           "split_indices"]
+
+
+def derive_seed(seed: int, *parts: Any) -> int:
+    """A 63-bit seed from ``seed`` and a few labels/ints (stable across processes and Python versions)."""
+    h = hashlib.blake2b(repr((int(seed), *parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(h, "little") & ((1 << 63) - 1)
+
+
+def open_datasets(
+    spec: str, *, patch_size: int, seed: int, val_size: int, progress: bool = True
+) -> tuple[Dataset, list[int], Dataset, list[int]]:
+    """Open DATA with :func:`contrimix_aug.data.make_dataset`: (train set, its indices, held-out set, its indices).
+
+    ``he-sources[:ids]`` uses the sources' spatial train/val regions (patches of ``patch_size`` px); every
+    other spec (folders, ``camelyon17:ROOT``, ``rxrx1:ROOT``) yields whole items, of which a seeded
+    :func:`split_indices` holds ``val_size`` out.
+    """
+    from ..data import make_dataset
+
+    if spec.strip().lower().split(":", 1)[0] == "he-sources":
+        kw = {"size": patch_size, "seed": seed, "progress": progress}
+        train, val = make_dataset(spec, split="train", **kw), make_dataset(spec, split="val", **kw)
+        g = torch.Generator().manual_seed(derive_seed(seed, "split"))
+        return train, list(range(len(train))), val, sorted(torch.randperm(len(val), generator=g)[:val_size].tolist())
+    data = make_dataset(spec)
+    train_idx, val_idx = split_indices(len(data), val_size, seed)
+    return data, train_idx, data, val_idx
+
+
+def image_of(item: Any) -> torch.Tensor:
+    """The (C, H, W) float image of a dataset item: a tensor, the first element of a tuple, or ``item["image"]``."""
+    if isinstance(item, dict):
+        item = item.get("image")
+    elif isinstance(item, (tuple, list)) and item:
+        item = item[0]
+    if not isinstance(item, torch.Tensor) or item.ndim != 3 or not item.is_floating_point():
+        desc = f"{type(item).__name__}" + (f" {tuple(item.shape)} {item.dtype}" if isinstance(item, torch.Tensor) else "")
+        raise ValueError(f"dataset items must be float (C, H, W) tensors in [0, 1] (or (image, ...) tuples), got {desc}.")
+    return item
+
+
+class IndexStream:
+    """An endless stream of dataset indices: epoch after epoch, each a seeded permutation of ``range(n)``.
+
+    Step s on rank r of W, with B images per rank, reads stream positions
+    ``s·B·W + r·B ... s·B·W + (r + 1)·B − 1``: the W ranks together consume the global batch B·W, exactly
+    the positions one process with batch B·W would read (the DistributedSampler equivalent).
+    """
+
+    def __init__(self, n: int, seed: int) -> None:
+        if n < 1:
+            raise ValueError("IndexStream: the training set is empty.")
+        self.n = n
+        self.seed = seed
+        self._cache: dict[int, torch.Tensor] = {}
+
+    def _perm(self, epoch: int) -> torch.Tensor:
+        perm = self._cache.get(epoch)
+        if perm is None:
+            g = torch.Generator().manual_seed(derive_seed(self.seed, "epoch", epoch))
+            perm = torch.randperm(self.n, generator=g)
+            self._cache = {e: p for e, p in self._cache.items() if e >= epoch - 1}
+            self._cache[epoch] = perm
+        return perm
+
+    def positions(self, step: int, batch_size: int, rank: int = 0, world_size: int = 1) -> range:
+        start = (step * world_size + rank) * batch_size
+        return range(start, start + batch_size)
+
+    def batch(self, step: int, batch_size: int, rank: int = 0, world_size: int = 1) -> list[tuple[int, int]]:
+        """[(stream position, index)] for this step and rank."""
+        return [(p, int(self._perm(p // self.n)[p % self.n])) for p in self.positions(step, batch_size, rank, world_size)]
+
+    def epoch_of(self, step: int, batch_size: int, world_size: int = 1) -> float:
+        return step * batch_size * world_size / self.n
+
+
+class StepBatches:
+    """``batch_sampler`` for a DataLoader: the stream's batches for steps ``start .. stop − 1`` of one rank."""
+
+    def __init__(self, stream: IndexStream, start: int, stop: int, batch_size: int, rank: int, world_size: int):
+        self.stream, self.start, self.stop = stream, start, stop
+        self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for step in range(self.start, self.stop):
+            yield self.stream.batch(step, self.batch_size, self.rank, self.world_size)
+
+
+def _crop(img: torch.Tensor, size: int, top: int, left: int) -> torch.Tensor:
+    return img[:, top : top + size, left : left + size]
+
+
+def _check_size(img: torch.Tensor, size: int, where: str) -> None:
+    h, w = img.shape[-2:]
+    if h < size or w < size:
+        raise ValueError(
+            f"{where}: image of {h}×{w} px is smaller than the patch size {size}; pass a smaller --patch-size."
+        )
+
+
+def center_patch(img: torch.Tensor, size: int) -> torch.Tensor:
+    """The central ``size`` × ``size`` crop of a (C, H, W) image (no randomness: validation, attribute bank)."""
+    _check_size(img, size, "center_patch")
+    h, w = img.shape[-2:]
+    return _crop(img, size, (h - size) // 2, (w - size) // 2).contiguous()
+
+
+class TrainPatches(Dataset):
+    """Random training patches: item ``(position, j)`` is a crop of ``base[indices[j]]``.
+
+    The crop offset, a rotation by k·90° and a horizontal flip are drawn from a generator seeded by
+    (seed, position), so the patch at a stream position never depends on what ran before.
+
+    Shape: each item (C, P, P), P = ``patch_size``.
+    """
+
+    def __init__(self, base: Dataset, indices: Sequence[int], patch_size: int, seed: int) -> None:
+        self.base, self.indices, self.patch_size, self.seed = base, list(indices), patch_size, seed
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, key: tuple[int, int]) -> torch.Tensor:
+        pos, j = key
+        img = image_of(self.base[self.indices[j]])
+        size = self.patch_size
+        _check_size(img, size, f"training image {self.indices[j]}")
+        g = torch.Generator().manual_seed(derive_seed(self.seed, "patch", pos))
+        top, left, rot, flip = torch.randint(0, 1 << 30, (4,), generator=g).tolist()
+        h, w = img.shape[-2:]
+        patch = _crop(img, size, top % (h - size + 1), left % (w - size + 1))
+        if rot % 4:
+            patch = torch.rot90(patch, rot % 4, dims=(-2, -1))
+        if flip % 2:
+            patch = patch.flip(-1)
+        return patch.contiguous()
+
+
+def split_indices(n: int, val_size: int, seed: int) -> tuple[list[int], list[int]]:
+    """Seeded split of ``range(n)`` into (train, held-out); at most 20 % of the items are held out."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(seed, "split"))).tolist()
+    n_val = min(val_size, n // 5)
+    return sorted(perm[n_val:]), sorted(perm[:n_val])
