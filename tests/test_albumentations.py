@@ -1,0 +1,347 @@
+"""contrimix_aug.albumentations.ContriMix: an albumentations ImageOnlyTransform, on real H&E tiles."""
+
+from __future__ import annotations
+
+import pickle
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import contrimix_aug as ca
+from contrimix_aug.functional import compute_bank
+from contrimix_aug.optical_density import rgb_to_od
+
+A = pytest.importorskip("albumentations")
+from contrimix_aug.albumentations import ContriMix  # noqa: E402
+
+H, W = 40, 48
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """Tiny tensors gain nothing from intra-op threads, and on a loaded machine thread contention makes every conv
+    ~100x slower; restore the caller's setting afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def make_tiny_model(seed: int = 0, bank: torch.Tensor | None = None, channels: int = 3) -> ca.ContriMixModel:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        cfg = ca.ModelConfig(in_channels=channels, num_attributes=3, content_hidden=4, content_res_blocks=1,
+                             attr_widths=(4, 8, 8), mode="absorbance" if channels == 3 else "linear")
+        return ca.ContriMixModel(cfg, bank=bank).freeze()
+
+
+def make_handset_model(kappa: float = 0.6) -> ca.ContriMixModel:
+    """Hand-set weights: rendering with a donor's attributes gives the donor's mean optical density exactly."""
+    c, k = 3, 7
+    cfg = ca.ModelConfig(
+        in_channels=c, num_attributes=k, content_hidden=c, content_kernel=1, content_res_blocks=0,
+        content_constant=True, attr_widths=(c, c), attr_head="linear",
+    )
+    m = ca.ContriMixModel(cfg)
+    eye = torch.eye(c)
+    with torch.no_grad():
+        ce, ae = m.content_encoder, m.attribute_encoder
+        ce.conv_in.weight.copy_(eye.view(c, c, 1, 1))
+        ce.conv_mid.weight.copy_(torch.cat([eye, -eye]).view(2 * c, c, 1, 1))
+        ae.stem.weight.copy_(eye.view(c, c, 1, 1).expand(c, c, 4, 4) / 16)
+        for blk in ae.blocks:
+            blk.conv1.weight.zero_()
+            blk.conv2.weight.zero_()
+            blk.skip.weight.copy_(eye.view(c, c, 1, 1))
+        head = torch.zeros(c, k, c)
+        for ch in range(c):
+            head[ch, ch, ch], head[ch, c + ch, ch], head[ch, 2 * c, ch] = kappa, -kappa, 1.0
+        ae.head.weight.copy_(head.reshape(c * k, c, 1, 1))
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.Conv2d):
+                mod.bias.zero_()
+    return m.freeze()
+
+
+def mean_od_hwc(img: np.ndarray) -> np.ndarray:
+    x = torch.from_numpy(img.astype(np.float32) / (255.0 if img.dtype == np.uint8 else 1.0))
+    return rgb_to_od(x).mean((0, 1)).numpy()
+
+
+@pytest.fixture(scope="module")
+def tiles_u8(real_tiles: torch.Tensor) -> np.ndarray:
+    """Real H&E tiles as albumentations images: (N, 40, 48, 3) uint8."""
+    t = real_tiles[..., :H, :W]
+    assert t.shape[0] >= 4 and t.shape[-2:] == (H, W)
+    return np.ascontiguousarray((t.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy())
+
+
+@pytest.fixture(scope="module")
+def bank_u8(tiles_u8: np.ndarray) -> np.ndarray:
+    return tiles_u8[-3:].copy()
+
+
+@pytest.fixture(scope="module")
+def tiny_with_bank(bank_u8: np.ndarray) -> ca.ContriMixModel:
+    base = make_tiny_model()
+    x = torch.from_numpy(bank_u8).permute(0, 3, 1, 2).float() / 255
+    model = make_tiny_model(bank=compute_bank(base, x))
+    return model
+
+
+class TestBasics:
+    def test_is_image_only_transform(self, tiny_with_bank):
+        t = ContriMix(weights=tiny_with_bank, p=1.0)
+        assert isinstance(t, A.ImageOnlyTransform)
+        assert set(t.targets) >= {"image", "images"}
+        assert t.get_transform_init_args_names() == ("weights", "strength", "bank", "device")
+        assert "ContriMix(" in repr(t) and "bank=3" in repr(t)
+
+    def test_uint8_in_uint8_out(self, tiny_with_bank, tiles_u8):
+        img = tiles_u8[0]
+        out = A.Compose([ContriMix(weights=tiny_with_bank, p=1.0)], seed=0)(image=img)["image"]
+        assert out.shape == img.shape and out.dtype == np.uint8 and out.flags.c_contiguous
+        assert not np.array_equal(out, img)
+
+    def test_uint8_rounds_not_truncates(self, tiny_with_bank, tiles_u8):
+        img = tiles_u8[0]
+        t = ContriMix(weights=tiny_with_bank, p=1.0)
+        out_u8 = t.apply(img, donor=1, strength=0.7)
+        out_f = t.apply(img.astype(np.float32) / 255, donor=1, strength=0.7)
+        assert np.array_equal(out_u8, np.clip(np.round(out_f * 255), 0, 255).astype(np.uint8))
+        assert abs(out_u8.astype(np.float64).mean() - (out_f * 255).mean()) < 0.05  # truncation would be ~ -0.5
+
+    def test_float32_in_float32_out(self, tiny_with_bank, tiles_u8):
+        img = tiles_u8[1].astype(np.float32) / 255
+        out = A.Compose([ContriMix(weights=tiny_with_bank, p=1.0)], seed=0)(image=img)["image"]
+        assert out.dtype == np.float32 and out.shape == img.shape
+        assert 0.0 <= out.min() and out.max() <= 1.0
+
+    def test_p0_is_identity(self, tiny_with_bank, tiles_u8):
+        out = A.Compose([ContriMix(weights=tiny_with_bank, p=0.0)], seed=0)(image=tiles_u8[0])["image"]
+        assert np.array_equal(out, tiles_u8[0])
+
+    def test_colour_transfer_from_bank(self, tiles_u8, bank_u8):
+        handset = make_handset_model()
+        t = ContriMix(weights=handset, p=1.0, bank=bank_u8)
+        for seed in range(3):
+            out = A.Compose([t], seed=seed)(image=tiles_u8[0])["image"]
+            d = t.get_applied_params()["donor"]
+            np.testing.assert_allclose(mean_od_hwc(out), mean_od_hwc(bank_u8[d]), atol=1e-2, rtol=3e-2)
+
+    def test_strength_zero_is_self_reconstruction(self, tiny_with_bank, tiles_u8):
+        img = tiles_u8[2].astype(np.float32) / 255
+        out = ContriMix(weights=tiny_with_bank, p=1.0, strength=0.0).apply(img, donor=0, strength=0.0)
+        rec = tiny_with_bank(torch.from_numpy(img).permute(2, 0, 1)[None])[0].permute(1, 2, 0).numpy()
+        np.testing.assert_allclose(out, rec, atol=1e-6)
+
+    def test_single_channel(self, tiles_u8):
+        gray = tiles_u8[..., 1]  # a real single-channel image: the green channel
+        bank = torch.from_numpy(gray[-2:]).float().div(255)[:, None]
+        model = make_tiny_model(channels=1)
+        t = ContriMix(weights=model, p=1.0, bank=bank)
+        out = A.Compose([t], seed=0)(image=gray[0])["image"]
+        assert out.shape == gray[0].shape and out.dtype == np.uint8
+        out3 = A.Compose([t], seed=0)(image=gray[0][..., None])["image"]
+        assert out3.shape == (H, W, 1)
+        assert np.array_equal(out3[..., 0], out)
+
+
+class TestCompose:
+    def test_masks_bboxes_keypoints_pass_through(self, tiny_with_bank, tiles_u8):
+        img = tiles_u8[0]
+        mask = (mean_od_pixels(img) > 0.3).astype(np.uint8)
+        bboxes = np.array([[2, 3, 20, 30], [10, 5, 40, 35]], dtype=np.float32)
+        keypoints = np.array([[5, 6], [30, 20]], dtype=np.float32)
+        pipe = A.Compose(
+            [ContriMix(weights=tiny_with_bank, p=1.0)],
+            bbox_params=A.BboxParams(format="pascal_voc", label_fields=["labels"]),
+            keypoint_params=A.KeypointParams(format="xy"),
+            seed=0,
+        )
+        out = pipe(image=img, mask=mask, masks=[mask, 1 - mask], bboxes=bboxes, labels=[1, 2], keypoints=keypoints)
+        assert not np.array_equal(out["image"], img)
+        assert np.array_equal(out["mask"], mask)
+        assert all(np.array_equal(a, b) for a, b in zip(out["masks"], [mask, 1 - mask]))
+        np.testing.assert_allclose(np.asarray(out["bboxes"]), bboxes)
+        np.testing.assert_allclose(np.asarray(out["keypoints"]), keypoints)
+        assert list(out["labels"]) == [1, 2]
+
+    def test_with_geometric_transform(self, tiny_with_bank, tiles_u8):
+        img = tiles_u8[0]
+        mask = (mean_od_pixels(img) > 0.3).astype(np.uint8)
+        pipe = A.Compose([A.HorizontalFlip(p=1.0), ContriMix(weights=tiny_with_bank, p=1.0)], seed=0)
+        out = pipe(image=img, mask=mask)
+        assert np.array_equal(out["mask"], mask[:, ::-1])
+
+    def test_seed_reproducible(self, tiny_with_bank, tiles_u8):
+        def run(seed):
+            pipe = A.Compose([ContriMix(weights=tiny_with_bank, p=0.5, strength=(0.2, 1.0))], seed=seed)
+            return [pipe(image=img)["image"] for img in tiles_u8]
+
+        a, b, c = run(7), run(7), run(8)
+        assert all(np.array_equal(x, y) for x, y in zip(a, b))
+        assert not all(np.array_equal(x, y) for x, y in zip(a, c))
+        changed = [not np.array_equal(x, img) for x, img in zip(a, tiles_u8)]
+        assert any(changed) and not all(changed)  # p=0.5 over the real tiles
+
+    def test_global_rngs_untouched(self, tiny_with_bank, tiles_u8):
+        import random
+
+        np_state, py_state, t_state = np.random.get_state()[1].copy(), random.getstate(), torch.get_rng_state()
+        A.Compose([ContriMix(weights=tiny_with_bank, p=0.5, strength=(0.2, 1.0))], seed=1)(image=tiles_u8[0])
+        assert np.array_equal(np_state, np.random.get_state()[1])
+        assert py_state == random.getstate() and torch.equal(t_state, torch.get_rng_state())
+
+    def test_applied_params_and_replay(self, tiny_with_bank, tiles_u8):
+        t = ContriMix(weights=tiny_with_bank, p=1.0, strength=(0.2, 1.0))
+        pipe = A.Compose([t], seed=3, save_applied_params=True)
+        res = pipe(image=tiles_u8[0])
+        params = t.get_applied_params()
+        assert set(params) >= {"donor", "strength"} and 0 <= params["donor"] < 3 and 0.2 <= params["strength"] <= 1
+        assert res["applied_transforms"][0][0] == "ContriMix"
+        again = t.apply(tiles_u8[0], **params)
+        assert np.array_equal(again, res["image"])
+
+        replay = A.ReplayCompose([ContriMix(weights=tiny_with_bank, p=1.0, strength=(0.2, 1.0))])
+        first = replay(image=tiles_u8[1])
+        rep = A.ReplayCompose.replay(first["replay"], image=tiles_u8[1])
+        assert np.array_equal(rep["image"], first["image"])
+
+    def test_images_stack(self, tiny_with_bank, tiles_u8):
+        stack = tiles_u8[:5]
+        t = ContriMix(weights=tiny_with_bank, p=1.0)
+        out = A.Compose([t], seed=0)(images=stack)["images"]
+        assert out.shape == stack.shape and out.dtype == np.uint8
+        params = t.get_applied_params()
+        one_by_one = np.stack([t.apply(img, **params) for img in stack])
+        assert np.abs(out.astype(int) - one_by_one.astype(int)).max() <= 1  # same donor for the stack
+        f = t.apply_to_images(stack.astype(np.float32) / 255, **params)
+        assert f.dtype == np.float32 and f.shape == stack.shape
+
+    def test_pickle(self, tiny_with_bank, tiles_u8):
+        pipe = A.Compose([ContriMix(weights=tiny_with_bank, p=1.0, strength=(0.2, 1.0))], seed=5)
+        clone = pickle.loads(pickle.dumps(pipe))
+        assert np.array_equal(clone(image=tiles_u8[0])["image"], pipe(image=tiles_u8[0])["image"])
+
+
+def mean_od_pixels(img: np.ndarray) -> np.ndarray:
+    return rgb_to_od(torch.from_numpy(img.astype(np.float32) / 255)).mean(-1).numpy()
+
+
+class TestInitSchema:
+    @pytest.mark.parametrize("kind", ["model", "weights_object", "file"])
+    def test_weights_objects_accepted(self, tiny_with_bank, tiles_u8, tmp_path, kind):
+        w = {"model": tiny_with_bank, "weights_object": ca.ContriMixWeights.from_model(tiny_with_bank)}.get(kind)
+        if kind == "file":
+            w = str(ca.save_weights(tiny_with_bank, tmp_path / "w.safetensors"))
+        t = ContriMix(weights=w, p=1.0)
+        assert t.weights is w  # not turned into a dict by pydantic
+        ref = ContriMix(weights=tiny_with_bank, p=1.0)
+        assert np.array_equal(t.apply(tiles_u8[0], donor=1, strength=1.0), ref.apply(tiles_u8[0], donor=1, strength=1.0))
+
+    def test_caller_model_untouched(self, bank_u8):
+        m = make_tiny_model(seed=3)
+        m.train()
+        for p in m.parameters():
+            p.requires_grad_(True)
+        t = ContriMix(weights=m, bank=bank_u8)
+        assert m.training and all(p.requires_grad for p in m.parameters()) and m.bank.shape[0] == 0
+        assert t.model is not m and not t.model.training
+
+    def test_bank_forms_agree(self, tiles_u8, bank_u8):
+        model = make_tiny_model()
+        x = torch.from_numpy(bank_u8).permute(0, 3, 1, 2).float() / 255
+        banks = [bank_u8, list(bank_u8), x, compute_bank(model, x)]
+        outs = [ContriMix(weights=model, p=1.0, bank=b).apply(tiles_u8[0], donor=2, strength=1.0) for b in banks]
+        assert all(np.abs(o.astype(int) - outs[0].astype(int)).max() <= 1 for o in outs)
+
+    def test_to_dict(self, tiny_with_bank):
+        d = A.to_dict(A.Compose([ContriMix(weights=tiny_with_bank, p=0.3, strength=(0.1, 0.5))]))
+        args = d["transform"]["transforms"][0]
+        assert args["p"] == 0.3 and args["strength"] == (0.1, 0.5) and args["device"] == "cpu"
+
+
+class TestErrors:
+    @pytest.mark.parametrize(
+        "kwargs, match",
+        [
+            ({"p": 1.5}, "less than or equal to 1"),
+            ({"strength": 1.5}, "strength"),
+            ({"strength": (0.9, 0.1)}, "low <= high"),
+            ({"strength": "high"}, "strength"),
+            ({"device": "gpu0"}, "device"),
+        ],
+    )
+    def test_bad_arguments(self, tiny_with_bank, kwargs, match):
+        with pytest.raises(ValueError, match=match):
+            ContriMix(weights=tiny_with_bank, **kwargs)
+
+    def test_unknown_argument_strict(self, tiny_with_bank):
+        with pytest.raises(ValueError, match="not valid"):
+            ContriMix(weights=tiny_with_bank, sigma=0.3, strict=True)
+
+    def test_unknown_weights(self):
+        with pytest.raises(ca.WeightsError, match="unknown weights name"):
+            ContriMix(weights="no-such-weights")
+
+    def test_no_bank(self):
+        with pytest.raises(ValueError, match="attribute bank"):
+            ContriMix(weights=make_tiny_model())
+
+    def test_bad_bank(self, tiny_with_bank, bank_u8):
+        with pytest.raises(ValueError, match="channel"):
+            ContriMix(weights=tiny_with_bank, bank=bank_u8[..., :2])
+        with pytest.raises(TypeError, match="bank"):
+            ContriMix(weights=tiny_with_bank, bank="refs")
+        with pytest.raises(ValueError, match="empty"):
+            ContriMix(weights=tiny_with_bank, bank=[])
+
+    @pytest.mark.parametrize(
+        "make, exc, match",
+        [
+            (lambda img: img[..., :2], ValueError, "expect 3 channel"),
+            (lambda img: np.ascontiguousarray(img.transpose(2, 0, 1)), ValueError, "channels-first"),
+            (lambda img: img[..., 0], ValueError, "single-channel"),
+            (lambda img: img[None, None], ValueError, "5-D"),
+            (lambda img: img.astype(np.float64) / 255, TypeError, "float64"),
+            (lambda img: img.astype(np.uint16), TypeError, "uint16"),
+            (lambda img: img.astype(np.float32), ValueError, "divide by 255"),
+            (lambda img: np.where(img > 100, np.nan, img / 255).astype(np.float32), ValueError, "NaN"),
+            (lambda img: torch.from_numpy(img), TypeError, "numpy"),
+            (lambda img: img[:4, :4], ValueError, "8×8"),
+        ],
+    )
+    def test_bad_images(self, tiny_with_bank, tiles_u8, make, exc, match):
+        t = ContriMix(weights=tiny_with_bank, p=1.0)
+        with pytest.raises(exc, match=match):
+            t.apply(make(tiles_u8[0]), donor=0, strength=1.0)
+
+    def test_replayed_donor_outside_bank(self, tiny_with_bank, tiles_u8):
+        with pytest.raises(ValueError, match="outside the attribute bank"):
+            ContriMix(weights=tiny_with_bank, p=1.0).apply(tiles_u8[0], donor=99, strength=1.0)
+
+    def test_missing_albumentations_message(self, monkeypatch):
+        import importlib.util
+
+        import contrimix_aug.albumentations as mod
+
+        monkeypatch.setitem(sys.modules, "albumentations", None)  # what "not installed" looks like to import
+        spec = importlib.util.spec_from_file_location("contrimix_aug._albumentations_probe", mod.__file__)
+        with pytest.raises(ImportError, match=r"pip install \"albumentations>=2\""):
+            spec.loader.exec_module(importlib.util.module_from_spec(spec))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_device(tiny_with_bank, tiles_u8):
+    cpu = ContriMix(weights=tiny_with_bank, p=1.0)
+    gpu = ContriMix(weights=tiny_with_bank, p=1.0, device="cuda")
+    assert next(gpu.model.parameters()).is_cuda and not next(tiny_with_bank.parameters()).is_cuda
+    a = cpu.apply(tiles_u8[0], donor=1, strength=0.8)
+    b = gpu.apply(tiles_u8[0], donor=1, strength=0.8)
+    assert b.dtype == np.uint8 and np.abs(a.astype(int) - b.astype(int)).max() <= 1
+    stack = gpu.apply_to_images(tiles_u8[:4], donor=2, strength=1.0)
+    assert stack.shape == tiles_u8[:4].shape

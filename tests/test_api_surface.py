@@ -1,0 +1,107 @@
+"""The public API is an inventory: each public module's ``__all__`` must match tests/api_surface.json.
+
+Removing or adding a public name (or module) fails here until the inventory is edited on purpose. After an
+intended change, regenerate it and review the diff:
+
+    python tests/test_api_surface.py --update
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+if __name__ == "__main__":  # `python tests/test_api_surface.py --update` from a checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import contrimix_aug  # noqa: E402
+
+INVENTORY = Path(__file__).with_name("api_surface.json")
+UPDATE_HINT = "If the change is intended, run `python tests/test_api_surface.py --update` and commit the diff."
+
+
+def public_modules() -> list[str]:
+    """``contrimix_aug`` and every submodule whose dotted path has no component starting with ``_``."""
+    names = ["contrimix_aug"]
+    for info in pkgutil.walk_packages(contrimix_aug.__path__, "contrimix_aug."):
+        if not any(part.startswith("_") for part in info.name.split(".")):
+            names.append(info.name)
+    return sorted(names)
+
+
+def current_surface() -> dict[str, list[str]]:
+    surface = {}
+    for name in public_modules():
+        module = importlib.import_module(name)
+        exported = getattr(module, "__all__", None)
+        surface[name] = None if exported is None else sorted(exported)
+    return surface
+
+
+def load_inventory() -> dict[str, list[str]]:
+    if not INVENTORY.is_file():  # the tests below then fail with this hint
+        return {}
+    return json.loads(INVENTORY.read_text())
+
+
+def test_inventory_exists():
+    assert INVENTORY.is_file(), f"{INVENTORY} is missing. {UPDATE_HINT}"
+
+
+def test_inventory_is_sorted_json():
+    inventory = load_inventory()
+    assert list(inventory) == sorted(inventory)
+    assert all(names == sorted(names) for names in inventory.values())
+
+
+def test_no_public_module_added_or_removed():
+    inventory, modules = set(load_inventory()), set(public_modules())
+    assert not modules - inventory, f"new public modules not in the inventory: {sorted(modules - inventory)}. {UPDATE_HINT}"
+    assert not inventory - modules, f"public modules gone: {sorted(inventory - modules)}. {UPDATE_HINT}"
+
+
+@pytest.mark.parametrize("module_name", sorted(load_inventory()))
+def test_module_all_matches_inventory(module_name):
+    module = importlib.import_module(module_name)
+    exported = getattr(module, "__all__", None)
+    assert exported is not None, f"{module_name} defines no __all__ (every public module must)."
+    assert len(exported) == len(set(exported)), f"{module_name}.__all__ lists a name twice"
+    missing = [n for n in exported if not hasattr(module, n)]
+    assert not missing, f"{module_name}.__all__ exports names the module does not define: {missing}"
+    want = set(load_inventory()[module_name])
+    added, removed = sorted(set(exported) - want), sorted(want - set(exported))
+    assert not added and not removed, f"{module_name}: added {added}, removed {removed}. {UPDATE_HINT}"
+
+
+def test_top_level_names():
+    """The names a user starts from stay importable from the package itself."""
+    for name in ("ContriMix", "ContriMixNormalize", "ContriMixModel", "ModelConfig", "functional", "load_model"):
+        assert name in contrimix_aug.__all__
+
+
+def test_optional_dependencies_not_imported():
+    """``import contrimix_aug`` must not pull in albumentations or torchvision (optional adapters only)."""
+    code = (
+        "import sys, contrimix_aug\n"
+        "print(sorted(m for m in ('albumentations', 'torchvision') if m in sys.modules))"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]", res.stdout
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--update"]:
+        sys.exit(__doc__)
+    surface = current_surface()
+    undocumented = [m for m, names in surface.items() if names is None]
+    if undocumented:
+        sys.exit(f"these public modules define no __all__; add one first: {undocumented}")
+    INVENTORY.write_text(json.dumps(surface, indent=2, sort_keys=True) + "\n")
+    print(f"wrote {INVENTORY} ({len(surface)} modules)")

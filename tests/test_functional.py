@@ -1,0 +1,227 @@
+"""The functional core (apply_contrimix, mix, compute_bank, normalize) on real H&E tiles.
+
+``handset`` is a model with hand-set weights whose re-rendering provably transfers colour: content is the
+per-channel standardised optical density (plus a constant channel) and the attributes are the per-image mean
+OD μ and ±κ·μ, so an image rendered with donor attributes gets the donor's mean OD exactly and keeps its own
+OD pattern. (Same construction as in test_transform.py, kept local so each file stands alone.)
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import contrimix_aug as ca
+from contrimix_aug import functional as F
+from contrimix_aug.optical_density import rgb_to_od
+
+H, W = 40, 48
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """Tiny tensors gain nothing from intra-op threads, and on a loaded machine thread contention makes every conv
+    ~100x slower; restore the caller's setting afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def make_tiny_model(seed: int = 0) -> ca.ContriMixModel:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        cfg = ca.ModelConfig(num_attributes=3, content_hidden=4, content_res_blocks=1, attr_widths=(4, 8, 8))
+        return ca.ContriMixModel(cfg).freeze()
+
+
+def make_handset_model(kappa: float = 0.6) -> ca.ContriMixModel:
+    c, k = 3, 7
+    cfg = ca.ModelConfig(
+        in_channels=c, num_attributes=k, content_hidden=c, content_kernel=1, content_res_blocks=0,
+        content_constant=True, attr_widths=(c, c), attr_head="linear",
+    )
+    m = ca.ContriMixModel(cfg)
+    eye = torch.eye(c)
+    with torch.no_grad():
+        ce, ae = m.content_encoder, m.attribute_encoder
+        ce.conv_in.weight.copy_(eye.view(c, c, 1, 1))
+        ce.conv_mid.weight.copy_(torch.cat([eye, -eye]).view(2 * c, c, 1, 1))
+        ae.stem.weight.copy_(eye.view(c, c, 1, 1).expand(c, c, 4, 4) / 16)
+        for blk in ae.blocks:
+            blk.conv1.weight.zero_()
+            blk.conv2.weight.zero_()
+            blk.skip.weight.copy_(eye.view(c, c, 1, 1))
+        head = torch.zeros(c, k, c)
+        for ch in range(c):
+            head[ch, ch, ch], head[ch, c + ch, ch], head[ch, 2 * c, ch] = kappa, -kappa, 1.0
+        ae.head.weight.copy_(head.reshape(c * k, c, 1, 1))
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.Conv2d):
+                mod.bias.zero_()
+    return m.freeze()
+
+
+def mean_od(x: torch.Tensor) -> torch.Tensor:
+    return rgb_to_od(x.float()).mean((-2, -1))
+
+
+def _count_calls(model: ca.ContriMixModel) -> dict[str, list[int]]:
+    calls: dict[str, list[int]] = {"content": [], "attributes": []}
+    model.content_encoder.register_forward_hook(lambda mod, inp, out: calls["content"].append(inp[0].shape[0]))
+    model.attribute_encoder.register_forward_hook(lambda mod, inp, out: calls["attributes"].append(inp[0].shape[0]))
+    return calls
+
+
+@pytest.fixture(scope="module")
+def tiles(real_tiles: torch.Tensor) -> torch.Tensor:
+    t = real_tiles[..., :H, :W].contiguous()
+    assert t.shape[0] >= 4 and t.shape[-2:] == (H, W), f"need >= 4 real tiles of >= {H}x{W} px"
+    return t
+
+
+@pytest.fixture(scope="module")
+def tiny() -> ca.ContriMixModel:
+    return make_tiny_model()
+
+
+@pytest.fixture(scope="module")
+def handset() -> ca.ContriMixModel:
+    return make_handset_model()
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+class TestMix:
+    @pytest.mark.parametrize("num_mixes", [0, 1, 3])
+    def test_shape_and_self_reconstruction_first(self, tiny, tiles, num_mixes):
+        b = tiles.shape[0]
+        out = F.mix(tiny, tiles, num_mixes=num_mixes, generator=gen())
+        assert out.shape == ((num_mixes + 1) * b, 3, H, W) and out.dtype == tiles.dtype
+        torch.testing.assert_close(out[:b], tiny(tiles), atol=1e-6, rtol=1e-6)
+
+    def test_mixes_take_other_images_colours(self, handset, tiles):
+        b, m = tiles.shape[0], 3
+        out = F.mix(handset, tiles, num_mixes=m, generator=gen())
+        mu = mean_od(tiles)
+        torch.testing.assert_close(mean_od(out[:b]), mu, atol=5e-3, rtol=2e-2)
+        for j in range(1, m + 1):
+            mu_mix = mean_od(out[j * b : (j + 1) * b])
+            dist = torch.cdist(mu_mix, mu)  # (B, B): row i = distance of mix i to every source colour
+            donor = dist.argmin(1)
+            assert bool((donor != torch.arange(b)).all()), "a mix kept its own colour"
+            assert bool((dist.gather(1, donor[:, None]) < 5e-3 + 2e-2 * mu.norm(dim=1, keepdim=True)).all())
+
+    def test_strength_half(self, handset, tiles):
+        b = tiles.shape[0]
+        full = F.mix(handset, tiles, num_mixes=1, generator=gen(3))
+        half = F.mix(handset, tiles, num_mixes=1, generator=gen(3), strength=0.5)
+        mu = mean_od(tiles)
+        torch.testing.assert_close(mean_od(half[b:]), 0.5 * mu + 0.5 * mean_od(full[b:]), atol=5e-3, rtol=2e-2)
+
+    def test_reproducible_and_seed_dependent(self, tiny, tiles):
+        a = F.mix(tiny, tiles, num_mixes=2, generator=gen(1))
+        b = F.mix(tiny, tiles, num_mixes=2, generator=gen(1))
+        c = F.mix(tiny, tiles, num_mixes=2, generator=gen(2))
+        assert torch.equal(a, b) and not torch.equal(a, c)
+
+    def test_generator_keeps_global_rng(self, tiny, tiles):
+        state = torch.get_rng_state()
+        F.mix(tiny, tiles, num_mixes=2, generator=gen())
+        assert torch.equal(state, torch.get_rng_state())
+
+    def test_one_encode_for_the_whole_batch(self, tiles):
+        model = make_tiny_model()
+        calls = _count_calls(model)
+        F.mix(model, tiles, num_mixes=4, generator=gen())
+        assert calls == {"content": [tiles.shape[0]], "attributes": [tiles.shape[0]]}
+
+    def test_errors(self, tiny, tiles):
+        with pytest.raises(ValueError, match="batch of one"):
+            F.mix(tiny, tiles[:1], num_mixes=1, generator=gen())
+        with pytest.raises(ValueError, match="divide by 255"):
+            F.mix(tiny, tiles * 255, num_mixes=1)
+        with pytest.raises(TypeError, match="uint8"):
+            F.mix(tiny, (tiles * 255).to(torch.uint8), num_mixes=1)
+        with pytest.raises(ValueError, match="3 channel"):
+            F.mix(tiny, tiles[:, :1], num_mixes=1)
+
+
+class TestApplyContrimix:
+    def test_module_matches_functional(self, tiny, tiles):
+        aug = ca.ContriMix(weights=tiny, p=0.6, strength=(0.3, 1.0), seed=0)
+        out = aug(tiles)
+        p = aug._params
+        assert torch.equal(out, F.apply_contrimix(aug.model, tiles, p["donors"], p["strength"],
+                                                  selected=p["batch_prob"] > 0.5))
+
+    def test_unselected_rows_untouched_and_sparse_equals_dense(self, tiny, tiles):
+        b = tiles.shape[0]
+        donors = torch.roll(torch.arange(b), 1)
+        strength = torch.ones(b)
+        sel = torch.arange(b) % 3 == 0
+        part = F.apply_contrimix(tiny, tiles, donors, strength, selected=sel)
+        full = F.apply_contrimix(tiny, tiles, donors, strength)
+        assert torch.equal(part[~sel], tiles[~sel])
+        torch.testing.assert_close(part[sel], full[sel], atol=1e-5, rtol=1e-5)
+        none = F.apply_contrimix(tiny, tiles, donors, strength, selected=torch.zeros(b, dtype=torch.bool))
+        assert torch.equal(none, tiles)
+
+    def test_sparse_path_encodes_only_what_it_needs(self, tiles):
+        model = make_tiny_model()
+        calls = _count_calls(model)
+        b = tiles.shape[0]
+        sel = torch.zeros(b, dtype=torch.bool)
+        sel[0] = True
+        donors = torch.full((b,), 2)
+        F.apply_contrimix(model, tiles, donors, torch.ones(b), selected=sel)
+        assert calls == {"content": [1], "attributes": [2]}  # image 0's content; image 0's and donor 2's attributes
+
+    def test_colour_transfer(self, handset, tiles):
+        b = tiles.shape[0]
+        donors = torch.roll(torch.arange(b), 1)
+        out = F.apply_contrimix(handset, tiles, donors, torch.ones(b))
+        torch.testing.assert_close(mean_od(out), mean_od(tiles)[donors], atol=5e-3, rtol=2e-2)
+
+    def test_bank_donors(self, handset, tiles):
+        b = tiles.shape[0]
+        bank = F.compute_bank(handset, tiles[:2])
+        from_bank = torch.arange(b) % 2 == 0
+        donors = torch.where(from_bank, torch.arange(b) % 2, torch.roll(torch.arange(b), 1))
+        out = F.apply_contrimix(handset, tiles, donors, torch.ones(b), from_bank=from_bank, bank=bank)
+        want = torch.where(from_bank[:, None], mean_od(tiles[:2])[donors % 2], mean_od(tiles)[donors])
+        torch.testing.assert_close(mean_od(out), want, atol=5e-3, rtol=2e-2)
+
+    def test_draws_no_random_numbers(self, tiny, tiles):
+        state = torch.get_rng_state()
+        b = tiles.shape[0]
+        F.apply_contrimix(tiny, tiles, torch.roll(torch.arange(b), 1), torch.rand(b, generator=gen()))
+        assert torch.equal(state, torch.get_rng_state())
+
+    def test_channels_last_in_channels_last_out(self, tiny, tiles):
+        b = tiles.shape[0]
+        x = tiles.contiguous(memory_format=torch.channels_last)
+        donors = torch.roll(torch.arange(b), 1)
+        for sel in (None, torch.arange(b) % 2 == 0):
+            out = F.apply_contrimix(tiny, x, donors, torch.ones(b), selected=sel)
+            assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+class TestBankAndNormalize:
+    def test_compute_bank(self, tiny, tiles):
+        bank = F.compute_bank(tiny, tiles, batch_size=3)
+        assert bank.shape == (tiles.shape[0], 3, 3) and bank.dtype == torch.float32
+        torch.testing.assert_close(bank, tiny.encode_attributes(tiles), atol=1e-5, rtol=1e-5)
+
+    def test_compute_bank_checks_images(self, tiny, tiles):
+        with pytest.raises(ValueError, match="bank images"):
+            F.compute_bank(tiny, tiles * 255)
+
+    def test_normalize_to_reference(self, handset, tiles):
+        target = F.compute_bank(handset, tiles[:1])[0]
+        out = F.normalize(handset, tiles, target)
+        want = mean_od(tiles[:1]).expand(tiles.shape[0], -1)
+        torch.testing.assert_close(mean_od(out), want, atol=5e-3, rtol=2e-2)
+        assert torch.equal(out, F.normalize(handset, tiles, target))

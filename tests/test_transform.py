@@ -1,0 +1,819 @@
+"""ContriMix (kornia intensity augmentation) and ContriMixNormalize, on real H&E tiles.
+
+Two models are used:
+
+- ``tiny``: a small random-init network (fast; checks plumbing: shapes, dtypes, RNG, replay, errors);
+- ``handset``: weights set by hand so that re-rendering provably transfers colour. The content encoder is
+  ``±IN(OD)`` per channel plus a constant channel, the attribute encoder returns per-image mean optical
+  density ``μ`` (constant column) and ``±κ·μ`` (contrast columns). Re-rendered with donor attributes, an image
+  keeps its own standardised OD pattern (its structure) and gets the donor's mean OD exactly; mixing with
+  strength α gives mean OD ``(1 - α)·μ_own + α·μ_donor``.
+"""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import kornia
+import kornia.augmentation as K
+import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+import contrimix_aug as ca
+from contrimix_aug import ContriMix, ContriMixNormalize
+from contrimix_aug.functional import apply_contrimix, compute_bank
+from contrimix_aug.optical_density import rgb_to_od
+
+H, W = 40, 48  # odd-ish, non-square crops of the real tiles so H/W mix-ups fail
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """Tiny tensors gain nothing from intra-op threads, and on a loaded machine thread contention makes every conv
+    ~100x slower; restore the caller's setting afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# models and data
+# --------------------------------------------------------------------------------------------------------------
+def make_tiny_model(seed: int = 0, bank: torch.Tensor | None = None) -> ca.ContriMixModel:
+    """Small random-init model, built without touching the global RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        cfg = ca.ModelConfig(num_attributes=3, content_hidden=4, content_res_blocks=1, attr_widths=(4, 8, 8))
+        return ca.ContriMixModel(cfg, bank=bank).freeze()
+
+
+def make_handset_model(kappa: float = 0.6) -> ca.ContriMixModel:
+    """Hand-set weights whose re-rendering transfers mean optical density exactly (see module docstring)."""
+    c = 3
+    k = 2 * c + 1
+    cfg = ca.ModelConfig(
+        in_channels=c, num_attributes=k, content_hidden=c, content_kernel=1, content_res_blocks=0,
+        content_constant=True, attr_widths=(c, c), attr_head="linear",
+    )
+    m = ca.ContriMixModel(cfg)
+    eye = torch.eye(c)
+    with torch.no_grad():
+        ce = m.content_encoder
+        ce.conv_in.weight.copy_(eye.view(c, c, 1, 1))  # OD >= 0, so the LeakyReLU after it is the identity
+        ce.conv_in.bias.zero_()
+        ce.conv_mid.weight.copy_(torch.cat([eye, -eye]).view(2 * c, c, 1, 1))  # ±OD -> IN -> LReLU∘LReLU
+        ce.conv_mid.bias.zero_()
+        ae = m.attribute_encoder
+        ae.stem.weight.copy_(eye.view(c, c, 1, 1).expand(c, c, 4, 4) / 16)  # local mean
+        ae.stem.bias.zero_()
+        for blk in ae.blocks:  # residual branch off, skip branch = identity: the blocks only average-pool
+            for conv in (blk.conv1, blk.conv2):
+                conv.weight.zero_()
+                conv.bias.zero_()
+            blk.skip.weight.copy_(eye.view(c, c, 1, 1))
+            blk.skip.bias.zero_()
+        head = torch.zeros(c, k, c)  # attributes[ch, col] = Σ_j head[ch, col, j] · meanOD[j]
+        for ch in range(c):
+            head[ch, ch, ch] = kappa
+            head[ch, c + ch, ch] = -kappa
+            head[ch, 2 * c, ch] = 1.0
+        ae.head.weight.copy_(head.reshape(c * k, c, 1, 1))
+        ae.head.bias.zero_()
+    return m.freeze()
+
+
+def mean_od(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) image -> (B, C) mean optical density."""
+    return rgb_to_od(x.float()).mean((-2, -1))
+
+
+def od_luminance_ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image SSIM of the standardised OD luminance (structure, insensitive to the stain colour)."""
+
+    def lum(img: torch.Tensor) -> torch.Tensor:
+        lum_ = rgb_to_od(img.float()).mean(-3, keepdim=True)
+        return (lum_ - lum_.mean((-2, -1), keepdim=True)) / lum_.std((-2, -1), keepdim=True)
+
+    la, lb = lum(a), lum(b)
+    rng = float(torch.cat([la, lb]).amax() - torch.cat([la, lb]).amin())
+    return kornia.metrics.ssim(la, lb, 7, max_val=rng).mean((1, 2, 3))
+
+
+@pytest.fixture(scope="module")
+def tiles(real_tiles: torch.Tensor) -> torch.Tensor:
+    """Real H&E tiles, (N, 3, 40, 48) float32 in [0, 1] (cropped from the shared fixture)."""
+    assert real_tiles.shape[0] >= 4, "need at least 4 real tiles"
+    t = real_tiles[..., :H, :W].contiguous()
+    assert t.shape[-2:] == (H, W), f"real tiles too small: {tuple(real_tiles.shape)}"
+    return t
+
+
+@pytest.fixture(scope="module")
+def far_pair(tiles: torch.Tensor) -> torch.Tensor:
+    """The two real tiles whose mean optical densities (stain colours) differ most: (2, 3, H, W)."""
+    mu = mean_od(tiles)
+    d = torch.cdist(mu, mu)
+    i, j = divmod(int(d.argmax()), tiles.shape[0])
+    return tiles[[i, j]].clone()
+
+
+@pytest.fixture(scope="module")
+def tiny() -> ca.ContriMixModel:
+    return make_tiny_model()
+
+
+@pytest.fixture(scope="module")
+def handset() -> ca.ContriMixModel:
+    return make_handset_model()
+
+
+@pytest.fixture(scope="module")
+def bank_images(tiles: torch.Tensor) -> torch.Tensor:
+    """Reference images for the attribute bank (the last tiles)."""
+    return tiles[-3:].clone()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the hand-set model itself (so the colour-transfer checks below rest on something verified)
+# --------------------------------------------------------------------------------------------------------------
+class TestHandsetModel:
+    def test_attributes_are_mean_od(self, handset, tiles):
+        attrs = handset.encode_attributes(tiles)
+        torch.testing.assert_close(attrs[:, :, -1], mean_od(tiles), atol=2e-3, rtol=1e-2)
+
+    def test_self_reconstruction_keeps_structure_and_colour(self, handset, tiles):
+        rec = handset(tiles)
+        torch.testing.assert_close(mean_od(rec), mean_od(tiles), atol=3e-3, rtol=1e-2)
+        assert bool((od_luminance_ssim(tiles, rec) > 0.95).all())
+
+
+# --------------------------------------------------------------------------------------------------------------
+# shape / dtype / device / memory format
+# --------------------------------------------------------------------------------------------------------------
+class TestSmoke:
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+    def test_shape_dtype_device(self, tiny, tiles, dtype):
+        x = tiles[:4].to(dtype)
+        x0 = x.clone()
+        version = x._version
+        out = ContriMix(weights=tiny, p=1.0, seed=0)(x)
+        assert out.shape == x.shape and out.dtype == dtype and out.device == x.device
+        assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+        assert torch.equal(x, x0) and x._version == version, "input modified in place"
+        ref = ContriMix(weights=tiny, p=1.0, seed=0)(tiles[:4])
+        # low-precision inputs are quantised before the log: compare the mean error
+        tol = {torch.float32: 1e-7, torch.float64: 1e-7, torch.float16: 2e-3, torch.bfloat16: 1e-2}[dtype]
+        assert float((out.float() - ref).abs().mean()) <= tol
+
+    def test_channels_last_preserved(self, tiny, tiles):
+        x = tiles[:4].contiguous(memory_format=torch.channels_last)
+        for p in (1.0, 0.5):
+            aug = ContriMix(weights=tiny, p=p, seed=3)
+            out = aug(x)
+            assert out.is_contiguous(memory_format=torch.channels_last)
+            # same values as the contiguous input (conv kernels differ per layout: not bitwise)
+            torch.testing.assert_close(out, aug(tiles[:4], params=aug._params), atol=1e-5, rtol=1e-5)
+
+    def test_chw_keepdim(self, tiny, tiles, bank_images):
+        aug = ContriMix(weights=tiny, p=1.0, bank=bank_images, seed=0)
+        assert aug(tiles[0]).shape == (3, H, W)
+        aug = ContriMix(weights=tiny, p=1.0, bank=bank_images, seed=0, keepdim=False)
+        assert aug(tiles[0]).shape == (1, 3, H, W)
+
+    def test_repr_and_flags(self, tiny):
+        aug = ContriMix(weights=tiny, p=0.3, strength=(0.2, 0.7), seed=0)
+        r = repr(aug)
+        assert "ContriMix(" in r and "p=0.3" in r and "(0.2, 0.7)" in r
+        assert aug.flags == {"strength": (0.2, 0.7), "donors": "batch"}
+
+    def test_eval_mode_still_augments_and_model_stays_frozen(self, tiny, tiles):
+        aug = ContriMix(weights=tiny, p=1.0, seed=0).eval()
+        assert not torch.equal(aug(tiles[:4]), tiles[:4])
+        aug.train()
+        assert not aug.model.training
+        assert not any(p.requires_grad for p in aug.model.parameters())
+
+    def test_caller_model_not_modified(self, tiles, bank_images):
+        m = make_tiny_model(seed=5)
+        m.train()
+        for p in m.parameters():
+            p.requires_grad_(True)
+        before = {k: v.clone() for k, v in m.state_dict().items()}
+        aug = ContriMix(weights=m, p=1.0, bank=bank_images, seed=0)
+        aug(tiles[:2])
+        assert m.bank.shape[0] == 0, "the transform replaced the caller's bank"
+        assert m.training and all(p.requires_grad for p in m.parameters()), "the caller's model was frozen"
+        assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
+        assert aug.model.bank.shape[0] == bank_images.shape[0]
+
+    @pytest.mark.parametrize("weights_kind", ["weights_object", "file"])
+    def test_weights_object_and_file(self, tiny, tiles, tmp_path, weights_kind):
+        w = ca.ContriMixWeights.from_model(tiny)
+        if weights_kind == "file":
+            w = ca.save_weights(w, tmp_path / "tiny.safetensors")
+        out = ContriMix(weights=w, p=1.0, seed=0)(tiles[:3])
+        ref = ContriMix(weights=tiny, p=1.0, seed=0)(tiles[:3])
+        assert torch.equal(out, ref)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# probability
+# --------------------------------------------------------------------------------------------------------------
+class TestProbability:
+    def test_p0_identity(self, tiny, tiles):
+        aug = ContriMix(weights=tiny, p=0.0, seed=0)
+        out = aug(tiles)
+        assert torch.equal(out, tiles)
+        assert not bool(aug._params["batch_prob"].any())
+
+    def test_p1_changes_every_image(self, tiny, tiles):
+        aug = ContriMix(weights=tiny, p=1.0, seed=0)
+        out = aug(tiles)
+        assert bool(aug._params["batch_prob"].all())
+        assert bool((out - tiles).flatten(1).abs().amax(1).gt(1e-3).all())
+
+    def test_partial_p_changes_exactly_the_selected_images(self, tiny, tiles):
+        aug = ContriMix(weights=tiny, p=0.5, seed=1)
+        for _ in range(3):
+            out = aug(tiles)
+            sel = aug._params["batch_prob"] > 0.5
+            changed = (out != tiles).flatten(1).any(1)
+            assert torch.equal(changed, sel)
+
+    def test_selection_rate(self, tiny, tiles):
+        aug = ContriMix(weights=tiny, p=0.3, seed=0)
+        picks = torch.cat([aug.forward_parameters((64, 3, H, W))["batch_prob"] for _ in range(20)])
+        assert 0.25 < float(picks.mean()) < 0.35
+
+
+# --------------------------------------------------------------------------------------------------------------
+# donors and colour transfer (hand-set model on real tiles)
+# --------------------------------------------------------------------------------------------------------------
+class TestColourTransfer:
+    def test_batch_of_two_swaps_attributes(self, handset, far_pair):
+        aug = ContriMix(weights=handset, p=1.0, seed=0)
+        out = aug(far_pair)
+        assert aug._params["donors"].tolist() == [1, 0]
+        mu_in, mu_out = mean_od(far_pair), mean_od(out)
+        # each image takes the other's colour: its mean OD is the donor's, far from its own
+        torch.testing.assert_close(mu_out, mu_in.flip(0), atol=5e-3, rtol=2e-2)
+        for i in range(2):
+            assert (mu_out[i] - mu_in[1 - i]).norm() < 0.2 * (mu_out[i] - mu_in[i]).norm()
+        # also in plain RGB: the output's mean colour is closer to the donor's than to its own
+        rgb_in, rgb_out = far_pair.mean((-2, -1)), out.mean((-2, -1))
+        for i in range(2):
+            assert (rgb_out[i] - rgb_in[1 - i]).norm() < (rgb_out[i] - rgb_in[i]).norm()
+        # and the content (structure) is kept: SSIM of standardised OD luminance stays high, unlike the donor's
+        assert bool((od_luminance_ssim(far_pair, out) > 0.9).all())
+        assert bool((od_luminance_ssim(far_pair, far_pair.flip(0)) < 0.5).all())
+
+    def test_batch_donors_are_other_images(self, handset, tiles):
+        aug = ContriMix(weights=handset, p=1.0, seed=0)
+        out = aug(tiles)
+        donors = aug._params["donors"]
+        assert bool((donors != torch.arange(tiles.shape[0])).all())
+        torch.testing.assert_close(mean_od(out), mean_od(tiles)[donors], atol=5e-3, rtol=2e-2)
+        assert bool((od_luminance_ssim(tiles, out) > 0.9).all())
+
+    def test_donor_can_be_an_unselected_image(self, handset, tiles):
+        """Donors are drawn from the whole batch, not only from the p-selected images."""
+        aug = ContriMix(weights=handset, p=0.4, seed=0)
+        found = 0
+        for _ in range(10):
+            out = aug(tiles)
+            sel = aug._params["batch_prob"] > 0.5
+            donors = aug._params["donors"]
+            for i in torch.nonzero(sel).flatten().tolist():
+                d = int(donors[i])
+                if not sel[d]:
+                    found += 1
+                    torch.testing.assert_close(mean_od(out[i : i + 1])[0], mean_od(tiles[d : d + 1])[0],
+                                               atol=5e-3, rtol=2e-2)
+                    assert torch.equal(out[d], tiles[d])  # the donor itself is not re-rendered
+        assert found > 0
+
+    @pytest.mark.parametrize("alpha", [0.0, 0.25, 0.5, 1.0])
+    def test_strength_interpolates_colour(self, handset, far_pair, alpha):
+        out = ContriMix(weights=handset, p=1.0, strength=alpha, seed=0)(far_pair)
+        mu = mean_od(far_pair)
+        expected = (1 - alpha) * mu + alpha * mu.flip(0)
+        torch.testing.assert_close(mean_od(out), expected, atol=5e-3, rtol=2e-2)
+
+    def test_strength_zero_is_self_reconstruction(self, tiny, handset, tiles):
+        for model in (tiny, handset):
+            out = ContriMix(weights=model, p=1.0, strength=0.0, seed=0)(tiles)
+            assert torch.equal(out, model(tiles))
+
+    def test_strength_range(self, tiny, tiles):
+        aug = ContriMix(weights=tiny, p=1.0, strength=(0.2, 0.6), seed=0)
+        out = aug(tiles)
+        s = aug._params["strength"]
+        assert bool(((s >= 0.2) & (s <= 0.6)).all()) and float(s.std()) > 0
+        ref = apply_contrimix(aug.model, tiles, aug._params["donors"], s)
+        assert torch.equal(out, ref)
+
+
+class TestBankDonors:
+    def test_batch_of_one_falls_back_to_bank(self, handset, tiles, bank_images):
+        aug = ContriMix(weights=handset, p=1.0, bank=bank_images, seed=0)
+        out = aug(tiles[:1])
+        assert aug._params["from_bank"].tolist() == [True]
+        d = int(aug._params["donors"][0])
+        assert 0 <= d < bank_images.shape[0]
+        torch.testing.assert_close(mean_od(out), mean_od(bank_images[d : d + 1]), atol=5e-3, rtol=2e-2)
+
+    def test_single_chw_image_uses_bank(self, handset, tiles, bank_images):
+        aug = ContriMix(weights=handset, p=1.0, bank=bank_images, seed=0)
+        out = aug(tiles[0])
+        assert out.shape == tiles[0].shape
+        d = int(aug._params["donors"][0])
+        torch.testing.assert_close(mean_od(out[None]), mean_od(bank_images[d : d + 1]), atol=5e-3, rtol=2e-2)
+
+    def test_batch_of_one_without_bank_errors(self, tiny, tiles):
+        aug = ContriMix(weights=tiny, p=1.0, seed=0)
+        with pytest.raises(ValueError, match="bank"):
+            aug(tiles[:1])
+        with pytest.raises(ValueError, match="bank"):
+            aug(tiles[0])
+
+    def test_donors_bank(self, handset, tiles, bank_images):
+        aug = ContriMix(weights=handset, p=1.0, donors="bank", bank=bank_images, seed=0)
+        out = aug(tiles)
+        assert bool(aug._params["from_bank"].all())
+        d = aug._params["donors"]
+        assert bool(((d >= 0) & (d < bank_images.shape[0])).all())
+        torch.testing.assert_close(mean_od(out), mean_od(bank_images)[d], atol=5e-3, rtol=2e-2)
+
+    def test_donors_both(self, handset, tiles, bank_images):
+        aug = ContriMix(weights=handset, p=1.0, donors="both", bank=bank_images, seed=0)
+        n = tiles.shape[0]
+        seen_bank = seen_batch = False
+        for _ in range(5):
+            out = aug(tiles)
+            fb, d = aug._params["from_bank"], aug._params["donors"]
+            seen_bank |= bool(fb.any())
+            seen_batch |= bool((~fb).any())
+            assert bool((d[fb] < bank_images.shape[0]).all())
+            assert bool((d[~fb] != torch.arange(n)[~fb]).all()), "a batch donor was the image itself"
+            want = torch.where(fb[:, None], mean_od(bank_images)[d.clamp(max=bank_images.shape[0] - 1)],
+                               mean_od(tiles)[d.clamp(max=n - 1)])
+            torch.testing.assert_close(mean_od(out), want, atol=5e-3, rtol=2e-2)
+        assert seen_bank and seen_batch
+
+    def test_bank_as_attributes_equals_bank_as_images(self, tiny, tiles, bank_images):
+        attrs = compute_bank(tiny, bank_images)
+        a = ContriMix(weights=tiny, p=1.0, donors="bank", bank=bank_images, seed=0)(tiles)
+        b = ContriMix(weights=tiny, p=1.0, donors="bank", bank=attrs, seed=0)(tiles)
+        assert torch.equal(a, b)
+
+    def test_bank_from_weights(self, tiles, bank_images):
+        base = make_tiny_model()
+        model = ca.ContriMixModel(base.config, bank=compute_bank(base, bank_images))
+        model.load_state_dict(base.state_dict())
+        aug = ContriMix(weights=ca.ContriMixWeights.from_model(model), p=1.0, donors="bank", seed=0)
+        assert aug.model.bank.shape[0] == bank_images.shape[0]
+        aug(tiles[:2])
+        assert bool(aug._params["from_bank"].all())
+
+
+# --------------------------------------------------------------------------------------------------------------
+# randomness: replay, seeds, the global RNG
+# --------------------------------------------------------------------------------------------------------------
+class TestRandomness:
+    def test_replay_bitwise(self, tiny, tiles):
+        aug = ContriMix(weights=tiny, p=0.5, strength=(0.3, 1.0), seed=0)
+        out = aug(tiles)
+        params = aug._params
+        aug(tiles)  # another draw in between
+        assert torch.equal(aug(tiles, params=params), out)
+
+    def test_replay_params_for_another_batch_size(self, tiny, tiles):
+        aug = ContriMix(weights=tiny, p=1.0, seed=0)
+        aug(tiles[:4])
+        with pytest.raises(ValueError, match="another batch size"):
+            aug(tiles[:3], params=aug._params)
+
+    def test_seed_reproducible(self, tiny, tiles):
+        a = ContriMix(weights=tiny, p=0.5, strength=(0.0, 1.0), seed=123)
+        b = ContriMix(weights=tiny, p=0.5, strength=(0.0, 1.0), seed=123)
+        c = ContriMix(weights=tiny, p=0.5, strength=(0.0, 1.0), seed=124)
+        outs_a = [a(tiles) for _ in range(3)]
+        outs_b = [b(tiles) for _ in range(3)]
+        assert all(torch.equal(x, y) for x, y in zip(outs_a, outs_b))
+        assert not torch.equal(c(tiles), outs_a[0])
+        assert not torch.equal(outs_a[0], outs_a[1])
+
+    def test_generator_argument(self, tiny, tiles):
+        a = ContriMix(weights=tiny, p=1.0, generator=torch.Generator().manual_seed(7))
+        b = ContriMix(weights=tiny, p=1.0, seed=7)
+        assert torch.equal(a(tiles), b(tiles))
+
+    def test_global_rng_untouched(self, tiny, tiles, bank_images):
+        state = torch.get_rng_state()
+        for aug in (
+            ContriMix(weights=tiny, p=0.5, strength=(0.1, 0.9), bank=bank_images, seed=0),
+            ContriMix(weights=tiny, p=1.0, donors="both", bank=bank_images),
+            ContriMixNormalize(weights=tiny, target=bank_images[0]),
+        ):
+            aug(tiles)
+            aug(tiles[0])
+        assert torch.equal(state, torch.get_rng_state())
+
+    def test_global_rng_untouched_in_sequential(self, tiny, tiles):
+        seq = K.AugmentationSequential(ContriMix(weights=tiny, p=0.5, seed=0), data_keys=["input"])
+        state = torch.get_rng_state()
+        seq(tiles)
+        assert torch.equal(state, torch.get_rng_state())
+
+    def test_global_seed_does_not_drive_draws(self, tiny, tiles):
+        aug = ContriMix(weights=tiny, p=0.5, seed=0)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            a = aug.forward_parameters((8, 3, H, W))
+            torch.manual_seed(0)
+            b = aug.forward_parameters((8, 3, H, W))
+        assert not torch.equal(a["donors"], b["donors"]) or not torch.equal(a["batch_prob"], b["batch_prob"])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# kornia AugmentationSequential
+# --------------------------------------------------------------------------------------------------------------
+class TestKorniaSequential:
+    def test_masks_and_boxes_pass_through_and_replay(self, tiny, tiles):
+        b = tiles.shape[0]
+        mask = (rgb_to_od(tiles).mean(1, keepdim=True) > 0.3).float()  # a real nuclei-ish mask
+        boxes = torch.tensor([[[2.0, 3.0, 20.0, 30.0], [10.0, 5.0, 40.0, 35.0]]]).repeat(b, 1, 1)
+        seq = K.AugmentationSequential(ContriMix(weights=tiny, p=0.5, seed=0),
+                                       data_keys=["input", "mask", "bbox_xyxy"])
+        img, m_out, b_out = seq(tiles, mask, boxes)
+        assert img.shape == tiles.shape
+        assert torch.equal(m_out, mask)
+        torch.testing.assert_close(b_out, boxes)
+        sel = seq._params[0].data["batch_prob"] > 0.5
+        assert torch.equal((img != tiles).flatten(1).any(1), sel)
+        img2, m2, b2 = seq(tiles, mask, boxes, params=seq._params)
+        assert torch.equal(img2, img) and torch.equal(m2, mask)
+        torch.testing.assert_close(b2, boxes)
+
+    def test_with_a_geometric_augmentation(self, tiny, tiles):
+        mask = (rgb_to_od(tiles).mean(1, keepdim=True) > 0.3).float()
+        seq = K.AugmentationSequential(
+            K.RandomHorizontalFlip(p=1.0), ContriMix(weights=tiny, p=1.0, seed=0), data_keys=["input", "mask"]
+        )
+        img, m_out = seq(tiles, mask)
+        assert torch.equal(m_out, mask.flip(-1))
+        cm = seq[1]
+        assert torch.equal(img, ContriMix(weights=tiny, p=1.0)(tiles.flip(-1), params=cm._params))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# torchvision-style pipelines (single (C, H, W) images)
+# --------------------------------------------------------------------------------------------------------------
+class _Compose:
+    """Minimal equivalent of torchvision.transforms.Compose: call each transform on the previous output."""
+
+    def __init__(self, transforms):
+        self.transforms = list(transforms)
+
+    def __call__(self, x):
+        for t in self.transforms:
+            x = t(x)
+        return x
+
+
+def _to_chw_float(img_hwc_uint8):
+    return torch.as_tensor(img_hwc_uint8).permute(2, 0, 1).float().div(255.0)
+
+
+class TestTorchvisionStyle:
+    def test_compose_single_image_with_bank(self, handset, tiles, bank_images):
+        aug = ContriMix(weights=handset, p=1.0, bank=bank_images, seed=0)
+        pipe = _Compose([_to_chw_float, aug, lambda t: (t - 0.5) / 0.5])
+        img = (tiles[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+        out = pipe(img)
+        assert out.shape == (3, H, W) and out.dtype == torch.float32
+        d = int(aug._params["donors"][0])
+        assert bool(aug._params["from_bank"][0])
+        rendered = out * 0.5 + 0.5
+        torch.testing.assert_close(mean_od(rendered[None]), mean_od(bank_images[d : d + 1]), atol=5e-3, rtol=2e-2)
+
+    def test_real_torchvision_compose(self, handset, tiles, bank_images):
+        v2 = pytest.importorskip("torchvision.transforms.v2")
+        aug = ContriMix(weights=handset, p=1.0, bank=bank_images, seed=0)
+        pipe = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True), aug])
+        img = (tiles[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+        out = pipe(img)
+        assert tuple(out.shape) == (3, H, W)
+        assert bool(aug._params["from_bank"][0])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# DataLoader workers
+# --------------------------------------------------------------------------------------------------------------
+class _TileDataset(Dataset):
+    """Applies the transform per sample (single (C, H, W) image, bank donors) and reports the draw."""
+
+    def __init__(self, tiles: torch.Tensor, aug: ContriMix) -> None:
+        self.tiles = tiles
+        self.aug = aug
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, i: int):
+        out = self.aug(self.tiles[i % self.tiles.shape[0]])
+        info = torch.utils.data.get_worker_info()
+        return out, self.aug._params["donors"][0], self.aug._params["strength"][0], info.id if info else -1
+
+
+def _run_loader(tiles, bank_images, loader_seed):
+    aug = ContriMix(weights=make_tiny_model(), p=1.0, strength=(0.0, 1.0), bank=bank_images, seed=0)
+    dl = DataLoader(_TileDataset(tiles, aug), batch_size=2, num_workers=2,
+                    generator=torch.Generator().manual_seed(loader_seed))
+    outs, donors, strengths, workers = zip(*[(o, d, s, w) for o, d, s, w in dl])
+    return torch.cat(outs), torch.cat(donors), torch.cat(strengths), torch.cat(workers)
+
+
+class TestDataLoader:
+    def test_workers_differ_and_runs_reproduce(self, tiles, bank_images):
+        out1, d1, s1, w1 = _run_loader(tiles, bank_images, 0)
+        out2, d2, s2, w2 = _run_loader(tiles, bank_images, 0)
+        out3, _, s3, _ = _run_loader(tiles, bank_images, 1)
+        assert set(w1.tolist()) == {0, 1}
+        # each worker has its own stream: their draw sequences differ
+        s_w0, s_w1 = s1[w1 == 0], s1[w1 == 1]
+        assert not torch.equal(s_w0, s_w1)
+        # the whole run is reproducible with the same seed and DataLoader generator seed
+        assert torch.equal(out1, out2) and torch.equal(d1, d2) and torch.equal(s1, s2) and torch.equal(w1, w2)
+        # ... and another loader seed gives another run
+        assert not torch.equal(s1, s3)
+        assert bool(((d1 >= 0) & (d1 < bank_images.shape[0])).all())
+
+
+# --------------------------------------------------------------------------------------------------------------
+# pickling, grad modes, compile
+# --------------------------------------------------------------------------------------------------------------
+class TestModes:
+    def test_pickle_roundtrip(self, tiny, tiles, bank_images):
+        aug = ContriMix(weights=tiny, p=0.5, strength=(0.2, 0.9), donors="both", bank=bank_images, seed=0)
+        aug(tiles)
+        clone = pickle.loads(pickle.dumps(aug))
+        deep = copy.deepcopy(aug)
+        for _ in range(2):
+            want = aug(tiles)
+            assert torch.equal(clone(tiles), want)
+            assert torch.equal(deep(tiles), want)
+        norm = ContriMixNormalize(weights=tiny, target=bank_images[:1])
+        assert torch.equal(pickle.loads(pickle.dumps(norm))(tiles), norm(tiles))
+
+    @pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode, torch.enable_grad])
+    def test_grad_modes(self, tiny, tiles, mode):
+        aug = ContriMix(weights=tiny, p=0.5, seed=0)
+        ref = aug(tiles)
+        x = tiles.clone().requires_grad_(mode is torch.enable_grad)
+        with mode():
+            out = aug(x, params=aug._params)
+        assert torch.equal(out.detach(), ref)
+
+    @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch 2.11's dynamo touches torch.jit internals
+    def test_compile_model_path(self, tiny, tiles):
+        torch._dynamo.reset()
+        donors = torch.roll(torch.arange(4), 1)
+        strength = torch.full((4,), 0.7)
+        fn = torch.compile(lambda x, d, s: apply_contrimix(tiny, x, d, s), backend="aot_eager", fullgraph=True)
+        torch.testing.assert_close(fn(tiles[:4], donors, strength), apply_contrimix(tiny, tiles[:4], donors, strength))
+
+    @pytest.mark.slow
+    @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # inductor internals on torch 2.13
+    def test_compile_model_path_inductor(self, tiny, tiles):  # ~2 min on 2 CPU cores
+        torch._dynamo.reset()
+        donors = torch.roll(torch.arange(4), 1)
+        strength = torch.full((4,), 0.7)
+        fn = torch.compile(lambda x, d, s: apply_contrimix(tiny, x, d, s), fullgraph=True)
+        torch.testing.assert_close(fn(tiles[:4], donors, strength), apply_contrimix(tiny, tiles[:4], donors, strength),
+                                   atol=1e-4, rtol=1e-4)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# one model call per batch (no per-image Python loop)
+# --------------------------------------------------------------------------------------------------------------
+def _count_calls(model: ca.ContriMixModel) -> dict[str, list[int]]:
+    calls: dict[str, list[int]] = {"content": [], "attributes": []}
+    model.content_encoder.register_forward_hook(lambda mod, inp, out: calls["content"].append(inp[0].shape[0]))
+    model.attribute_encoder.register_forward_hook(lambda mod, inp, out: calls["attributes"].append(inp[0].shape[0]))
+    return calls
+
+
+class TestBatched:
+    @pytest.mark.parametrize("p", [1.0, 0.5])
+    def test_one_encode_per_batch(self, tiles, p):
+        aug = ContriMix(weights=make_tiny_model(), p=p, seed=0)
+        calls = _count_calls(aug.model)
+        aug(tiles)
+        n_sel = int((aug._params["batch_prob"] > 0.5).sum())
+        assert len(calls["content"]) == 1 and len(calls["attributes"]) == 1
+        assert calls["content"][0] == (tiles.shape[0] if p == 1.0 else n_sel)
+
+    def test_normalize_one_encode_per_batch(self, tiles):
+        norm = ContriMixNormalize(weights=make_tiny_model(), target=tiles[:1])
+        calls = _count_calls(norm.model)
+        norm(tiles)
+        assert calls["content"] == [tiles.shape[0]] and len(calls["attributes"]) == 1
+
+
+# --------------------------------------------------------------------------------------------------------------
+# ContriMixNormalize
+# --------------------------------------------------------------------------------------------------------------
+class TestNormalize:
+    def test_deterministic(self, tiny, tiles, bank_images):
+        a = ContriMixNormalize(weights=tiny, target=bank_images)
+        b = ContriMixNormalize(weights=tiny, target=bank_images)
+        assert torch.equal(a(tiles), a(tiles))
+        assert torch.equal(a(tiles), b(tiles))
+        torch.testing.assert_close(a(tiles[2]), a(tiles)[2], atol=1e-4, rtol=1e-4)  # batch-size independent
+
+    def test_target_from_reference_image(self, handset, tiles, far_pair):
+        ref = far_pair[0]
+        out = ContriMixNormalize(weights=handset, target=ref)(tiles)
+        want = mean_od(ref[None]).expand(tiles.shape[0], -1)
+        torch.testing.assert_close(mean_od(out), want, atol=5e-3, rtol=2e-2)
+        assert bool((od_luminance_ssim(tiles, out) > 0.9).all())
+        # normalising reduces the spread of stain colours across the real sources
+        assert float(mean_od(out).std(0).sum()) < 0.1 * float(mean_od(tiles).std(0).sum())
+
+    def test_target_forms_agree(self, tiny, tiles, bank_images):
+        attrs = compute_bank(tiny, bank_images).mean(0)
+        a = ContriMixNormalize(weights=tiny, target=bank_images)(tiles)
+        b = ContriMixNormalize(weights=tiny, target=attrs)(tiles)
+        assert torch.equal(a, b)
+
+    def test_target_default_is_bank_centre(self, tiles, bank_images):
+        base = make_tiny_model()
+        bank = compute_bank(base, bank_images)
+        model = ca.ContriMixModel(base.config, bank=bank)
+        model.load_state_dict(base.state_dict())
+        a = ContriMixNormalize(weights=model)(tiles)
+        b = ContriMixNormalize(weights=model, target=bank.mean(0))(tiles)
+        assert torch.equal(a, b)
+
+    def test_matches_functional(self, tiny, tiles, bank_images):
+        norm = ContriMixNormalize(weights=tiny, target=bank_images[0])
+        assert torch.equal(norm(tiles), ca.functional.normalize(norm.model, tiles, norm.target))
+
+    def test_errors(self, tiny):
+        with pytest.raises(ValueError, match="no attribute bank"):
+            ContriMixNormalize(weights=tiny)
+        with pytest.raises(ValueError, match="target"):
+            ContriMixNormalize(weights=tiny, target=torch.zeros(5, 5))
+        with pytest.raises(TypeError, match="target"):
+            ContriMixNormalize(weights=tiny, target=[[0.1, 0.2]])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# errors
+# --------------------------------------------------------------------------------------------------------------
+class TestErrors:
+    @pytest.mark.parametrize(
+        "make_input, exc, match",
+        [
+            (lambda t: t[:, :2], ValueError, "expect 3 channel"),
+            (lambda t: t.permute(0, 2, 3, 1), ValueError, "channels-last"),
+            (lambda t: t * 255, ValueError, "divide by 255"),
+            (lambda t: torch.where(t > 0.5, float("nan"), t), ValueError, "NaN"),
+            (lambda t: torch.where(t > 0.5, float("inf"), t), ValueError, "NaN or Inf"),
+            (lambda t: t - 0.5, ValueError, "min"),
+            (lambda t: t[:0], ValueError, "empty"),
+            (lambda t: t[0, 0], ValueError, "2-D"),
+            (lambda t: t[None], ValueError, "5-D"),
+            (lambda t: (t * 255).to(torch.uint8), TypeError, "uint8"),
+            (lambda t: (t * 255).long(), TypeError, "int64"),
+            (lambda t: t > 0.5, TypeError, "bool"),
+            (lambda t: t.numpy(), TypeError, "torch.Tensor"),
+            (lambda t: t[..., :4, :4], ValueError, "8×8"),
+        ],
+    )
+    def test_bad_input(self, tiny, tiles, make_input, exc, match):
+        aug = ContriMix(weights=tiny, p=1.0, seed=0)
+        with pytest.raises(exc, match=match):
+            aug(make_input(tiles[:4]))
+
+    @pytest.mark.parametrize(
+        "kwargs, exc, match",
+        [
+            ({"p": 1.5}, ValueError, "probability"),
+            ({"p": -0.1}, ValueError, "probability"),
+            ({"p": "0.5"}, TypeError, "p"),
+            ({"strength": 1.5}, ValueError, "strength"),
+            ({"strength": -0.1}, ValueError, "strength"),
+            ({"strength": (0.8, 0.2)}, ValueError, "low <= high"),
+            ({"strength": (0.1, 0.2, 0.3)}, TypeError, "strength"),
+            ({"donors": "others"}, ValueError, "donors"),
+            ({"donors": "bank"}, ValueError, "bank"),
+            ({"seed": 1.5}, TypeError, "seed"),
+            ({"seed": 1, "generator": torch.Generator()}, ValueError, "either"),
+            ({"generator": 3}, TypeError, "generator"),
+            ({"bank": torch.zeros(4, 5)}, ValueError, "bank"),
+            ({"bank": [1, 2]}, TypeError, "bank"),
+        ],
+    )
+    def test_bad_arguments(self, tiny, kwargs, exc, match):
+        with pytest.raises(exc, match=match):
+            ContriMix(weights=tiny, **kwargs)
+
+    def test_unknown_weights_name(self):
+        with pytest.raises(ca.WeightsError, match="unknown weights name 'not-a-model'") as err:
+            ContriMix(weights="not-a-model")
+        assert isinstance(err.value, ValueError)
+        with pytest.raises(TypeError, match="weights"):
+            ContriMix(weights=42)
+
+    def test_input_on_another_device_than_the_model(self, tiny, tiles):
+        aug = ContriMix(weights=tiny, p=1.0, seed=0)
+        with pytest.raises(ValueError, match=r"model is on cpu; move the transform with aug.to\('meta'\)"):
+            aug(tiles[:2].to("meta"))
+
+    def test_bank_images_checked(self, tiny, bank_images):
+        with pytest.raises(ValueError, match="divide by 255"):
+            ContriMix(weights=tiny, bank=bank_images * 255)
+        with pytest.raises(ValueError, match="channel"):
+            ContriMix(weights=tiny, bank=bank_images[:, :2])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# CUDA (run where a GPU exists: pytest -m cuda)
+# --------------------------------------------------------------------------------------------------------------
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.cuda
+@needs_cuda
+class TestCuda:
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+    @pytest.mark.parametrize("p", [1.0, 0.5])
+    def test_cuda_matches_cpu(self, tiny, tiles, dtype, p):
+        cpu = ContriMix(weights=tiny, p=p, strength=(0.2, 1.0), seed=0)
+        gpu = ContriMix(weights=tiny, p=p, strength=(0.2, 1.0), seed=0).to("cuda")
+        ref = cpu(tiles)
+        x = tiles.to("cuda", dtype).contiguous(memory_format=torch.channels_last)
+        out = gpu(x)
+        assert out.device == x.device and out.dtype == dtype
+        assert out.is_contiguous(memory_format=torch.channels_last)
+        for k in ("batch_prob", "donors", "strength"):  # same draws: the generator lives on the CPU
+            assert torch.equal(gpu._params[k].cpu(), cpu._params[k])
+        tol = {torch.float32: 3e-4, torch.float16: 3e-3, torch.bfloat16: 2e-2}[dtype]  # fp32: cuDNN may use TF32
+        assert float((out.float().cpu() - ref).abs().mean()) <= tol
+        assert torch.equal(gpu(x, params=gpu._params), out)
+
+    def test_cuda_colour_transfer_and_bank(self, handset, tiles, bank_images):
+        aug = ContriMix(weights=handset, p=1.0, donors="both", bank=bank_images, seed=0).to("cuda")
+        out = aug(tiles.cuda())
+        fb, d = aug._params["from_bank"], aug._params["donors"]
+        n = tiles.shape[0]
+        want = torch.where(fb[:, None], mean_od(bank_images)[d.clamp(max=bank_images.shape[0] - 1)],
+                           mean_od(tiles)[d.clamp(max=n - 1)])
+        torch.testing.assert_close(mean_od(out).cpu(), want, atol=5e-3, rtol=2e-2)
+        single = aug(tiles[0].cuda())
+        assert single.shape == tiles[0].shape and single.is_cuda
+
+    def test_cuda_sequential_masks_boxes(self, tiny, tiles):
+        x = tiles.cuda()
+        mask = (rgb_to_od(x).mean(1, keepdim=True) > 0.3).float()
+        boxes = torch.tensor([[[2.0, 3.0, 20.0, 30.0]]], device="cuda").repeat(x.shape[0], 1, 1)
+        seq = K.AugmentationSequential(ContriMix(weights=tiny, p=0.5, seed=0),
+                                       data_keys=["input", "mask", "bbox_xyxy"]).to("cuda")
+        img, m_out, b_out = seq(x, mask, boxes)
+        assert img.is_cuda and torch.equal(m_out, mask)
+        torch.testing.assert_close(b_out, boxes)
+        assert torch.equal(seq(x, mask, boxes, params=seq._params)[0], img)
+
+    def test_cuda_normalize_and_mix(self, tiny, tiles, bank_images):
+        norm = ContriMixNormalize(weights=tiny, target=bank_images)
+        ref = norm(tiles)
+        torch.testing.assert_close(norm.to("cuda")(tiles.cuda()).cpu(), ref, atol=1e-4, rtol=1e-4)
+        model = copy.deepcopy(tiny).cuda()
+        out = ca.functional.mix(model, tiles.cuda(), num_mixes=2, generator=torch.Generator("cuda").manual_seed(0))
+        assert out.shape == (3 * tiles.shape[0], 3, H, W) and out.is_cuda
+
+    def test_cuda_input_cpu_model_clear_error(self, tiny, tiles):
+        with pytest.raises(ValueError, match="aug.to"):
+            ContriMix(weights=tiny, p=1.0, seed=0)(tiles.cuda())
+
+    @pytest.mark.filterwarnings("ignore::DeprecationWarning")
+    @pytest.mark.filterwarnings("ignore:TensorFloat32:UserWarning")
+    def test_cuda_compile_inductor(self, tiny, tiles):
+        torch._dynamo.reset()
+        model = copy.deepcopy(tiny).cuda()
+        x = tiles[:4].cuda()
+        donors = torch.roll(torch.arange(4, device="cuda"), 1)
+        strength = torch.full((4,), 0.7, device="cuda")
+        fn = torch.compile(lambda x, d, s: apply_contrimix(model, x, d, s), fullgraph=True)
+        tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False  # compare true fp32
+        try:
+            torch.testing.assert_close(fn(x, donors, strength), apply_contrimix(model, x, donors, strength),
+                                       atol=1e-4, rtol=1e-4)
+        finally:
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
