@@ -15,6 +15,7 @@ __all__ = ["main", "build_parser"]
 _SUBCOMMANDS = [
     "contrimix_aug.demo:register",
     "contrimix_aug.checkpoint:register",
+    "contrimix_aug.data.sources:register",
     "contrimix_aug.training.cli:register",
 ]
 
