@@ -14,7 +14,7 @@ from contrimix_aug.functional import compute_bank
 from contrimix_aug.optical_density import rgb_to_od
 
 A = pytest.importorskip("albumentations")
-from contrimix_aug.albumentations import ContriMix  # noqa: E402
+from contrimix_aug.albumentations import ContriMix
 
 H, W = 40, 48
 

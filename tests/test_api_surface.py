@@ -20,7 +20,7 @@ import pytest
 if __name__ == "__main__":  # `python tests/test_api_surface.py --update` from a checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import contrimix_aug  # noqa: E402
+import contrimix_aug
 
 INVENTORY = Path(__file__).with_name("api_surface.json")
 UPDATE_HINT = "If the change is intended, run `python tests/test_api_surface.py --update` and commit the diff."
@@ -91,7 +91,7 @@ def test_optional_dependencies_not_imported():
         "import sys, contrimix_aug\n"
         "print(sorted(m for m in ('albumentations', 'torchvision') if m in sys.modules))"
     )
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "[]", res.stdout
 
