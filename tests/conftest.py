@@ -1,0 +1,77 @@
+"""Shared test fixtures: real H&E tiles, a tiny model config, device/dtype defaults, an isolated cache.
+
+``CONTRIMIX_TEST_DEVICE`` (default ``cpu``) and ``CONTRIMIX_TEST_DTYPE`` (default ``float32``) pick the
+``device`` and ``dtype`` fixtures.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from contrimix_aug.config import ModelConfig
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _load_rgb(path: Path) -> torch.Tensor:
+    with Image.open(path) as im:
+        arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+@pytest.fixture(scope="session")
+def real_tile_list() -> list[torch.Tensor]:
+    """Every real H&E PNG crop under ``tests/fixtures`` as a (3, H, W) float32 tensor in [0, 1], sorted by path."""
+    paths = sorted(FIXTURES.rglob("*.png"))
+    if not paths:
+        pytest.fail(f"no real H&E PNG crops under {FIXTURES}; the test fixtures are missing from the checkout.")
+    return [_load_rgb(p) for p in paths]
+
+
+@pytest.fixture(scope="session")
+def real_tiles(real_tile_list: list[torch.Tensor]) -> torch.Tensor:
+    """The real H&E crops as one (N, 3, S, S) float32 batch in [0, 1], centre-cropped to the smallest side."""
+    s = min(min(t.shape[-2:]) for t in real_tile_list)
+
+    def centre(t: torch.Tensor) -> torch.Tensor:
+        h, w = t.shape[-2:]
+        top, left = (h - s) // 2, (w - s) // 2
+        return t[:, top : top + s, left : left + s]
+
+    return torch.stack([centre(t) for t in real_tile_list]).contiguous()
+
+
+@pytest.fixture
+def tiny_config() -> ModelConfig:
+    """A small, fast architecture (K=3, three attribute widths: minimum attribute input 8 px)."""
+    return ModelConfig(num_attributes=3, content_hidden=4, attr_widths=(4, 8, 8))
+
+
+@pytest.fixture(scope="session")
+def device() -> torch.device:
+    return torch.device(os.environ.get("CONTRIMIX_TEST_DEVICE", "cpu"))
+
+
+@pytest.fixture(scope="session")
+def dtype() -> torch.dtype:
+    return getattr(torch, os.environ.get("CONTRIMIX_TEST_DTYPE", "float32"))
+
+
+@pytest.fixture
+def generator() -> torch.Generator:
+    """A seeded CPU generator (tests never seed the global RNG)."""
+    return torch.Generator().manual_seed(0)
+
+
+@pytest.fixture
+def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point ``CONTRIMIX_AUG_HOME`` at an empty temporary folder; returns it."""
+    home = tmp_path / "contrimix_home"
+    monkeypatch.setenv("CONTRIMIX_AUG_HOME", str(home))
+    return home
