@@ -9,7 +9,9 @@
 from __future__ import annotations
 
 from .datasets import (
+    FLUO_SOURCES,
     Camelyon17Dataset,
+    FluorescenceSourcesDataset,
     HESourcesDataset,
     ImageFolderDataset,
     RxRx1Dataset,
@@ -50,7 +52,9 @@ __all__ = [
     "HE_CLEAR_TERMS",
     "HE_SOURCES",
     "SOURCES",
+    "FLUO_SOURCES",
     "Camelyon17Dataset",
+    "FluorescenceSourcesDataset",
     "ChecksumError",
     "HESourcesDataset",
     "ImageFolderDataset",

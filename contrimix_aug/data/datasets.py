@@ -21,7 +21,9 @@ from .sources import HE_CLEAR_TERMS, SOURCES
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "FLUO_SOURCES",
     "Camelyon17Dataset",
+    "FluorescenceSourcesDataset",
     "HESourcesDataset",
     "ImageFolderDataset",
     "RxRx1Dataset",
@@ -357,9 +359,79 @@ class HESourcesDataset(Dataset):
         return img, {"source": self.source_ids[d], "domain": d, "y": y, "x": x}
 
 
+FLUO_SOURCES = ("dsb", "cells3d", "ctc")
+
+
+def _fluorescence_planes(source_id: str, arr: np.ndarray) -> list[np.ndarray]:
+    """2-D planes of a fluorescence source, each scaled to [0, 1] by its 0.5-99.8 percentiles."""
+    planes = [arr] if arr.ndim == 2 else [arr[i] for i in range(0, arr.shape[0], max(1, arr.shape[0] // 8))]
+    out = []
+    for p in planes:
+        p = p.astype(np.float32)
+        lo, hi = np.percentile(p, (0.5, 99.8))
+        out.append(np.clip((p - lo) / max(float(hi - lo), 1e-6), 0.0, 1.0))
+    return out
+
+
+class FluorescenceSourcesDataset(Dataset):
+    """Balanced random patches of the real single-channel nuclear-stain sources (dsb, cells3d, ctc).
+
+    Each source is read once, split into 2-D planes (up to 8 z-slices / frames of a stack), each plane scaled
+    to [0, 1] by its 0.5-99.8 percentiles, and ``n_per_source`` patches of ``size`` px are drawn with a fixed
+    ``seed``. Splits: stacks hold out their last sampled plane (``"val"``); single images their right 20 %.
+
+    Items: ``(image (1, size, size), {"source": id, "domain": int})``.
+    """
+
+    def __init__(self, source_ids: Sequence[str] = FLUO_SOURCES, size: int = 96, n_per_source: int = 256, *,
+                 split: Literal["train", "val"] | None = None, seed: int = 0, transform: Transform | None = None,
+                 cache_dir: str | os.PathLike | None = None, progress: bool = True) -> None:
+        from .sources import load_image
+
+        bad = [s for s in source_ids if s not in FLUO_SOURCES]
+        if bad:
+            raise ValueError(f"unknown fluorescence source id(s) {', '.join(bad)}; choose from {', '.join(FLUO_SOURCES)}")
+        if split not in (None, "train", "val"):
+            raise ValueError(f"split must be None, 'train' or 'val', got {split!r}")
+        rng = np.random.default_rng(seed)
+        images, domains = [], []
+        for d, sid in enumerate(source_ids):
+            planes = _fluorescence_planes(sid, load_image(sid, cache_dir=cache_dir, progress=progress))
+            by_plane = len(planes) > 1  # stacks split by plane (last plane held out), single images by region
+            if by_plane and split is not None:
+                planes = planes[:-1] if split == "train" else planes[-1:]
+            for k in range(n_per_source):
+                p = planes[int(rng.integers(len(planes)))]
+                h, w = p.shape
+                lo_x, hi_x = 0, w
+                if not by_plane and split is not None:
+                    lo_x, hi_x = (0, int(w * 0.8)) if split == "train" else (int(w * 0.8), w)
+                if hi_x - lo_x < size or h < size:
+                    raise ValueError(f"{sid}: planes of {h}x{w} px are too small for {size} px patches of split {split}")
+                y = int(rng.integers(0, h - size + 1))
+                x = int(rng.integers(lo_x, hi_x - size + 1))
+                images.append(p[y : y + size, x : x + size])
+                domains.append(d)
+        self.images = np.stack(images)[:, None]
+        self.domains = np.asarray(domains)
+        self.source_ids = list(source_ids)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        img = torch.from_numpy(self.images[index].copy())
+        if self.transform is not None:
+            img = self.transform(img)
+        d = int(self.domains[index])
+        return img, {"source": self.source_ids[d], "domain": d}
+
+
 _SPEC_FORMS = (
     "'camelyon17:ROOT' (WILDS Camelyon17 layout), 'rxrx1:ROOT' (WILDS RxRx1 layout), "
     "'he-sources' (real H&E sources: " + ", ".join(HE_CLEAR_TERMS) + "), 'he-sources:ID,ID,...', "
+    "'fluo-sources' or 'fluo-sources:dsb,ctc' (real 1-channel nuclear stains), "
     "'folder:PATH' or an existing folder path (image folder)"
 )
 
@@ -387,6 +459,9 @@ def make_dataset(spec: str, **kwargs: Any) -> Dataset:
         if not ids:
             raise ValueError("'he-sources:' needs at least one source id, e.g. 'he-sources:cmu1,skin'")
         return HESourcesDataset(ids, **kwargs)
+    if kind == "fluo-sources":
+        ids = [s.strip() for s in arg.split(",") if s.strip()] if sep else list(FLUO_SOURCES)
+        return FluorescenceSourcesDataset(ids, **kwargs)
     if kind == "folder" and sep and arg:
         return ImageFolderDataset(arg, **kwargs)
     if sep and kind in ("camelyon17", "camelyon", "rxrx1", "folder"):
