@@ -361,12 +361,17 @@ class Trainer:
         return save_weights(self.model, self.out / WEIGHTS_NAME, meta=meta)
 
     # -- the loop ------------------------------------------------------------------------------------
-    def _log(self, sums: torch.Tensor, count: int, keys: list[str], lr: float) -> dict[str, float]:
+    def _log(self, sums: torch.Tensor, count: int, keys: list[str], lr: float, tick: float) -> dict[str, float]:
+        """Average the accumulated statistics (over ranks too), one host sync; time the interval since ``tick``."""
         if self.dist.world_size > 1:
             torch.distributed.all_reduce(sums)
             sums = sums / self.dist.world_size
         values = (sums / max(count, 1)).tolist()
-        row = {"step": self.step, "lr": lr, **{k: round(v, 6) for k, v in zip(keys, values)}}
+        elapsed = time.perf_counter() - tick
+        self._train_seconds += elapsed
+        images = count * self.config.batch_size * self.dist.world_size
+        row = {"step": self.step, "lr": lr, **{k: round(v, 6) for k, v in zip(keys, values)},
+               "images_per_second": round(images / elapsed, 2)}
         self.history.append(row)
         return row
 
@@ -424,8 +429,7 @@ class Trainer:
                 if not any(_due(every, self.step, cfg.steps)
                            for every in (cfg.log_every, cfg.val_every, cfg.checkpoint_every)):
                     continue
-                self._train_seconds += time.perf_counter() - tick
-                row = self._log(sums, count, keys, lr)
+                row = self._log(sums, count, keys, lr, tick)
                 sums.zero_()
                 count = 0
                 bar.set_postfix(loss=f"{row['loss']:.4f}", psnr=f"{row['psnr']:.2f}")
