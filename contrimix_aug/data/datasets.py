@@ -369,7 +369,7 @@ def _fluorescence_planes(source_id: str, arr: np.ndarray) -> list[np.ndarray]:
     for p in planes:
         p = p.astype(np.float32)
         lo, hi = np.percentile(p, (0.5, 99.8))
-        out.append(np.clip((p - lo) / max(float(hi - lo), 1e-6), 0.0, 1.0))
+        out.append(np.clip((p - lo) / max(float(hi - lo), 1e-6), 0.0, 1.0).astype(np.float32))
     return out
 
 
