@@ -88,9 +88,6 @@ class IndexStream:
         """[(stream position, index)] for this step and rank."""
         return [(p, int(self._perm(p // self.n)[p % self.n])) for p in self.positions(step, batch_size, rank, world_size)]
 
-    def epoch_of(self, step: int, batch_size: int, world_size: int = 1) -> float:
-        return step * batch_size * world_size / self.n
-
 
 class StepBatches:
     """``batch_sampler`` for a DataLoader: the stream's batches for steps ``start .. stop − 1`` of one rank."""

@@ -420,6 +420,7 @@ class Trainer:
                 with torch.no_grad():  # accumulate on device: no host sync until a log step
                     stat = torch.stack([total.detach().float(), *(v.detach().float() for v in terms.values()),
                                         psnr(aux["reconstruction"], images).mean(), grad_norm.float()])
+                del total, aux  # the generated views stay alive otherwise, through the next forward
                 if sums is None:
                     keys = ["loss", *terms, "psnr", "grad_norm"]
                     sums = torch.zeros_like(stat)
