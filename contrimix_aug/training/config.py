@@ -23,6 +23,7 @@ ARCHS: dict[str, dict[str, Any]] = {
 }
 
 _AMP = ("auto", "none", "bf16", "fp16")
+FLUORESCENCE_DATA = ("rxrx1", "fluo-sources")  # dataset kinds that default to model.mode = "linear"
 _SCHEDULES = ("cosine", "linear", "constant")
 _DEVICES = ("auto", "cpu", "cuda")
 
@@ -48,7 +49,8 @@ class TrainConfig:
         arch: architecture preset, one of :data:`ARCHS`.
         model: overrides of :class:`~contrimix_aug.config.ModelConfig` fields on top of ``arch``
             (e.g. ``{"content_kernel": 1, "attr_widths": [16, 32, 64, 128], "mode": "linear"}``).
-            ``in_channels`` defaults to the data's channel count, ``mode`` to ``linear`` for ``rxrx1:`` data.
+            ``in_channels`` defaults to the data's channel count, ``mode`` to ``linear`` for fluorescence
+            data (``rxrx1:``, ``fluo-sources``).
         loss: loss weights: a preset name (``tcga``, ``rxrx1``, ...) or a dict of :class:`LossWeights`
             fields (optionally with ``"preset"``). ``ce`` must be 0: ``train`` fits the encoders only.
         lr: peak learning rate. weight_decay: AdamW decoupled weight decay (really applied, fixing Q2).
@@ -155,14 +157,15 @@ class TrainConfig:
         raise ValueError(f"train config: loss: expected a preset name or a table of weights, got {self.loss!r}.")
 
     def model_config(self, in_channels: int) -> ModelConfig:
-        """The :class:`ModelConfig`: ``arch`` preset, ``num_attributes``, ``mode="linear"`` for ``rxrx1:`` data,
+        """The :class:`ModelConfig`: ``arch`` preset, ``num_attributes``, ``mode="linear"`` for fluorescence data
+        (``rxrx1:``, ``fluo-sources``),
         then the ``model`` overrides (which win)."""
         fields = {f.name for f in dataclasses.fields(ModelConfig)} - {"extra"}
         unknown = sorted(set(self.model) - fields)
         if unknown:
             raise ValueError(f"train config: model: unknown ModelConfig fields {unknown}; valid: {sorted(fields)}.")
         kw: dict[str, Any] = {"in_channels": in_channels, **ARCHS[self.arch], "num_attributes": self.num_attributes}
-        if self.data.strip().lower().startswith("rxrx1:"):
+        if self.data.strip().lower().split(":", 1)[0] in FLUORESCENCE_DATA:
             kw["mode"] = "linear"  # fluorescence: additive mixing, no Beer–Lambert (as the reference did)
         kw.update(self.model)
         if "attr_widths" in kw:

@@ -28,13 +28,13 @@ def open_datasets(
 ) -> tuple[Dataset, list[int], Dataset, list[int]]:
     """Open DATA with :func:`contrimix_aug.data.make_dataset`: (train set, its indices, held-out set, its indices).
 
-    ``he-sources[:ids]`` uses the sources' spatial train/val regions (patches of ``patch_size`` px); every
-    other spec (folders, ``camelyon17:ROOT``, ``rxrx1:ROOT``) yields whole items, of which a seeded
-    :func:`split_indices` holds ``val_size`` out.
+    The bundled sources (``he-sources[:ids]``, ``fluo-sources[:ids]``) use their own held-out train/val
+    regions (patches of ``patch_size`` px); every other spec (folders, ``camelyon17:ROOT``, ``rxrx1:ROOT``)
+    yields whole items, of which a seeded :func:`split_indices` holds ``val_size`` out.
     """
     from ..data import make_dataset
 
-    if spec.strip().lower().split(":", 1)[0] == "he-sources":
+    if spec.strip().lower().split(":", 1)[0] in ("he-sources", "fluo-sources"):
         kw = {"size": patch_size, "seed": seed, "progress": progress}
         train, val = make_dataset(spec, split="train", **kw), make_dataset(spec, split="val", **kw)
         g = torch.Generator().manual_seed(derive_seed(seed, "split"))
@@ -51,8 +51,11 @@ def image_of(item: Any) -> torch.Tensor:
     elif isinstance(item, (tuple, list)) and item:
         item = item[0]
     if not isinstance(item, torch.Tensor) or item.ndim != 3 or not item.is_floating_point():
-        desc = f"{type(item).__name__}" + (f" {tuple(item.shape)} {item.dtype}" if isinstance(item, torch.Tensor) else "")
-        raise ValueError(f"dataset items must be float (C, H, W) tensors in [0, 1] (or (image, ...) tuples), got {desc}.")
+        desc = type(item).__name__
+        if isinstance(item, torch.Tensor):
+            desc += f" {tuple(item.shape)} {item.dtype}"
+        raise ValueError(f"dataset items must be float (C, H, W) tensors in [0, 1] (or (image, ...) tuples), "
+                         f"got {desc}.")
     return item
 
 
@@ -86,7 +89,8 @@ class IndexStream:
 
     def batch(self, step: int, batch_size: int, rank: int = 0, world_size: int = 1) -> list[tuple[int, int]]:
         """[(stream position, index)] for this step and rank."""
-        return [(p, int(self._perm(p // self.n)[p % self.n])) for p in self.positions(step, batch_size, rank, world_size)]
+        positions = self.positions(step, batch_size, rank, world_size)
+        return [(p, int(self._perm(p // self.n)[p % self.n])) for p in positions]
 
 
 class StepBatches:

@@ -50,7 +50,8 @@ def lr_factor(step: int, steps: int, warmup_steps: int, schedule: str, min_lr_ra
     """Learning-rate multiplier at (0-based) ``step``: linear warm-up to 1, then the decay ``schedule``.
 
     Warm-up: (step + 1) / warmup_steps. Then with t = (step − warmup) / (steps − warmup) in [0, 1):
-    ``cosine`` m + (1 − m)·(1 + cos πt)/2, ``linear`` m + (1 − m)·(1 − t), ``constant`` 1; m = ``min_lr_ratio``.
+    ``cosine`` m + (1 − m)·(1 + cos πt)/2, ``linear`` m + (1 − m)·(1 − t), ``constant`` 1, with
+    m = ``min_lr_ratio``.
     """
     if step < warmup_steps:
         return (step + 1) / warmup_steps
@@ -186,8 +187,8 @@ class Trainer:
 
             ids = [self.device.index] if self.device.type == "cuda" else None
             # The only buffer is the (empty, unused in training) attribute bank: no per-step buffer sync.
-            no_sync = ("forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
-                       else "broadcast_buffers")
+            ddp_args = inspect.signature(DistributedDataParallel).parameters
+            no_sync = "forward_sync_buffers" if "forward_sync_buffers" in ddp_args else "broadcast_buffers"
             self.net = DistributedDataParallel(self.loss_fn, device_ids=ids, **{no_sync: False})
 
     # -- helpers -------------------------------------------------------------------------------------

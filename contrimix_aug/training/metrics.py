@@ -15,7 +15,9 @@ def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Ten
         (B, C, H, W), (B, C, H, W) -> (B,).
     """
     if x.shape != y.shape or x.ndim != 4:
-        raise ValueError(f"psnr: expected two (B, C, H, W) tensors of one shape, got {tuple(x.shape)}, {tuple(y.shape)}.")
+        raise ValueError(
+            f"psnr: expected two (B, C, H, W) tensors of one shape, got {tuple(x.shape)}, {tuple(y.shape)}."
+        )
     mse = (x.float() - y.float()).square().flatten(1).mean(1)
     return 10.0 * torch.log10(data_range**2 / mse.clamp_min(1e-10))
 
@@ -44,7 +46,9 @@ def ssim(
         (B, C, H, W), (B, C, H, W) -> (B,), with H, W >= ``window_size``.
     """
     if x.shape != y.shape or x.ndim != 4:
-        raise ValueError(f"ssim: expected two (B, C, H, W) tensors of one shape, got {tuple(x.shape)}, {tuple(y.shape)}.")
+        raise ValueError(
+            f"ssim: expected two (B, C, H, W) tensors of one shape, got {tuple(x.shape)}, {tuple(y.shape)}."
+        )
     b, c, h, w = x.shape
     if h < window_size or w < window_size:
         raise ValueError(f"ssim: images must be at least {window_size}×{window_size} px, got {h}×{w}.")
