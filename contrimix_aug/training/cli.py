@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "Under `torchrun --nproc_per_node N` it trains with DistributedDataParallel. See docs/training.md.",
     )
     p.add_argument("data", nargs="?", metavar="DATA",
-                   help="a folder of images, 'he-sources[:id,id]', 'camelyon17:ROOT' or 'rxrx1:ROOT'")
+                   help="a folder of images, 'he-sources[:id,id]', 'fluo-sources', 'camelyon17:ROOT' or 'rxrx1:ROOT'")
     p.add_argument("--out", metavar="DIR", help="output folder")
     p.add_argument("--config", metavar="FILE", help="JSON/TOML file of training settings; flags override it")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors if present")
