@@ -183,13 +183,26 @@ def pretrained_model(weights: str | None) -> tuple[Any, str]:
 _FOLD_CACHE: dict[tuple, tuple[Any, dict]] = {}
 
 
-def train_fold_model(key: tuple, images: np.ndarray, *, steps: int, seed: int, patch: int, workdir: Path):
-    """Train a ContriMix model on ``images`` (uint8 N×H×W×3, training domains only) with contrimix_aug.training."""
+def train_fold_model(key: tuple, images: np.ndarray, *, steps: int, seed: int, patch: int, workdir: Path,
+                     fold_dir: str | None = None):
+    """Train a ContriMix model on ``images`` (uint8 N×H×W×3, training domains only) with contrimix_aug.training.
+
+    With ``fold_dir``, a model already saved there for this fold (``<key>.safetensors``, e.g. trained on a GPU with
+    ``--folds-only``) is loaded instead, and a newly trained one is saved there.
+    """
     if key in _FOLD_CACHE:
         return _FOLD_CACHE[key]
+    import contrimix_aug
+
+    fname = "__".join(str(k).replace("/", "-") for k in key[:-1]) + ".safetensors"
+    if fold_dir and (Path(fold_dir) / fname).is_file():
+        model = contrimix_aug.load_model(str(Path(fold_dir) / fname))
+        meta = dict(getattr(model, "meta", {}) or {})
+        info = dict(meta.get("fold_info", {}), loaded_from=fname)
+        _FOLD_CACHE[key] = (model, info)
+        return model, info
     from PIL import Image
 
-    import contrimix_aug
     from contrimix_aug.training import TrainConfig, train
 
     d = Path(tempfile.mkdtemp(prefix="fold_", dir=workdir))
@@ -223,8 +236,13 @@ def train_fold_model(key: tuple, images: np.ndarray, *, steps: int, seed: int, p
         "steps": steps,
         "train_images": int(len(images)),
         "train_s": round(time.perf_counter() - t0, 1),
+        "device": str(m.get("device")) if isinstance(m, dict) else None,
         "final_val": m.get("final_val") if isinstance(m, dict) else None,
     }
+    if fold_dir:
+        from contrimix_aug.weights import save_weights
+
+        save_weights(model, Path(fold_dir) / fname, meta={"fold_info": info})
     _FOLD_CACHE[key] = (model, info)
     return model, info
 
@@ -304,14 +322,16 @@ def run_lodo(
         rng = np.random.default_rng(0)
         target_np = tx[rng.choice(len(tx), min(64, len(tx)), replace=False)]
         fold_model, fold_info = None, None
-        if any(n in cmx_names for n in ("contrimix-fold", "contrimix-normalise")) and args.fold_steps > 0:
+        if any(n in cmx_names for n in ("contrimix-fold", "contrimix-normalise")) and (args.fold_steps > 0 or args.fold_dir):
             log(f"[{tag}] held-out {held}: training ContriMix on {len(tx)} training-domain images "
                 f"({args.fold_steps} steps)")
             fold_model, fold_info = train_fold_model(
                 (tag, held, args.fold_steps), tx, steps=args.fold_steps, seed=0, patch=tx.shape[1],
-                workdir=Path(args.workdir),
+                workdir=Path(args.workdir), fold_dir=args.fold_dir,
             )
             notes.setdefault("contrimix_fold", {})[held] = fold_info
+        if args.folds_only:
+            continue
         tx_t, ty_t = to_float(tx), torch.from_numpy(ty).long()
         ood_t, id_t = to_float(ood_x), to_float(id_x)
         for seed in seeds:
@@ -472,11 +492,14 @@ def run_sources(args, methods, seeds, pretrained, plabel, log) -> dict[str, Any]
         tnp = np.concatenate([tiles[d] for d in train_doms])
         target_np = tnp[np.random.default_rng(0).choice(len(tnp), min(64, len(tnp)), replace=False)]
         fold_model, fold_info = None, None
-        if any(n in cmx_names for n in ("contrimix-fold", "contrimix-normalise")) and args.fold_steps > 0:
+        if any(n in cmx_names for n in ("contrimix-fold", "contrimix-normalise")) and (args.fold_steps > 0 or args.fold_dir):
             log(f"[sources] left-out {held}: training ContriMix on {len(tnp)} tiles ({args.fold_steps} steps)")
             fold_model, fold_info = train_fold_model(("sources", held, args.fold_steps), tnp, steps=args.fold_steps,
-                                                     seed=0, patch=96, workdir=Path(args.workdir))
+                                                     seed=0, patch=96, workdir=Path(args.workdir),
+                                                     fold_dir=args.fold_dir)
             notes.setdefault("contrimix_fold", {})[held] = fold_info
+        if args.folds_only:
+            continue
         ms = C.build_peers(peer_names, list(target_np), seed=seed)
         cm, skipped = contrimix_methods(cmx_names, pretrained=pretrained, pretrained_label=plabel,
                                         fold_model=fold_model, fold_info=fold_info,
@@ -504,10 +527,13 @@ def run_sources(args, methods, seeds, pretrained, plabel, log) -> dict[str, Any]
     target_np = allnp[np.random.default_rng(0).choice(len(allnp), min(64, len(allnp)), replace=False)]
     ms = C.build_peers(peer_names, list(target_np), seed=seed)
     fold_model, fold_info = None, None
-    if any(n in cmx_names for n in ("contrimix-fold", "contrimix-normalise")) and args.fold_steps > 0:
+    if any(n in cmx_names for n in ("contrimix-fold", "contrimix-normalise")) and (args.fold_steps > 0 or args.fold_dir):
         fold_model, fold_info = train_fold_model(("sources", "all", args.fold_steps), allnp, steps=args.fold_steps,
-                                                 seed=0, patch=96, workdir=Path(args.workdir))
+                                                 seed=0, patch=96, workdir=Path(args.workdir),
+                                                     fold_dir=args.fold_dir)
         notes.setdefault("contrimix_fold", {})["all"] = fold_info
+    if args.folds_only:
+        return {"notes": notes}
     cm, _ = contrimix_methods(cmx_names, pretrained=pretrained, pretrained_label=plabel, fold_model=fold_model,
                               fold_info=fold_info, target_imgs=to_float(target_np), seed=seed)
     for m in ms + cm:
@@ -579,7 +605,7 @@ def run_camelyon(args, methods, seeds, pretrained, plabel, log) -> dict[str, Any
     peer_names = [m for m in methods if not m.startswith("contrimix")]
     cmx_names = [m for m in methods if m.startswith("contrimix")]
     fold_model, fold_info = None, None
-    if any(n in cmx_names for n in ("contrimix-fold", "contrimix-normalise")) and args.fold_steps > 0:
+    if any(n in cmx_names for n in ("contrimix-fold", "contrimix-normalise")) and (args.fold_steps > 0 or args.fold_dir):
         fold_model, fold_info = train_fold_model(("camelyon17", args.fold_steps), tx, steps=args.fold_steps, seed=0,
                                                  patch=96, workdir=Path(args.workdir))
     rows, notes = [], {"contrimix_fold": fold_info}
@@ -814,6 +840,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default=None, help="ContriMix weights for contrimix-pretrained (name or path)")
     p.add_argument("--fold-steps", type=int, default=None,
                    help="training steps of the per-fold ContriMix (0 = skip contrimix-fold/-normalise)")
+    p.add_argument("--fold-dir", default=None,
+                   help="load per-fold ContriMix weights from here if present, save newly trained ones here")
+    p.add_argument("--folds-only", action="store_true",
+                   help="only train (and save to --fold-dir) the per-fold ContriMix models, then exit")
     p.add_argument("--backbone", default="small", choices=["small", "densenet121"])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--quick", action="store_true", help="CI-sized run (a few minutes on 2 CPU cores)")
@@ -843,6 +873,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.heldout = ["hgsc", "cmu1"] if mode == "quick" else ["cmu1"]
     if mode == "tiny" and args.renderers == list(D.RENDERERS):
         args.renderers = ["beer-lambert"]
+    if args.folds_only and not args.fold_dir:
+        raise SystemExit("--folds-only needs --fold-dir")
     unknown = [m for m in args.methods if m not in ALL_METHODS]
     if unknown:
         raise SystemExit(f"unknown methods {unknown}; known: {ALL_METHODS}")
@@ -876,6 +908,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         result["hgsc"] = run_hgsc(args, args.methods, args.seeds, pretrained, plabel, log)
     if args.dataset in ("embedded", "sources"):
         result["sources"] = run_sources(args, args.methods, args.seeds, pretrained, plabel, log)
+    if args.folds_only:
+        log(f"--folds-only: per-fold ContriMix models are in {args.fold_dir}")
+        C.write_json(Path(args.fold_dir) / "folds.json", result)
+        return 0
     if args.dataset == "camelyon17":
         result["camelyon17"] = run_camelyon(args, args.methods, args.seeds, pretrained, plabel, log)
     if args.dataset == "folder":
