@@ -37,7 +37,7 @@ from .checkpoint import (
 from .config import RESUMABLE_CHANGES, TrainConfig
 from .contrimix_loss import ContriMixLoss
 from .data import IndexStream, StepBatches, TrainPatches, center_patch, derive_seed, image_of, open_datasets
-from .metrics import psnr, ssim
+from .metrics import psnr
 
 __all__ = ["Trainer", "train", "lr_factor"]
 
@@ -281,20 +281,17 @@ class Trainer:
     @torch.no_grad()
     def validate(self) -> dict[str, float] | None:
         """Self-reconstruction PSNR (dB) and SSIM on the held-out images' central patches (fp32)."""
+        from ..quality import reconstruction  # imported here: contrimix_aug.quality imports this package
+
         if not self.val_idx:
             return None
         if self._val_cache is None:
             self._val_cache = self._central_patches(self.val_set, self.val_idx)
         was_training = self.model.training
         self.model.eval()
-        p, s = [], []
-        for chunk in self._val_cache.split(self.config.batch_size):
-            x = chunk.to(self.device)
-            r = self.model(x)
-            p.append(psnr(r, x))
-            s.append(ssim(r, x))
+        scores = reconstruction(self.model, self._val_cache, self.config.batch_size)
         self.model.train(was_training)
-        return {"psnr": torch.cat(p).mean().item(), "ssim": torch.cat(s).mean().item(), "images": len(self.val_idx)}
+        return {"psnr": scores["psnr"].mean().item(), "ssim": scores["ssim"].mean().item(), "images": len(self.val_idx)}
 
     @torch.no_grad()
     def attribute_bank(self) -> torch.Tensor:
