@@ -354,7 +354,7 @@ def run_lodo(
                 else:
                     xtr, xood, xid = tx_t, ood_t, id_t
                 model = train_classifier(xtr, ty_t, num_classes, m, epochs=args.epochs, seed=seed, device=device,
-                                         backbone=args.backbone)
+                                         backbone=args.backbone, bs=args.batch_size)
                 a_ood, b_ood = accuracy(predict(model, xood, device), ood_y, num_classes)
                 a_id, b_id = accuracy(predict(model, xid, device), id_y, num_classes)
                 dt = time.perf_counter() - t0
@@ -630,7 +630,7 @@ def run_camelyon(args, methods, seeds, pretrained, plabel, log) -> dict[str, Any
                     best["state"] = {k: t.detach().clone() for k, t in model.state_dict().items()}
 
             model = train_classifier(xtr, ty_t, 2, m, epochs=args.epochs, seed=seed, device=device,
-                                     backbone=args.backbone, on_epoch=select)
+                                     backbone=args.backbone, bs=args.batch_size, on_epoch=select)
             model.load_state_dict(best["state"])
             res = {s: accuracy(predict(model, prep(data[s][0]), device), data[s][1], 2)[0] for s in ("id_val", "val", "test")}
             rows.append({"dataset": "camelyon17", "heldout": "center2", "method": m.name, "kind": m.kind, "seed": seed,
@@ -844,6 +844,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="load per-fold ContriMix weights from here if present, save newly trained ones here")
     p.add_argument("--folds-only", action="store_true",
                    help="only train (and save to --fold-dir) the per-fold ContriMix models, then exit")
+    p.add_argument("--batch-size", type=int, default=16, help="classifier batch size")
     p.add_argument("--backbone", default="small", choices=["small", "densenet121"])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--quick", action="store_true", help="CI-sized run (a few minutes on 2 CPU cores)")
@@ -851,6 +852,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=str(C.DOCS_DIR), help="output folder")
     p.add_argument("--name", default=None, help="output file stem (default dg_<dataset>[_quick|_tiny])")
     p.add_argument("--workdir", default=None, help="scratch folder for per-fold ContriMix training")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     p.add_argument("--no-plot", action="store_true")
     return p
 
@@ -859,8 +861,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     mode = "tiny" if args.tiny else "quick" if args.quick else "full"
     defaults = {
-        "full": dict(methods=ALL_METHODS, seeds=[0, 1, 2], epochs=8, tiles_per_source=48, views=3, fold_steps=40,
-                     max_per_split=None),
+        # sized for 2 CPU cores (about an hour per renderer); raise --epochs/--max-per-split/--fold-steps on a GPU
+        "full": dict(methods=ALL_METHODS, seeds=[0, 1, 2], epochs=4, tiles_per_source=32, views=2, fold_steps=20,
+                     max_per_split=160),
         "quick": dict(methods=QUICK_METHODS, seeds=[0, 1], epochs=3, tiles_per_source=24, views=2, fold_steps=6,
                       max_per_split=300),
         "tiny": dict(methods=TINY_METHODS, seeds=[0], epochs=1, tiles_per_source=8, views=1, fold_steps=0,
@@ -878,7 +881,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [m for m in args.methods if m not in ALL_METHODS]
     if unknown:
         raise SystemExit(f"unknown methods {unknown}; known: {ALL_METHODS}")
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(args.threads or max(1, os.cpu_count() or 1))
     tmp = None
     if args.workdir is None:
         tmp = tempfile.TemporaryDirectory(prefix="cmx_dg_")
@@ -899,7 +902,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "environment": env,
         "settings": {k: v for k, v in vars(args).items() if k not in ("workdir",)},
         "augmentation_p": AUG_P,
-        "classifier": "SmallCNN(16-32-64-128), AdamW lr 2e-3 one-cycle, batch 64, last epoch (no model selection)"
+        "classifier": f"SmallCNN(16-32-64-128), AdamW lr 2e-3 one-cycle, batch {args.batch_size}, {args.epochs} epochs, last epoch "
+        "(no model selection)"
         if args.backbone == "small" else "DenseNet-121 (torchvision, random init)",
         "contrimix_pretrained": plabel,
         "vahadane_normaliser": C.vahadane_normaliser_status(),
