@@ -864,8 +864,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # sized for 2 CPU cores (about an hour per renderer); raise --epochs/--max-per-split/--fold-steps on a GPU
         "full": dict(methods=ALL_METHODS, seeds=[0, 1, 2], epochs=4, tiles_per_source=32, views=2, fold_steps=20,
                      max_per_split=160),
-        "quick": dict(methods=QUICK_METHODS, seeds=[0, 1], epochs=3, tiles_per_source=24, views=2, fold_steps=6,
-                      max_per_split=300),
+        "quick": dict(methods=QUICK_METHODS, seeds=[0, 1], epochs=3, tiles_per_source=16, views=1, fold_steps=4,
+                      max_per_split=160),
         "tiny": dict(methods=TINY_METHODS, seeds=[0], epochs=1, tiles_per_source=8, views=1, fold_steps=0,
                      max_per_split=64),
     }[mode]
@@ -873,7 +873,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, k) is None:
             setattr(args, k, v)
     if mode != "full" and args.heldout is None and args.dataset in ("embedded", "hgsc"):
-        args.heldout = ["hgsc", "cmu1"] if mode == "quick" else ["cmu1"]
+        args.heldout = ["cmu1"]
     if mode == "tiny" and args.renderers == list(D.RENDERERS):
         args.renderers = ["beer-lambert"]
     if args.folds_only and not args.fold_dir:
