@@ -37,7 +37,8 @@ def run_demo(weights: str | None = None, out: str | Path = "contrimix_demo.png",
     donors = torch.stack([x[idx[s][-1]] for s in srcs] + [x[idx[s][-2]] for s in srcs])
     d_labels = srcs + srcs
 
-    batch_pic = tile_grid([x, y], ["input", "ContriMix"])
+    half = (x.shape[0] + 1) // 2
+    batch_pic = tile_grid([x[:half], y[:half], x[half:], y[half:]], ["input", "ContriMix", "input", "ContriMix"])
     swap_pic = swap_grid(model, contents, donors, c_labels, d_labels)
     from PIL import Image
 

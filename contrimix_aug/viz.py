@@ -9,7 +9,7 @@ import torch
 
 from .model import ContriMixModel
 
-__all__ = ["to_uint8", "tile_grid", "swap_grid"]
+__all__ = ["to_uint8", "tile_grid", "swap_grid", "dataflow_figure"]
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -77,3 +77,49 @@ def swap_grid(model: ContriMixModel, contents: torch.Tensor, donors: torch.Tenso
         labels = (["donors"] if rows and len(rows) > r else []) + list(content_labels)
     cols = None if donor_labels is None else ["input"] + list(donor_labels)
     return tile_grid(rows, labels, cols)
+
+
+@torch.no_grad()
+def dataflow_figure(model: ContriMixModel, image: torch.Tensor, donor: torch.Tensor | None = None):
+    """One picture of the data flow for a (C, H, W) image: input, optical density, the K content maps,
+    the attribute matrix (each column's colour as a swatch) and the reconstruction (and a swap if ``donor``).
+    """
+    from PIL import Image, ImageDraw
+
+    dev = next(model.parameters()).device
+    x = image.unsqueeze(0).to(dev)
+    content, attrs = model.encode(x)
+    rec = model.decode(content, attrs)
+    k = content.shape[1]
+    h, w = image.shape[-2:]
+    od = model._signal(x)[0].mean(0, keepdim=True)
+    maps = content[0]
+    lo = maps.flatten(1).float().quantile(0.01, dim=1).view(-1, 1, 1)
+    hi = maps.flatten(1).float().quantile(0.99, dim=1).view(-1, 1, 1)
+    maps = ((maps - lo) / (hi - lo).clamp_min(1e-6)).clamp(0, 1).unsqueeze(1)
+    # attribute columns as colours: the transmittance of each column's OD vector (RGB models only)
+    swatches = []
+    if model.config.in_channels == 3 and model.config.mode == "absorbance":
+        for j in range(k):
+            col = attrs[0, :, j]
+            rgb = torch.exp(-col.clamp(-0.2, 6) * 2.302585).clamp(0, 1)
+            rgb = model._order(rgb.view(1, 3, 1, 1)).view(3)
+            swatches.append(rgb.view(3, 1, 1).expand(3, h // 2, w // 2))
+    tiles = [("input", x[0]), ("optical density", (od / od.max().clamp_min(1e-6)).expand(3, -1, -1))]
+    tiles += [(f"content {j}", maps[j].expand(3, -1, -1)) for j in range(k)]
+    tiles += [("reconstruction", rec[0])]
+    if donor is not None:
+        d_attrs = model.encode_attributes(donor.unsqueeze(0).to(dev))
+        tiles += [("donor", donor.to(dev)), ("swap", model.decode(content, d_attrs)[0])]
+    pad, top = 4, 14
+    canvas = Image.new("RGB", (len(tiles) * (w + pad) + pad, top + h + pad + (h // 2 + top if swatches else 0)), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i, (label, t) in enumerate(tiles):
+        canvas.paste(Image.fromarray(to_uint8(t.unsqueeze(0).cpu())[0]), (pad + i * (w + pad), top))
+        draw.text((pad + i * (w + pad), 1), label[: w // 6], fill="black")
+    if swatches:
+        y0 = top + h + pad + top
+        draw.text((pad, y0 - top + 1), "attribute columns (stain colour of each content map)", fill="black")
+        for j, s in enumerate(swatches):
+            canvas.paste(Image.fromarray(to_uint8(s.unsqueeze(0).cpu())[0]), (pad + (2 + j) * (w + pad), y0))
+    return canvas
