@@ -210,14 +210,21 @@ def train_fold_model(key: tuple, images: np.ndarray, *, steps: int, seed: int, p
     for i, im in enumerate(images):
         Image.fromarray(np.ascontiguousarray(im)).save(d / "img" / f"{i:05d}.png")
     t0 = time.perf_counter()
-    cfg = TrainConfig(
+    # the architecture and loss of the shipped "he" weights (configs/he-lite.json), with this fold's data and budget
+    base: dict[str, Any] = {"num_attributes": 8, "num_mixes": 3, "batch_size": 32, "lr": 2e-3, "loss": "tcga",
+                            "model": {"content_kernel": 1, "content_hidden": 16, "content_res_blocks": 1,
+                                      "content_constant": True, "attr_widths": [16, 32, 64], "attr_input_size": 32,
+                                      "attr_stats": True, "attr_head": "linear"}}
+    cfg_file = C.ROOT / "configs" / "he-lite.json"
+    if cfg_file.is_file():
+        from contrimix_aug.training import load_config
+
+        base.update(load_config(cfg_file))
+    base.update(
         data=str(d / "img"),
         out=str(d / "out"),
         steps=steps,
-        batch_size=16,
         patch_size=patch,
-        num_mixes=1,
-        model={"attr_widths": [16, 32, 64]},  # small attribute encoder: CPU budget
         warmup_steps=min(100, max(1, steps // 10)),
         seed=seed,
         progress=False,
@@ -228,6 +235,7 @@ def train_fold_model(key: tuple, images: np.ndarray, *, steps: int, seed: int, p
         bank_size=256,
         device="auto",
     )
+    cfg = TrainConfig(**base)
     path = train(cfg)
     model = contrimix_aug.load_model(path)
     meta = dict(getattr(model, "meta", {}) or {})
