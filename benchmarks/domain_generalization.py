@@ -174,7 +174,17 @@ def pretrained_model(weights: str | None) -> tuple[Any, str]:
     except Exception as err:  # noqa: BLE001 - missing bundled weights, bad path
         return None, f"not run: weights {weights or 'he'!r} not available ({str(err).splitlines()[0][:160]})"
     meta = dict(getattr(model, "meta", {}) or {})
-    label = f"weights {weights or 'he (bundled)'}; trained on: {meta.get('training_data', 'unknown (no metadata)')}"
+    data = meta.get("training_data", "unknown (no metadata)")
+    label = f"weights {weights or 'he (bundled)'}; trained on: {data}"
+    if data == "he-sources":
+        try:
+            from contrimix_aug.data import HE_SOURCES
+
+            label += (f" ({', '.join(HE_SOURCES)}): these include the real sources of every stain the HGSC nuclei "
+                      "are rendered in and every left-out source, so contrimix-pretrained is NOT a clean held-out "
+                      "comparison; contrimix-fold is")
+        except ImportError:
+            pass
     if meta.get("steps") is not None:
         label += f"; steps {meta.get('steps')}"
     return model, label
