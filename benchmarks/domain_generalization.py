@@ -488,7 +488,7 @@ def _apply_views(m: C.Method, x: torch.Tensor, views: int, seed: int, bs: int = 
         y = torch.empty_like(x)
         for i in range(0, len(x), bs):
             idx = perm[i : i + bs]
-            y[idx] = m(x[idx]) if len(idx) > 1 or m.name != "contrimix" else x[idx]
+            y[idx] = m(x[idx])
         outs.append(y)
     return torch.cat(outs)
 
