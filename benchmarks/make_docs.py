@@ -77,6 +77,12 @@ def hgsc_section(runs: list[dict]) -> str:
         skipped = {k: v for nt in h["notes"].values() for k, v in (nt.get("skipped") or {}).items()}
         for k, v in skipped.items():
             out.append(f"- `{k}`: {v}\n")
+        for ds in dict.fromkeys(x["dataset"] for x in h["summary"]):
+            ranked = sorted((x for x in h["summary"] if x["dataset"] == ds), key=lambda x: -x["acc_ood_mean"])
+            erm = next((x for x in ranked if x["method"] == "erm"), None)
+            out.append(f"\nRanking on {ds} (held-out-stain accuracy, mean over held-out stains and seeds"
+                       + (f"; ERM floor {erm['acc_ood_mean']:.3f}" if erm else "") + "): "
+                       + ", ".join(f"{x['method']} {x['acc_ood_mean']:.3f}" for x in ranked) + ".\n")
         out.append("\nMean over the held-out stains, then mean ± std over seeds:\n\n")
         rows = [{"dataset": s["dataset"], "method": s["method"], "kind": s["kind"],
                  "held-out-stain accuracy": _pm(s["acc_ood_mean"], s["acc_ood_std"]),

@@ -157,3 +157,9 @@ def test_throughput_tiny(real_data, tmp_path):
     assert all(s in ("PASS", "FAIL", "NOT RUN", "INFO") for s in statuses.values())
     assert any(t.startswith("CPU per-sample") for t in statuses)
     assert (tmp_path / "throughput_cpu_tiny.md").read_text().count("|") > 20
+    # the docs generator renders these results (tables come from the JSON)
+    r = _run(["benchmarks/make_docs.py", "--dg-dir", str(tmp_path), "--tp-dir", str(tmp_path), "--out",
+              str(tmp_path / "benchmarks.md")])
+    assert r.returncode == 0, r.stderr[-2000:]
+    md = (tmp_path / "benchmarks.md").read_text()
+    assert "## Throughput" in md and "contrimix" in md and ("PASS" in md or "FAIL" in md)
