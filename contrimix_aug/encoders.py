@@ -24,6 +24,31 @@ def _conv(cin: int, cout: int, k: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, k, stride=stride, padding=pad, padding_mode="reflect" if pad else "zeros")
 
 
+def _pointwise(x: torch.Tensor, conv: nn.Conv2d, bias: bool = True) -> torch.Tensor:
+    """A 1×1 convolution as one batched matmul on (B, C, H·W): (B, I, N) -> (B, O, N).
+
+    ``bias=False`` drops the bias: exact before an InstanceNorm, which removes per-channel constants.
+    """
+    o, i = conv.weight.shape[:2]
+    w = conv.weight.view(1, o, i).expand(x.shape[0], o, i)
+    if bias and conv.bias is not None:
+        return torch.baddbmm(conv.bias.view(1, o, 1), w, x)
+    return torch.bmm(w, x)
+
+
+def _instance_norm_flat(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """InstanceNorm (no affine, biased variance) over the last dim of (B, C, N); equals F.instance_norm.
+
+    Two reductions (mean, sum of squares via a norm) and one fused multiply-add: several times faster on
+    CPU than Welford ``var_mean`` for the few-channel, many-pixel maps of the content encoder.
+    """
+    n = x.shape[2]
+    mean = x.mean(2, keepdim=True)
+    var = (torch.linalg.vector_norm(x, dim=2, keepdim=True).square() / n - mean * mean).clamp_min(0)
+    rstd = torch.rsqrt(var + eps)
+    return torch.addcmul(-mean * rstd, x, rstd)
+
+
 class _ResBlock(nn.Module):
     """x + IN(conv(LReLU(IN(conv(x)))))."""
 
@@ -56,6 +81,8 @@ class ContentEncoder(nn.Module):
         self.blocks = nn.ModuleList(_ResBlock(kout, k) for _ in range(config.content_res_blocks))
 
     def forward(self, signal: torch.Tensor) -> torch.Tensor:
+        if self.config.content_kernel == 1:
+            return self._forward_pointwise(signal)
         x = F.leaky_relu(self.conv_in(signal), 0.01)
         x = F.leaky_relu(F.instance_norm(self.conv_mid(x)), 0.01)
         for block in self.blocks:
@@ -64,6 +91,23 @@ class ContentEncoder(nn.Module):
         if self.config.content_constant:
             x = torch.cat([x, x.new_ones(x.shape[0], 1, *x.shape[2:])], dim=1)
         return x
+
+
+    def _forward_pointwise(self, signal: torch.Tensor) -> torch.Tensor:
+        """Same function for 1×1 kernels, as matmuls on (B, C, H·W): no im2col, no convolution overhead."""
+        b, _, h, w = signal.shape
+        x = signal.reshape(b, signal.shape[1], h * w)
+        # in-place activations on fresh intermediates (not under autograd, where they would be saved)
+        inplace = not torch.is_grad_enabled()
+        x = F.leaky_relu(_pointwise(x, self.conv_in), 0.01, inplace=inplace)
+        x = F.leaky_relu(_instance_norm_flat(_pointwise(x, self.conv_mid, bias=False)), 0.01, inplace=inplace)
+        for block in self.blocks:
+            y = F.leaky_relu(_instance_norm_flat(_pointwise(x, block.conv1, bias=False)), 0.01, inplace=inplace)
+            x = x + _instance_norm_flat(_pointwise(y, block.conv2, bias=False))
+        x = F.leaky_relu(x, 0.01, inplace=inplace)
+        if self.config.content_constant:
+            x = torch.cat([x, x.new_ones(b, 1, h * w)], dim=1)
+        return x.view(b, x.shape[1], h, w)
 
 
 class _DownBlock(nn.Module):
@@ -123,8 +167,12 @@ class AttributeEncoder(nn.Module):
             x = block(x)
         x = F.adaptive_avg_pool2d(x, 1)
         if self.config.attr_stats:
-            var, mean = torch.var_mean(signal.float(), dim=(2, 3), keepdim=True)
-            x = torch.cat([x, mean.to(x.dtype), var.add(1e-6).sqrt().to(x.dtype)], dim=1)
+            flat = signal.float().flatten(2)
+            n = flat.shape[2]
+            mean = flat.mean(2, keepdim=True)
+            sq = torch.linalg.vector_norm(flat, dim=2, keepdim=True).square() / n
+            var = ((sq - mean * mean) * (n / max(n - 1, 1))).clamp_min(0)  # unbiased, as torch.var
+            x = torch.cat([x, mean.unsqueeze(-1).to(x.dtype), var.add(1e-6).sqrt().unsqueeze(-1).to(x.dtype)], dim=1)
         x = self.head(x)
         if self.norm is not None:
             x = F.leaky_relu(self.norm(x), 0.01)

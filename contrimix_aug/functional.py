@@ -58,8 +58,9 @@ def apply_contrimix(
     Returns:
         (B, C, H, W), same dtype, device and memory format (channels_last stays channels_last) as ``image``.
 
-    When the parameters live on the CPU (the default), only the rows that are needed are encoded: content for
-    the selected images, attributes for those and their donors.
+    When the parameters live on the CPU (the default), only the rows that are needed are encoded (content for
+    the selected images, attributes for those and their donors), in chunks of about 64k pixels on a CPU so
+    that the full-resolution maps stay in cache. There is no per-image Python loop.
     """
     b = image.shape[0]
     dev = image.device
@@ -68,32 +69,54 @@ def apply_contrimix(
     if bank is None and model.bank.numel():
         bank = model.bank
     rows = _as_rows(sel)
-    if rows is not None and rows.numel() == 0:
+    if rows is None:
+        return _apply_dense(model, image, donors, strength, sel if selected is not None else None,
+                            from_bank, bank, target)
+    if rows.numel() == 0:
         return image.clone()
-    if rows is not None and rows.numel() < b:
-        # sparse path: encode only what is needed
-        need = sel.clone()
-        if target is None:
-            batch_donor = ~from_bank if from_bank is not None else torch.ones(b, dtype=torch.bool)
-            donor_rows = donors.cpu()[sel & batch_donor.cpu()]
-            need[donor_rows] = True
-        need_rows = need.nonzero().flatten()
-        x_need = image.index_select(0, need_rows.to(dev)).to(cdtype)
-        attrs_need = model.encode_attributes(x_need)
-        attrs = attrs_need.new_zeros(b, *attrs_need.shape[1:]).index_copy(0, need_rows.to(dev), attrs_need)
-        x_sel = image.index_select(0, rows.to(dev)).to(cdtype)
-        content = model.content_encoder(model._signal(x_sel))
-        own = attrs.index_select(0, rows.to(dev))
-        if target is not None:
-            donor_attrs = target.to(own).expand_as(own)
-        else:
-            fb = from_bank[rows] if from_bank is not None else None
-            donor_attrs = gather_attributes(attrs, donors[rows].to(dev), bank, fb.to(dev) if fb is not None else None)
-        mixed = mix_attributes(own, donor_attrs, strength[rows].to(dev))
-        rendered = model.decode(content, mixed).to(image.dtype)
-        return _like(image.index_copy(0, rows.to(dev), rendered), image)
-    # dense path (all selected, parameters on the device, or compiling)
-    content, attrs = model.encode(image.to(cdtype))
+    # Parameters known on the host: encode only what is needed (attributes of the selected images and their
+    # donors, content of the selected images), in cache-sized chunks on the CPU.
+    need = sel.clone()
+    if target is None:
+        batch_donor = ~from_bank.cpu() if from_bank is not None else torch.ones(b, dtype=torch.bool)
+        need[donors.cpu()[sel & batch_donor]] = True
+    need_rows = need.nonzero().flatten()
+    chunks = _chunks(need_rows, image)
+    attrs_need = torch.cat([model.encode_attributes(image.index_select(0, c.to(dev)).to(cdtype)) for c in chunks])
+    attrs = attrs_need.new_zeros(b, *attrs_need.shape[1:]).index_copy(0, need_rows.to(dev), attrs_need)
+    own = attrs.index_select(0, rows.to(dev))
+    if target is not None:
+        donor_attrs = target.to(own).expand_as(own)
+    else:
+        fb = from_bank[rows].to(dev) if from_bank is not None else None
+        donor_attrs = gather_attributes(attrs, donors[rows].to(dev), bank, fb)
+    mixed = mix_attributes(own, donor_attrs, strength[rows].to(dev))
+    out = image.clone() if rows.numel() < b else torch.empty_like(image, memory_format=torch.contiguous_format)
+    start = 0
+    for c in _chunks(rows, image):
+        x_c = image.index_select(0, c.to(dev)).to(cdtype)
+        content = model.content_encoder(model._signal(x_c))
+        rendered = model.decode(content, mixed[start : start + c.numel()]).to(image.dtype)
+        out.index_copy_(0, c.to(dev), rendered)
+        start += c.numel()
+    return _like(out, image)
+
+
+_CPU_CHUNK_PIXELS = 1 << 16  # about 64k pixels: the full-resolution maps of a chunk stay in the CPU caches
+
+
+def _chunks(rows: torch.Tensor, image: torch.Tensor) -> list[torch.Tensor]:
+    """Split row indices into chunks of about ``_CPU_CHUNK_PIXELS`` pixels on the CPU; one chunk elsewhere."""
+    if image.device.type != "cpu":
+        return [rows]
+    per = max(1, _CPU_CHUNK_PIXELS // max(1, image.shape[-1] * image.shape[-2]))
+    return list(rows.split(per))
+
+
+def _apply_dense(model, image, donors, strength, selected, from_bank, bank, target):
+    """All rows at once, parameters on the device (no host sync), or under torch.compile."""
+    dev = image.device
+    content, attrs = model.encode(image.to(_model_dtype(model)))
     if target is not None:
         donor_attrs = target.to(attrs).expand_as(attrs)
     else:
@@ -102,9 +125,9 @@ def apply_contrimix(
         )
     mixed = mix_attributes(attrs, donor_attrs, strength.to(dev))
     rendered = model.decode(content, mixed).to(image.dtype)
-    if selected is None or rows is not None:
+    if selected is None:
         return _like(rendered, image)
-    return _like(torch.where(sel.to(dev).view(-1, 1, 1, 1), rendered, image), image)
+    return _like(torch.where(selected.to(dev).view(-1, 1, 1, 1), rendered, image), image)
 
 
 @torch.no_grad()

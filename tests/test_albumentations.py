@@ -135,7 +135,7 @@ class TestBasics:
         img = tiles_u8[2].astype(np.float32) / 255
         out = ContriMix(weights=tiny_with_bank, p=1.0, strength=0.0).apply(img, donor=0, strength=0.0)
         rec = tiny_with_bank(torch.from_numpy(img).permute(2, 0, 1)[None])[0].permute(1, 2, 0).numpy()
-        np.testing.assert_allclose(out, rec, atol=1e-6)
+        np.testing.assert_allclose(out, rec, atol=1e-5)  # float32 rounding through log10/exp; batch-of-one vs batched kernels
 
     def test_single_channel(self, tiles_u8):
         gray = tiles_u8[..., 1]  # a real single-channel image: the green channel
