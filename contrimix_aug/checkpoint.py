@@ -30,7 +30,6 @@ scalars included) is ever unpickled.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import pickle
 import re
@@ -42,6 +41,7 @@ from typing import Any
 import torch
 
 from . import weights as _weights
+from ._io import sha256_file
 from ._paths import weights_dir
 from .config import ModelConfig
 from .model import ContriMixModel
@@ -316,14 +316,6 @@ def _load_pth(src: Path) -> Any:
     ) from None
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _check_name(name: str) -> None:
     if not isinstance(name, str) or not _NAME_RE.match(name) or name.endswith(".safetensors"):
         raise ValueError(
@@ -375,7 +367,7 @@ def import_authors_checkpoint(
     path = dest / f"{name}.safetensors"
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; pass overwrite=True (CLI: --force) to replace it.")
-    digest = _sha256(src)
+    digest = sha256_file(src)
     ckpt = _load_pth(src)
     if isinstance(ckpt, Mapping) and "algorithm" in ckpt:
         state_dict = ckpt["algorithm"]

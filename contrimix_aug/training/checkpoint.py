@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
+
+from .._io import atomic_write, remove_stale_temp_files
 
 __all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "atomic_write", "save_checkpoint", "load_checkpoint",
            "optimizer_to_tensors", "optimizer_from_tensors", "remove_stale_temp_files"]
@@ -29,39 +30,6 @@ CHECKPOINT_FORMAT = "contrimix_aug.train-checkpoint/1"
 
 class CheckpointError(ValueError):
     """A training checkpoint that cannot be read or does not fit the run."""
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp_path)``, fsync, then ``os.replace`` onto ``path``; the temp file is removed on failure."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp (and some writers) make 0600 files: use the usual permissions
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable
-        dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    return path
-
-
-def remove_stale_temp_files(path: str | os.PathLike) -> None:
-    """Delete temp files a killed writer of ``path`` left behind (they are never read)."""
-    path = Path(path)
-    for p in path.parent.glob(f".{path.name}.*.tmp"):
-        p.unlink(missing_ok=True)
 
 
 def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

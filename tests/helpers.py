@@ -1,0 +1,53 @@
+"""Models shared by the transform, functional and albumentations tests (not a test module)."""
+
+from __future__ import annotations
+
+import torch
+
+import contrimix_aug as ca
+
+__all__ = ["make_tiny_model", "make_handset_model"]
+
+
+def make_tiny_model(seed: int = 0, bank: torch.Tensor | None = None, channels: int = 3) -> ca.ContriMixModel:
+    """Small random-init model, built without touching the global RNG state (linear mode unless 3 channels)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        cfg = ca.ModelConfig(in_channels=channels, num_attributes=3, content_hidden=4, content_res_blocks=1,
+                             attr_widths=(4, 8, 8), mode="absorbance" if channels == 3 else "linear")
+        return ca.ContriMixModel(cfg, bank=bank).freeze()
+
+
+def make_handset_model(kappa: float = 0.6) -> ca.ContriMixModel:
+    """Hand-set weights whose re-rendering transfers mean optical density exactly (see module docstring)."""
+    c = 3
+    k = 2 * c + 1
+    cfg = ca.ModelConfig(
+        in_channels=c, num_attributes=k, content_hidden=c, content_kernel=1, content_res_blocks=0,
+        content_constant=True, attr_widths=(c, c), attr_head="linear",
+    )
+    m = ca.ContriMixModel(cfg)
+    eye = torch.eye(c)
+    with torch.no_grad():
+        ce = m.content_encoder
+        ce.conv_in.weight.copy_(eye.view(c, c, 1, 1))  # OD >= 0, so the LeakyReLU after it is the identity
+        ce.conv_in.bias.zero_()
+        ce.conv_mid.weight.copy_(torch.cat([eye, -eye]).view(2 * c, c, 1, 1))  # ±OD -> IN -> LReLU∘LReLU
+        ce.conv_mid.bias.zero_()
+        ae = m.attribute_encoder
+        ae.stem.weight.copy_(eye.view(c, c, 1, 1).expand(c, c, 4, 4) / 16)  # local mean
+        ae.stem.bias.zero_()
+        for blk in ae.blocks:  # residual branch off, skip branch = identity: the blocks only average-pool
+            for conv in (blk.conv1, blk.conv2):
+                conv.weight.zero_()
+                conv.bias.zero_()
+            blk.skip.weight.copy_(eye.view(c, c, 1, 1))
+            blk.skip.bias.zero_()
+        head = torch.zeros(c, k, c)  # attributes[ch, col] = Σ_j head[ch, col, j] · meanOD[j]
+        for ch in range(c):
+            head[ch, ch, ch] = kappa
+            head[ch, c + ch, ch] = -kappa
+            head[ch, 2 * c, ch] = 1.0
+        ae.head.weight.copy_(head.reshape(c * k, c, 1, 1))
+        ae.head.bias.zero_()
+    return m.freeze()
