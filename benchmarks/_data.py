@@ -36,6 +36,7 @@ STAIN_TARGETS = ("cmu1", "prostate", "skin", "tcia")
 RENDERERS = ("beer-lambert", "lab-cdf")
 CROP = 48
 IO = 240.0  # torchstain's transmitted-light intensity
+OD_SAT = 2.5  # natural-log OD cap of the Beer-Lambert renderer (pixel values below about 19 are saturated)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -90,9 +91,11 @@ def render_beer_lambert(img: np.ndarray, src_id: str, tgt_id: str) -> np.ndarray
     """Swap the stain matrix of ``img`` (a picture of ``src_id``) for ``tgt_id``'s. uint8 HWC -> uint8 HWC."""
     he_s, c_s = stain_estimate(src_id)
     he_t, c_t = stain_estimate(tgt_id)
-    od = -np.log((img.reshape(-1, 3).astype(np.float64) + 1.0) / IO)
+    # JPEG-saturated channels (values near 0 in the darkest nuclei) have no meaningful OD: cap it (OD_SAT) so that
+    # they do not unmix into huge concentrations that re-mix into false colours; H/E concentrations are kept >= 0
+    od = np.minimum(-np.log((img.reshape(-1, 3).astype(np.float64) + 1.0) / IO), OD_SAT)
     conc = np.linalg.solve(_basis(he_s), od.T)  # (3, N)
-    conc[:2] *= (c_t / c_s)[:, None]
+    conc[:2] = np.clip(conc[:2], 0, None) * (c_t / c_s)[:, None]
     out = IO * np.exp(-(_basis(he_t) @ conc)) - 1.0
     return np.clip(out.T.reshape(img.shape) + 0.5, 0, 255).astype(np.uint8)
 
