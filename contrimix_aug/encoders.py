@@ -159,7 +159,10 @@ class AttributeEncoder(nn.Module):
                 return signal
             target = (size, size)
         shrink = target[0] < h or target[1] < w
-        return F.interpolate(signal, size=target, mode="bilinear", align_corners=False, antialias=shrink)
+        # antialiased resizing has no half-precision CPU kernel: resize in float32 there
+        x = signal.float() if signal.device.type == "cpu" and signal.dtype != torch.float64 else signal
+        out = F.interpolate(x, size=target, mode="bilinear", align_corners=False, antialias=shrink)
+        return out.to(signal.dtype)
 
     def forward(self, signal: torch.Tensor) -> torch.Tensor:
         x = self.stem(self.resize_input(signal))

@@ -768,3 +768,15 @@ class TestCuda:
                                        atol=1e-4, rtol=1e-4)
         finally:
             torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
+
+
+def test_bf16_model_on_cpu(real_tiles):
+    """aug.to(torch.bfloat16) runs the model in bf16 on the CPU (antialiased resize included) and returns the
+    input's dtype; the result stays close to the fp32 one."""
+    x = real_tiles[:4]
+    m = ca.ContriMixModel(ca.ModelConfig(num_attributes=4, content_kernel=1, content_constant=True,
+                                         attr_widths=(4, 8, 8), attr_input_size=32, attr_stats=True))
+    ref = ContriMix(m, p=1.0, seed=3)(x)
+    out = ContriMix(m, p=1.0, seed=3).to(torch.bfloat16)(x)
+    assert out.dtype == x.dtype and out.shape == x.shape
+    assert (out - ref).abs().mean() < 0.02
