@@ -76,30 +76,41 @@ def apply_contrimix(
         return image.clone()
     # Parameters known on the host: encode only what is needed (attributes of the selected images and their
     # donors, content of the selected images), in cache-sized chunks on the CPU.
-    need = sel.clone()
-    if target is None:
-        batch_donor = ~from_bank.cpu() if from_bank is not None else torch.ones(b, dtype=torch.bool)
-        need[donors.cpu()[sel & batch_donor]] = True
-    need_rows = need.nonzero().flatten()
-    chunks = _chunks(need_rows, image)
-    attrs_need = torch.cat([model.encode_attributes(image.index_select(0, c.to(dev)).to(cdtype)) for c in chunks])
-    attrs = attrs_need.new_zeros(b, *attrs_need.shape[1:]).index_copy(0, need_rows.to(dev), attrs_need)
-    own = attrs.index_select(0, rows.to(dev))
-    if target is not None:
-        donor_attrs = target.to(own).expand_as(own)
-    else:
-        fb = from_bank[rows].to(dev) if from_bank is not None else None
-        donor_attrs = gather_attributes(attrs, donors[rows].to(dev), bank, fb)
-    mixed = mix_attributes(own, donor_attrs, strength[rows].to(dev))
+    batch_donor = torch.zeros(b, dtype=torch.bool) if target is not None else (
+        ~from_bank.cpu() if from_bank is not None else torch.ones(b, dtype=torch.bool))
     out = image.clone() if rows.numel() < b else torch.empty_like(image, memory_format=torch.contiguous_format)
-    start = 0
+    if not bool((sel & batch_donor).any()):
+        # donors from the bank (or a fixed target): one fused pass per chunk, each image encoded once
+        for c in _chunks(rows, image):
+            cd = c.to(dev)
+            signal = model._signal(image.index_select(0, cd).to(cdtype))
+            content, own = model.encode_signal(signal)
+            donor_attrs = _donor_attributes(own, c, donors, from_bank, bank, target, dev)
+            mixed = mix_attributes(own, donor_attrs, strength[c].to(dev))
+            out.index_copy_(0, cd, model.decode(content, mixed).to(image.dtype))
+        return _like(out, image)
+    need = sel.clone()
+    need[donors.cpu()[sel & batch_donor]] = True
+    need_rows = need.nonzero().flatten()
+    attrs_need = torch.cat([model.encode_attributes(image.index_select(0, c.to(dev)).to(cdtype))
+                            for c in _chunks(need_rows, image)])
+    attrs = attrs_need.new_zeros(b, *attrs_need.shape[1:]).index_copy(0, need_rows.to(dev), attrs_need)
     for c in _chunks(rows, image):
-        x_c = image.index_select(0, c.to(dev)).to(cdtype)
-        content = model.content_encoder(model._signal(x_c))
-        rendered = model.decode(content, mixed[start : start + c.numel()]).to(image.dtype)
-        out.index_copy_(0, c.to(dev), rendered)
-        start += c.numel()
+        cd = c.to(dev)
+        own = attrs.index_select(0, cd)
+        donor_attrs = _donor_attributes(attrs, c, donors, from_bank, bank, None, dev)
+        mixed = mix_attributes(own, donor_attrs, strength[c].to(dev))
+        content = model.content_encoder(model._signal(image.index_select(0, cd).to(cdtype)))
+        out.index_copy_(0, cd, model.decode(content, mixed).to(image.dtype))
     return _like(out, image)
+
+
+def _donor_attributes(attrs, rows, donors, from_bank, bank, target, dev):
+    """Donor attribute matrices for ``rows``: the fixed ``target``, bank entries, or rows of ``attrs``."""
+    if target is not None:
+        return target.to(attrs).expand(rows.numel(), *target.shape)
+    fb = from_bank[rows].to(dev) if from_bank is not None else None
+    return gather_attributes(attrs, donors[rows].to(dev), bank, fb)
 
 
 _CPU_CHUNK_PIXELS = 1 << 16  # about 64k pixels: the full-resolution maps of a chunk stay in the CPU caches
