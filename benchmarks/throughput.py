@@ -354,8 +354,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         for peer, key, thr in (("hestain-preset", "cpu_vs_hestain", TARGETS["cpu_vs_hestain"]),
                                ("torchstain-macenko", "cpu_vs_macenko", TARGETS["cpu_vs_macenko"])):
             pr = rate(peer, b, s, dtype="uint8")
-            check(f"CPU {b}x3x{s}x{s}: ContriMix / {peer}", cm / pr if cm and pr else None, thr, ">=",
-                  f"ContriMix {cm and round(cm, 1)} img/s vs {peer} {pr and round(pr, 1)} img/s")
+            label = peer
+            if peer == "torchstain-macenko":  # the faster of torchstain's numpy and torch backends, fair to the peer
+                alt = rate("torchstain-macenko-torch", b, s, dtype="uint8")
+                if alt and (not pr or alt > pr):
+                    pr, label = alt, "torchstain-macenko-torch"
+            check(f"CPU {b}x3x{s}x{s}: ContriMix / {peer} (faster backend)" if peer == "torchstain-macenko" else
+                  f"CPU {b}x3x{s}x{s}: ContriMix / {peer}", cm / pr if cm and pr else None, thr, ">=",
+                  f"ContriMix {cm and round(cm, 1)} img/s vs {label} {pr and round(pr, 1)} img/s")
         for peer in ("hestain-macenko", "hestain-vahadane", "torchstain-macenko-torch"):
             pr = rate(peer, b, s, dtype="uint8")
             if pr:
