@@ -222,10 +222,10 @@ def _torchstain(kind: str, target: np.ndarray, backend: str = "numpy") -> Method
     )
 
 
-def _hestain(mode: str, seed: int) -> Method:
+def _hestain(mode: str, seed: int, p: float = 1.0) -> Method:
     import albumentations as A
 
-    t = A.HEStain(method=mode, p=1.0)
+    t = A.HEStain(method=mode, p=p)
     t.set_random_seed(seed) if hasattr(t, "set_random_seed") else None
 
     def fn(im: np.ndarray) -> np.ndarray:
@@ -236,32 +236,37 @@ def _hestain(mode: str, seed: int) -> Method:
         "augment",
         "image",
         f"albumentations {_pkg_version('albumentations')}",
-        f"albumentations HEStain(method={mode!r}) defaults (intensity scale 0.7-1.3, shift ±0.2); per image",
+        f"albumentations HEStain(method={mode!r}, p={p}) defaults (intensity scale 0.7-1.3, shift ±0.2); per image",
         _image_fn=fn,
     )
 
 
-def _hed(sigma: float, seed: int) -> Method:
+def _hed(sigma: float, seed: int, p: float = 1.0) -> Method:
     g = torch.Generator().manual_seed(seed)
 
     def fn(x: torch.Tensor) -> torch.Tensor:
         gen = g if x.device.type == "cpu" else None
-        return hed_jitter(x, sigma, generator=gen)
+        out = hed_jitter(x, sigma, generator=gen)
+        if p >= 1.0:
+            return out
+        sel = torch.rand(x.shape[0], generator=gen, device=gen.device if gen is not None else x.device) < p
+        return torch.where(sel.to(x.device).view(-1, 1, 1, 1), out, x)
 
     return Method(
         "hed-jitter",
         "augment",
         "batch",
         "own (benchmarks/_common.py)",
-        f"HED jitter (Tellez 2018), σ={sigma}, per-sample; our own small function, no maintained package offers it",
+        f"HED jitter (Tellez 2018), σ={sigma}, p={p}, per-sample; our own small function, no maintained package "
+        "offers it",
         _batch_fn=fn,
     )
 
 
-def _kornia_jitter(seed: int) -> Method:
+def _kornia_jitter(seed: int, p: float = 1.0) -> Method:
     import kornia.augmentation as K
 
-    aug = K.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.05, p=1.0)
+    aug = K.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.05, p=p)
 
     def fn(x: torch.Tensor) -> torch.Tensor:
         if next(iter(aug.buffers()), torch.empty(0)).device != x.device:
@@ -273,7 +278,7 @@ def _kornia_jitter(seed: int) -> Method:
         "augment",
         "batch",
         f"kornia {_pkg_version('kornia')}",
-        "kornia.augmentation.ColorJitter(0.2, 0.2, 0.2, 0.05), per-sample",
+        f"kornia.augmentation.ColorJitter(0.2, 0.2, 0.2, 0.05, p={p}), per-sample",
         _batch_fn=fn,
     )
 
@@ -358,8 +363,11 @@ PEER_NAMES = [
 ]
 
 
-def build_peers(names: Iterable[str], target_images: Sequence[np.ndarray] | None, seed: int = 0) -> list[Method]:
-    """The non-ContriMix methods by name. ``target_images``: training-domain uint8 images for the normalisers."""
+def build_peers(
+    names: Iterable[str], target_images: Sequence[np.ndarray] | None, seed: int = 0, p: float = 1.0
+) -> list[Method]:
+    """The non-ContriMix methods by name. ``target_images``: training-domain uint8 images for the normalisers;
+    ``p``: per-image probability of every augmentation (normalisers always apply)."""
     out: list[Method] = []
     target = _mosaic(target_images, seed=seed) if target_images is not None and len(target_images) else None
     for n in names:
@@ -375,11 +383,11 @@ def build_peers(names: Iterable[str], target_images: Sequence[np.ndarray] | None
             out.append(_torchstain(n.split("-")[1], target, backend="torch"))
         elif n.startswith("hestain-"):
             mode = {"hestain-preset": "random_preset", "hestain-macenko": "macenko", "hestain-vahadane": "vahadane"}[n]
-            out.append(_hestain(mode, seed))
+            out.append(_hestain(mode, seed, p))
         elif n == "hed-jitter":
-            out.append(_hed(0.05, seed))
+            out.append(_hed(0.05, seed, p))
         elif n == "kornia-colorjitter":
-            out.append(_kornia_jitter(seed))
+            out.append(_kornia_jitter(seed, p))
         else:
             raise ValueError(f"unknown peer {n!r}; known: {PEER_NAMES}")
     return out

@@ -62,7 +62,7 @@ ALL_METHODS = [
 ]
 QUICK_METHODS = ["erm", "torchstain-macenko", "hestain-preset", "hed-jitter", "contrimix-pretrained", "contrimix-fold"]
 TINY_METHODS = ["erm", "torchstain-reinhard", "hed-jitter"]
-AUG_P = 0.5  # every augmentation is applied with the same per-image probability
+AUG_P = 0.5  # every augmentation (peers and ContriMix) is applied with the same per-image probability
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -193,6 +193,15 @@ def pretrained_model(weights: str | None) -> tuple[Any, str]:
 _FOLD_CACHE: dict[tuple, tuple[Any, dict]] = {}
 
 
+@torch.no_grad()
+def _recon_psnr(model, images: np.ndarray, n: int = 64) -> float:
+    """Self-reconstruction PSNR (dB) of a ContriMix model on up to ``n`` of its training images (quality check)."""
+    x = to_float(images[:n])
+    y = model.decode(*model.encode(x))
+    mse = float(((y - x) ** 2).mean())
+    return round(10 * math.log10(1.0 / max(mse, 1e-12)), 2)
+
+
 def train_fold_model(key: tuple, images: np.ndarray, *, steps: int, seed: int, patch: int, workdir: Path,
                      fold_dir: str | None = None):
     """Train a ContriMix model on ``images`` (uint8 N×H×W×3, training domains only) with contrimix_aug.training.
@@ -209,6 +218,7 @@ def train_fold_model(key: tuple, images: np.ndarray, *, steps: int, seed: int, p
         model = contrimix_aug.load_model(str(Path(fold_dir) / fname))
         meta = dict(getattr(model, "meta", {}) or {})
         info = dict(meta.get("fold_info", {}), loaded_from=fname)
+        info["self_recon_psnr_db"] = _recon_psnr(model, images)
         _FOLD_CACHE[key] = (model, info)
         return model, info
     from PIL import Image
@@ -257,6 +267,7 @@ def train_fold_model(key: tuple, images: np.ndarray, *, steps: int, seed: int, p
         "device": str(m.get("device")) if isinstance(m, dict) else None,
         "final_val": m.get("final_val") if isinstance(m, dict) else None,
     }
+    info["self_recon_psnr_db"] = _recon_psnr(model, images)
     if fold_dir:
         from contrimix_aug.weights import save_weights
 
@@ -353,7 +364,7 @@ def run_lodo(
         tx_t, ty_t = to_float(tx), torch.from_numpy(ty).long()
         ood_t, id_t = to_float(ood_x), to_float(id_x)
         for seed in seeds:
-            ms = C.build_peers(peer_names, list(target_np), seed=seed)
+            ms = C.build_peers(peer_names, list(target_np), seed=seed, p=AUG_P)
             cm, skipped = contrimix_methods(
                 cmx_names, pretrained=pretrained, pretrained_label=pretrained_label, fold_model=fold_model,
                 fold_info=fold_info, target_imgs=to_float(target_np), seed=seed,
@@ -518,7 +529,7 @@ def run_sources(args, methods, seeds, pretrained, plabel, log) -> dict[str, Any]
             notes.setdefault("contrimix_fold", {})[held] = fold_info
         if args.folds_only:
             continue
-        ms = C.build_peers(peer_names, list(target_np), seed=seed)
+        ms = C.build_peers(peer_names, list(target_np), seed=seed, p=AUG_P)
         cm, skipped = contrimix_methods(cmx_names, pretrained=pretrained, pretrained_label=plabel,
                                         fold_model=fold_model, fold_info=fold_info,
                                         target_imgs=to_float(target_np), seed=seed)
@@ -543,7 +554,7 @@ def run_sources(args, methods, seeds, pretrained, plabel, log) -> dict[str, Any]
     ys = np.concatenate([np.full(len(x_all[d]), i) for i, d in enumerate(doms)])
     allnp = np.concatenate([tiles[d] for d in doms])
     target_np = allnp[np.random.default_rng(0).choice(len(allnp), min(64, len(allnp)), replace=False)]
-    ms = C.build_peers(peer_names, list(target_np), seed=seed)
+    ms = C.build_peers(peer_names, list(target_np), seed=seed, p=AUG_P)
     fold_model, fold_info = None, None
     if any(n in cmx_names for n in ("contrimix-fold", "contrimix-normalise")) and (args.fold_steps > 0 or args.fold_dir):
         fold_model, fold_info = train_fold_model(("sources", "all", args.fold_steps), allnp, steps=args.fold_steps,
@@ -629,7 +640,7 @@ def run_camelyon(args, methods, seeds, pretrained, plabel, log) -> dict[str, Any
     rows, notes = [], {"contrimix_fold": fold_info}
     tx_t, ty_t = to_float(tx), torch.from_numpy(ty).long()
     for seed in seeds:
-        ms = C.build_peers(peer_names, list(target_np), seed=seed)
+        ms = C.build_peers(peer_names, list(target_np), seed=seed, p=AUG_P)
         cm, skipped = contrimix_methods(cmx_names, pretrained=pretrained, pretrained_label=plabel,
                                         fold_model=fold_model, fold_info=fold_info,
                                         target_imgs=to_float(target_np), seed=seed)

@@ -71,9 +71,11 @@ def hgsc_section(runs: list[dict]) -> str:
         folds = {k: v for nt in h["notes"].values() for k, v in (nt.get("contrimix_fold") or {}).items()}
         if folds:
             any_fold = next(iter(folds.values()))
+            psnr = [v.get("self_recon_psnr_db") for v in folds.values() if v.get("self_recon_psnr_db") is not None]
             out.append(f"- per-fold ContriMix (trained on the training domains only): {any_fold.get('steps')} "
-                       f"steps, {any_fold.get('train_images')} images; final validation of one fold: "
-                       f"{any_fold.get('final_val')}\n")
+                       f"steps on {any_fold.get('train_images')} images"
+                       + (f"; self-reconstruction PSNR on its training images {min(psnr):.1f}–{max(psnr):.1f} dB "
+                          f"over the folds" if psnr else "") + "\n")
         skipped = {k: v for nt in h["notes"].values() for k, v in (nt.get("skipped") or {}).items()}
         for k, v in skipped.items():
             out.append(f"- `{k}`: {v}\n")
@@ -119,6 +121,12 @@ def sources_section(runs: list[dict]) -> str:
         out.append(f"- {src['tiles_per_source']} tiles of 96 px per source at about 0.5 µm/px, {src['views']} "
                    f"augmented views per training tile; features: {src['features']}\n")
         out.append(f"- ContriMix pretrained: {run['contrimix_pretrained']}\n")
+        folds = src["notes"].get("contrimix_fold") or {}
+        if folds:
+            any_fold = next(iter(folds.values()))
+            psnr = [v.get("self_recon_psnr_db") for v in folds.values() if v.get("self_recon_psnr_db") is not None]
+            out.append(f"- per-fold ContriMix (trained on the training sources only): {any_fold.get('steps')} steps"
+                       + (f"; self-reconstruction PSNR {min(psnr):.1f}–{max(psnr):.1f} dB" if psnr else "") + "\n")
         for k, v in (src["notes"].get("skipped") or {}).items():
             out.append(f"- `{k}`: {v}\n")
         helds = list(dict.fromkeys(r["heldout"] for r in src["coverage"]))
