@@ -757,31 +757,37 @@ def plot(result: dict[str, Any], path: Path) -> Path | None:
     if "sources" in result:
         panels.append(("real sources: colour coverage", result["sources"]["coverage_summary"], None, None))
         panels.append(("real sources: source identification", result["sources"]["identifiability"], None, None))
+        panels.append(("real sources: structure (nucleus-mask Dice)", result["sources"]["structure"], "dice", None))
     if not panels:
         return None
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.6), squeeze=False)
     for ax, (title, rows, key, ylabel) in zip(axes[0], panels):
         names = [r["method"] for r in rows]
         pos = np.arange(len(names))
-        if key:
+        if key == "dice":
+            ax.bar(pos, [r["dice_nuclei"] for r in rows],
+                   color=["#c44e52" if n.startswith("contrimix") else "#4c72b0" for n in names])
+            ax.set_ylabel("Dice of Otsu nucleus masks,\noriginal vs output (higher = kept)")
+            ax.set_ylim(0, 1)
+        elif key:
             mu = [r[f"{key}_mean"] for r in rows]
             sd = [r[f"{key}_std"] for r in rows]
             ax.bar(pos, mu, yerr=sd, color=["#c44e52" if n.startswith("contrimix") else "#4c72b0" for n in names],
                    capsize=3)
             ax.scatter(pos, [r["acc_id_mean"] for r in rows], marker="_", s=200, color="k", zorder=3,
                        label="in-domain")
-            ax.set_ylabel(ylabel + " (bars), in-domain (—)")
+            ax.set_ylabel(ylabel + "\n(bars; in-domain: black dashes)")
             ax.set_ylim(0, 1)
         elif "knn_dist_mean_over_heldouts" in rows[0]:
             ax.bar(pos, [r["knn_dist_mean_over_heldouts"] for r in rows],
                    yerr=[r["std_over_heldouts"] for r in rows], capsize=3,
                    color=["#c44e52" if n.startswith("contrimix") else "#4c72b0" for n in names])
-            ax.set_ylabel("k-NN colour distance to left-out source (lower = covered)")
+            ax.set_ylabel("k-NN colour distance\n(lower = left-out source covered)")
         else:
             ax.bar(pos, [r["source_id_bacc"] for r in rows],
                    color=["#c44e52" if n.startswith("contrimix") else "#4c72b0" for n in names])
             ax.axhline(rows[0]["chance"], color="k", ls=":", lw=1)
-            ax.set_ylabel("source identification bal. acc. (lower = more invariant)")
+            ax.set_ylabel("source-ID balanced acc.\n(lower = more invariant; dotted = chance)")
             ax.set_ylim(0, 1)
         ax.set_xticks(pos)
         ax.set_xticklabels(names, rotation=60, ha="right", fontsize=8)
