@@ -164,19 +164,34 @@ class AttributeEncoder(nn.Module):
         out = F.interpolate(x, size=target, mode="bilinear", align_corners=False, antialias=shrink)
         return out.to(signal.dtype)
 
-    def forward(self, signal: torch.Tensor) -> torch.Tensor:
-        x = self.stem(self.resize_input(signal))
-        for block in self.blocks:
-            x = block(x)
-        x = F.adaptive_avg_pool2d(x, 1)
+    def prepare(self, signal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The two full-resolution reads: the resized copy and (with ``attr_stats``) the (B, 2C, 1, 1) statistics.
+
+        Splitting them from :meth:`forward_prepared` lets callers stream a large batch through the
+        full-resolution work in cache-sized chunks and run the small network once on the whole batch.
+        """
+        stats = None
         if self.config.attr_stats:
             flat = signal.float().flatten(2)
             n = flat.shape[2]
             mean = flat.mean(2, keepdim=True)
             sq = torch.linalg.vector_norm(flat, dim=2, keepdim=True).square() / n
             var = ((sq - mean * mean) * (n / max(n - 1, 1))).clamp_min(0)  # unbiased, as torch.var
-            x = torch.cat([x, mean.unsqueeze(-1).to(x.dtype), var.add(1e-6).sqrt().unsqueeze(-1).to(x.dtype)], dim=1)
+            stats = torch.cat([mean, var.add(1e-6).sqrt()], dim=1).unsqueeze(-1).to(signal.dtype)
+        return self.resize_input(signal), stats
+
+    def forward_prepared(self, small: torch.Tensor, stats: torch.Tensor | None) -> torch.Tensor:
+        """(B, C, h, w) resized signal (+ statistics) -> (B, C, K) attributes."""
+        x = self.stem(small)
+        for block in self.blocks:
+            x = block(x)
+        x = F.adaptive_avg_pool2d(x, 1)
+        if stats is not None:
+            x = torch.cat([x, stats.to(x.dtype)], dim=1)
         x = self.head(x)
         if self.norm is not None:
             x = F.leaky_relu(self.norm(x), 0.01)
         return x.view(x.shape[0], self.config.in_channels, self.config.num_attributes)
+
+    def forward(self, signal: torch.Tensor) -> torch.Tensor:
+        return self.forward_prepared(*self.prepare(signal))

@@ -78,27 +78,24 @@ def apply_contrimix(
     # donors, content of the selected images), in cache-sized chunks on the CPU.
     batch_donor = torch.zeros(b, dtype=torch.bool) if target is not None else (
         ~from_bank.cpu() if from_bank is not None else torch.ones(b, dtype=torch.bool))
-    out = image.clone() if rows.numel() < b else torch.empty_like(image, memory_format=torch.contiguous_format)
-    if not bool((sel & batch_donor).any()):
-        # donors from the bank (or a fixed target): one fused pass per chunk, each image encoded once
-        for c in _chunks(rows, image):
-            cd = c.to(dev)
-            signal = model._signal(image.index_select(0, cd).to(cdtype))
-            content, own = model.encode_signal(signal)
-            donor_attrs = _donor_attributes(own, c, donors, from_bank, bank, target, dev)
-            mixed = mix_attributes(own, donor_attrs, strength[c].to(dev))
-            out.index_copy_(0, cd, model.decode(content, mixed).to(image.dtype))
-        return _like(out, image)
     need = sel.clone()
     need[donors.cpu()[sel & batch_donor]] = True
     need_rows = need.nonzero().flatten()
-    attrs_need = torch.cat([model.encode_attributes(image.index_select(0, c.to(dev)).to(cdtype))
-                            for c in _chunks(need_rows, image)])
+    # pass 1: the attribute encoder's full-resolution reads chunk by chunk, its small network once
+    enc = model.attribute_encoder
+    small, stats = [], []
+    for c in _chunks(need_rows, image):
+        sm, st = enc.prepare(model._signal(image.index_select(0, c.to(dev)).to(cdtype)))
+        small.append(sm)
+        stats.append(st)
+    attrs_need = enc.forward_prepared(torch.cat(small), None if stats[0] is None else torch.cat(stats))
     attrs = attrs_need.new_zeros(b, *attrs_need.shape[1:]).index_copy(0, need_rows.to(dev), attrs_need)
+    # pass 2: content and rendering of the selected images, chunk by chunk
+    out = image.clone() if rows.numel() < b else torch.empty_like(image, memory_format=torch.contiguous_format)
     for c in _chunks(rows, image):
         cd = c.to(dev)
         own = attrs.index_select(0, cd)
-        donor_attrs = _donor_attributes(attrs, c, donors, from_bank, bank, None, dev)
+        donor_attrs = _donor_attributes(attrs, c, donors, from_bank, bank, target, dev)
         mixed = mix_attributes(own, donor_attrs, strength[c].to(dev))
         content = model.content_encoder(model._signal(image.index_select(0, cd).to(cdtype)))
         out.index_copy_(0, cd, model.decode(content, mixed).to(image.dtype))

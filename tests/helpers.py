@@ -6,7 +6,7 @@ import torch
 
 import contrimix_aug as ca
 
-__all__ = ["make_tiny_model", "make_handset_model"]
+__all__ = ["make_tiny_model", "make_handset_model", "count_calls"]
 
 
 def make_tiny_model(seed: int = 0, bank: torch.Tensor | None = None, channels: int = 3) -> ca.ContriMixModel:
@@ -51,3 +51,18 @@ def make_handset_model(kappa: float = 0.6) -> ca.ContriMixModel:
         ae.head.weight.copy_(head.reshape(c * k, c, 1, 1))
         ae.head.bias.zero_()
     return m.freeze()
+
+
+def count_calls(model: ca.ContriMixModel) -> dict[str, list[int]]:
+    """Record the batch size of every content-encoder call and every run of the small attribute network."""
+    calls: dict[str, list[int]] = {"content": [], "attributes": []}
+    model.content_encoder.register_forward_hook(lambda mod, inp, out: calls["content"].append(inp[0].shape[0]))
+    enc = model.attribute_encoder
+    prepared = enc.forward_prepared  # the small attribute network, whether reached via forward() or directly
+
+    def counted(small, stats):
+        calls["attributes"].append(small.shape[0])
+        return prepared(small, stats)
+
+    enc.forward_prepared = counted
+    return calls

@@ -14,20 +14,13 @@ import torch
 import contrimix_aug as ca
 from contrimix_aug import functional as F
 from contrimix_aug.optical_density import rgb_to_od
-from helpers import make_handset_model, make_tiny_model
+from helpers import count_calls as _count_calls, make_handset_model, make_tiny_model
 
 H, W = 40, 48
 
 
 def mean_od(x: torch.Tensor) -> torch.Tensor:
     return rgb_to_od(x.float()).mean((-2, -1))
-
-
-def _count_calls(model: ca.ContriMixModel) -> dict[str, list[int]]:
-    calls: dict[str, list[int]] = {"content": [], "attributes": []}
-    model.content_encoder.register_forward_hook(lambda mod, inp, out: calls["content"].append(inp[0].shape[0]))
-    model.attribute_encoder.register_forward_hook(lambda mod, inp, out: calls["attributes"].append(inp[0].shape[0]))
-    return calls
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ import contrimix_aug as ca
 from contrimix_aug import ContriMix, ContriMixNormalize
 from contrimix_aug.functional import apply_contrimix, compute_bank
 from contrimix_aug.optical_density import rgb_to_od
-from helpers import make_handset_model, make_tiny_model
+from helpers import count_calls as _count_calls, make_handset_model, make_tiny_model
 
 H, W = 40, 48  # odd-ish, non-square crops of the real tiles so H/W mix-ups fail
 
@@ -551,13 +551,6 @@ class TestModes:
 # --------------------------------------------------------------------------------------------------------------
 # one model call per batch (no per-image Python loop)
 # --------------------------------------------------------------------------------------------------------------
-def _count_calls(model: ca.ContriMixModel) -> dict[str, list[int]]:
-    calls: dict[str, list[int]] = {"content": [], "attributes": []}
-    model.content_encoder.register_forward_hook(lambda mod, inp, out: calls["content"].append(inp[0].shape[0]))
-    model.attribute_encoder.register_forward_hook(lambda mod, inp, out: calls["attributes"].append(inp[0].shape[0]))
-    return calls
-
-
 class TestBatched:
     @pytest.mark.parametrize("p", [1.0, 0.5])
     def test_one_encode_per_batch(self, tiles, p):
