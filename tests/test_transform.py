@@ -767,8 +767,7 @@ def test_bf16_model_on_cpu(real_tiles):
     """aug.to(torch.bfloat16) runs the model in bf16 on the CPU (antialiased resize included) and returns the
     input's dtype; the result stays close to the fp32 one."""
     x = real_tiles[:4]
-    m = ca.ContriMixModel(ca.ModelConfig(num_attributes=4, content_kernel=1, content_constant=True,
-                                         attr_widths=(4, 8, 8), attr_input_size=32, attr_stats=True))
+    m = ca.load_model("he")  # trained weights with the shipped architecture (resize + statistics path)
     ref = ContriMix(m, p=1.0, seed=3)(x)
     out = ContriMix(m, p=1.0, seed=3).to(torch.bfloat16)(x)
     assert out.dtype == x.dtype and out.shape == x.shape
