@@ -58,8 +58,8 @@ def apply_contrimix(
     Returns:
         (B, C, H, W), same dtype, device and memory format (channels_last stays channels_last) as ``image``.
 
-    When the parameters live on the CPU (the default), only the rows that are needed are encoded (content for
-    the selected images, attributes for those and their donors), in chunks of about 64k pixels on a CPU so
+    When the parameters live on the CPU (the default), only what is needed is encoded (content of the selected
+    images; attributes of their donors, and their own only where α < 1), in chunks of about 64k pixels on a CPU so
     that the full-resolution maps stay in cache. There is no per-image Python loop.
     """
     b = image.shape[0]
@@ -78,18 +78,22 @@ def apply_contrimix(
     # donors, content of the selected images), in cache-sized chunks on the CPU.
     batch_donor = torch.zeros(b, dtype=torch.bool) if target is not None else (
         ~from_bank.cpu() if from_bank is not None else torch.ones(b, dtype=torch.bool))
-    need = sel.clone()
+    # own attributes matter only where α < 1 (at α = 1 the donor's replace them exactly); donors' always do
+    need = sel & (strength.cpu() < 1)
     need[donors.cpu()[sel & batch_donor]] = True
     need_rows = need.nonzero().flatten()
-    # pass 1: the attribute encoder's full-resolution reads chunk by chunk, its small network once
-    enc = model.attribute_encoder
-    small, stats = [], []
-    for c in _chunks(need_rows, image):
-        sm, st = enc.prepare(model._signal(image.index_select(0, c.to(dev)).to(cdtype)))
-        small.append(sm)
-        stats.append(st)
-    attrs_need = enc.forward_prepared(torch.cat(small), None if stats[0] is None else torch.cat(stats))
-    attrs = attrs_need.new_zeros(b, *attrs_need.shape[1:]).index_copy(0, need_rows.to(dev), attrs_need)
+    c_, k_ = model.config.in_channels, model.config.num_attributes
+    attrs = torch.zeros(b, c_, k_, device=dev, dtype=cdtype)
+    if need_rows.numel():
+        # pass 1: the attribute encoder's full-resolution reads chunk by chunk, its small network once
+        enc = model.attribute_encoder
+        small, stats = [], []
+        for c in _chunks(need_rows, image):
+            sm, st = enc.prepare(model._signal(image.index_select(0, c.to(dev)).to(cdtype)))
+            small.append(sm)
+            stats.append(st)
+        attrs_need = enc.forward_prepared(torch.cat(small), None if stats[0] is None else torch.cat(stats))
+        attrs.index_copy_(0, need_rows.to(dev), attrs_need.to(cdtype))
     # pass 2: content and rendering of the selected images, chunk by chunk
     out = image.clone() if rows.numel() < b else torch.empty_like(image, memory_format=torch.contiguous_format)
     for c in _chunks(rows, image):

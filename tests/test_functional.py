@@ -127,7 +127,11 @@ class TestApplyContrimix:
         sel[0] = True
         donors = torch.full((b,), 2)
         F.apply_contrimix(model, tiles, donors, torch.ones(b), selected=sel)
-        assert calls == {"content": [1], "attributes": [2]}  # image 0's content; image 0's and donor 2's attributes
+        assert calls == {"content": [1], "attributes": [1]}  # image 0's content; at α = 1 only donor 2's attributes
+        calls["content"].clear()
+        calls["attributes"].clear()
+        F.apply_contrimix(model, tiles, donors, torch.full((b,), 0.5), selected=sel)
+        assert calls == {"content": [1], "attributes": [2]}  # at α < 1 image 0's own attributes too
 
     def test_colour_transfer(self, handset, tiles):
         b = tiles.shape[0]

@@ -565,7 +565,8 @@ class TestBatched:
         norm = ContriMixNormalize(weights=make_tiny_model(), target=tiles[:1])
         calls = _count_calls(norm.model)
         norm(tiles)
-        assert calls["content"] == [tiles.shape[0]] and len(calls["attributes"]) == 1
+        # one content pass; no attribute pass at all (the target was encoded once, at construction)
+        assert calls["content"] == [tiles.shape[0]] and calls["attributes"] == []
 
 
 # --------------------------------------------------------------------------------------------------------------
