@@ -231,6 +231,9 @@ python benchmarks/make_docs.py
   which conflict with this environment (kornia 0.9; torchvision is not a dependency and its PyPI wheels pin a
   CUDA torch build): it was skipped, and Vahadane appears only as albumentations `HEStain(method="vahadane")`
   augmentation.
+- **Timings** come from a shared 2-core virtual machine: absolute images/s move by tens of percent between runs
+  (and with every speed-up of contrimix_aug itself); compare the ratios measured within one run, which is what
+  the speed targets check. Rerun `benchmarks/throughput.py` on your hardware before citing a number.
 - **Peers** are used through their published packages: torchstain (Macenko, Reinhard normalisers, numpy backend:
   the faster one on CPU here), albumentations `HEStain` (random presets, Macenko and Vahadane modes), kornia
   `ColorJitter`. The HED jitter (Tellez et al. 2018, σ = 0.05) is our own small function in

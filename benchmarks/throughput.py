@@ -127,7 +127,8 @@ def load_weights_or_fallback(weights: str | None, tiles: np.ndarray) -> tuple[An
     try:
         m = contrimix_aug.load_model(weights)
         meta = getattr(m, "meta", {}) or {}
-        return m, f"{weights or 'he (bundled)'} ({meta.get('training_data', 'no training metadata')})"
+        return m, (f"{weights or 'he (bundled)'}; trained on: {meta.get('training_data', 'unknown (no metadata)')}; "
+                   f"{getattr(m, 'num_params', '?')} parameters")
     except Exception as err:  # noqa: BLE001
         cfg = contrimix_aug.ModelConfig()
         m = contrimix_aug.ContriMixModel(cfg)
