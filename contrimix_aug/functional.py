@@ -59,7 +59,7 @@ def apply_contrimix(
         (B, C, H, W), same dtype, device and memory format (channels_last stays channels_last) as ``image``.
 
     When the parameters live on the CPU (the default), only what is needed is encoded (content of the selected
-    images; attributes of their donors, and their own only where α < 1), in chunks of about 64k pixels on a CPU so
+    images; attributes of their donors, and their own only where α < 1), in chunks of about 128k pixels on a CPU so
     that the full-resolution maps stay in cache. There is no per-image Python loop.
     """
     b = image.shape[0]
@@ -114,7 +114,7 @@ def _donor_attributes(attrs, rows, donors, from_bank, bank, target, dev):
     return gather_attributes(attrs, donors[rows].to(dev), bank, fb)
 
 
-_CPU_CHUNK_PIXELS = 1 << 16  # about 64k pixels: the full-resolution maps of a chunk stay in the CPU caches
+_CPU_CHUNK_PIXELS = 1 << 17  # about 128k pixels: the full-resolution maps of a chunk stay in the CPU caches
 
 
 def _chunks(rows: torch.Tensor, image: torch.Tensor) -> list[torch.Tensor]:
