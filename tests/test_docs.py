@@ -89,3 +89,19 @@ def test_shipped_weights_meet_their_card(name: str, source: str) -> None:
     rec = reconstruction(load_model(name), x)
     assert float(rec["psnr"].mean()) == pytest.approx(expected["psnr_db"], abs=0.05)
     assert float(rec["ssim"].mean()) == pytest.approx(expected["ssim"], abs=2e-3)
+
+
+def test_readme_numbers_come_from_the_result_files() -> None:
+    """README's benchmark headline equals what scripts/readme_benchmarks.py writes from the JSON results, and its
+    quality line equals the model card's leave-one-source-out summary."""
+    import json
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "readme_benchmarks.py"), "--check"], cwd=ROOT)
+    assert r.returncode == 0, "README benchmark section is stale: run python scripts/readme_benchmarks.py"
+    s = json.loads((ROOT / "docs" / "weights" / "he.json").read_text())["left_out_summary"]
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert f"reconstruction {s['psnr_db_mean']:.1f} dB PSNR" in text
+    assert f"under a swap (SSIM of OD luminance) {s['structure_ssim_mean']:.2f}" in text
+    assert f"towards\nthe donor in {s['closer_to_donor_as_content']:.0%} of swaps" in text
