@@ -48,14 +48,7 @@ import _common as C  # noqa: E402
 import _data as D  # noqa: E402
 
 ALL_METHODS = [
-    "erm",
-    "torchstain-macenko",
-    "torchstain-reinhard",
-    "hestain-preset",
-    "hestain-macenko",
-    "hestain-vahadane",
-    "hed-jitter",
-    "kornia-colorjitter",
+    *C.PEER_NAMES,
     "contrimix-pretrained",
     "contrimix-fold",
     "contrimix-normalise",

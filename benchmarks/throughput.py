@@ -39,16 +39,9 @@ TARGETS = {
     "gpu_img_s_96_b256": 20000.0,
     "densenet_overhead": 0.10,
 }
-PEERS = [
-    "torchstain-macenko",
-    "torchstain-macenko-torch",
-    "torchstain-reinhard",
-    "hestain-preset",
-    "hestain-macenko",
-    "hestain-vahadane",
-    "hed-jitter",
-    "kornia-colorjitter",
-]
+# every peer of the accuracy benchmark (but ERM, which does nothing), plus torchstain's torch backend
+PEERS = [n for n in C.PEER_NAMES if n != "erm"]
+PEERS.insert(PEERS.index("torchstain-macenko") + 1, "torchstain-macenko-torch")
 
 
 def sync(device: torch.device) -> None:

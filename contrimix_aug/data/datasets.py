@@ -202,7 +202,30 @@ def _load_file(path: Path, channels: int | None) -> np.ndarray:
     return read_image(path, channels)
 
 
-class Camelyon17Dataset(Dataset):
+class _MetadataImageDataset(Dataset):
+    """A WILDS-style dataset: ``self.rows`` from metadata.csv, ``path(index)`` and ``_meta(row, index)`` per layout."""
+
+    rows: list[dict[str, str]]
+    transform: Transform | None
+
+    def path(self, index: int) -> Path:
+        raise NotImplementedError
+
+    def _meta(self, r: dict[str, str], index: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        path = self.path(index)
+        img = to_tensor(_load_file(path, 3))
+        if self.transform is not None:
+            img = self.transform(img)
+        return img, {**self._meta(self.rows[index], index), "path": str(path)}
+
+
+class Camelyon17Dataset(_MetadataImageDataset):
     """Camelyon17-WILDS patches (96x96 RGB PNG) with the official split.
 
     Layout: ``ROOT/camelyon17_v1.0/metadata.csv`` (patient, node, x_coord, y_coord, tumor, slide, center,
@@ -254,21 +277,13 @@ class Camelyon17Dataset(Dataset):
         x, y = int(r["x_coord"]), int(r["y_coord"])
         return self.dir / "patches" / f"patient_{p}_node_{n}" / f"patch_patient_{p}_node_{n}_x_{x}_y_{y}.png"
 
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
-        r, path = self.rows[index], self.path(index)
-        img = to_tensor(_load_file(path, 3))
-        if self.transform is not None:
-            img = self.transform(img)
-        meta = {"label": int(r["tumor"]), "hospital": int(r["center"]), "slide": int(r["slide"]),
+    def _meta(self, r: dict[str, str], index: int) -> dict[str, Any]:
+        return {"label": int(r["tumor"]), "hospital": int(r["center"]), "slide": int(r["slide"]),
                 "patient": self._patient(r["patient"]), "node": int(r["node"]),
-                "x": int(r["x_coord"]), "y": int(r["y_coord"]), "path": str(path)}
-        return img, meta
+                "x": int(r["x_coord"]), "y": int(r["y_coord"])}
 
 
-class RxRx1Dataset(Dataset):
+class RxRx1Dataset(_MetadataImageDataset):
     """RxRx1-WILDS fluorescence images (256x256, 3-channel PNG) with the official split.
 
     Layout: ``ROOT/rxrx1_v1.0/metadata.csv`` (site_id, well_id, cell_type, dataset, experiment, plate, well,
@@ -312,18 +327,9 @@ class RxRx1Dataset(Dataset):
         r = self.rows[index]
         return self.dir / "images" / r["experiment"] / f"Plate{int(r['plate'])}" / f"{r['well']}_s{int(r['site'])}.png"
 
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
-        r, path = self.rows[index], self.path(index)
-        img = to_tensor(_load_file(path, 3))
-        if self.transform is not None:
-            img = self.transform(img)
-        meta = {"label": int(r["sirna_id"]), "domain": int(self.domains[index]), "experiment": r["experiment"],
-                "cell_type": r["cell_type"], "plate": int(r["plate"]), "well": r["well"], "site": int(r["site"]),
-                "path": str(path)}
-        return img, meta
+    def _meta(self, r: dict[str, str], index: int) -> dict[str, Any]:
+        return {"label": int(r["sirna_id"]), "domain": int(self.domains[index]), "experiment": r["experiment"],
+                "cell_type": r["cell_type"], "plate": int(r["plate"]), "well": r["well"], "site": int(r["site"])}
 
 
 class HESourcesDataset(Dataset):
