@@ -28,8 +28,11 @@ _SCHEDULES = ("cosine", "linear", "constant")
 _DEVICES = ("auto", "cpu", "cuda")
 
 # Fields that may change between a run and its resumption (the rest must match the checkpoint).
+# ``device`` and ``amp`` may change too (a GPU run continued on a CPU, say): the run goes on correctly, but it
+# is bit-identical to an uninterrupted one only when both stay the same.
 RESUMABLE_CHANGES = frozenset(
-    {"out", "steps", "checkpoint_every", "val_every", "log_every", "num_workers", "progress", "command"}
+    {"out", "steps", "checkpoint_every", "val_every", "log_every", "num_workers", "progress", "command",
+     "device", "amp"}
 )
 
 
