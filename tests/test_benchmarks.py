@@ -218,3 +218,20 @@ def test_folder_dataset_on_a_fixture(tmp_path):
     res = json.loads((out / "dg_folder_tiny.json").read_text())
     assert res["folder"]["domains"] == ["labA", "labB", "labC"]
     assert {r["heldout"] for r in res["folder"]["rows"]} == {"labC"}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+def test_quick_runs(real_data, tmp_path):
+    """The CI-sized `--quick` runs of both scripts (a few minutes on 2 cores) finish and report every method."""
+    r = _run(["benchmarks/domain_generalization.py", "--quick", "--out", str(tmp_path), "--no-plot"], timeout=900)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    res = json.loads(next(tmp_path.glob("dg_*quick*.json")).read_text())
+    assert res["mode"] == "quick"
+    methods = {s["method"] for s in res["hgsc"]["summary"]}
+    assert {"erm", "contrimix-pretrained"} <= methods
+    assert all(_finite(s["acc_ood_mean"]) for s in res["hgsc"]["summary"])
+    r = _run(["benchmarks/throughput.py", "--quick", "--devices", "cpu", "--out", str(tmp_path)], timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    tp = json.loads(next(tmp_path.glob("throughput_cpu*quick*.json")).read_text())
+    assert any(c["target"].startswith("CPU 64x3x96x96: ContriMix / hestain-preset") and _finite(c["value"])
+               for c in tp["checks"])
