@@ -269,6 +269,16 @@ def train_fold_model(key: tuple, images: np.ndarray, *, steps: int, seed: int, p
     return model, info
 
 
+def build_methods(peer_names, cmx_names, target_np, seed, pretrained, plabel, fold_model, fold_info, notes):
+    """The peers and the ContriMix variants for one seed; records skipped ContriMix variants in ``notes``."""
+    ms = C.build_peers(peer_names, list(target_np), seed=seed, p=AUG_P)
+    cm, skipped = contrimix_methods(cmx_names, pretrained=pretrained, pretrained_label=plabel,
+                                    fold_model=fold_model, fold_info=fold_info,
+                                    target_imgs=to_float(target_np), seed=seed)
+    notes.setdefault("skipped", {}).update(skipped)
+    return ms + cm
+
+
 def contrimix_methods(
     wanted: Sequence[str],
     *,
@@ -522,12 +532,9 @@ def run_sources(args, methods, seeds, pretrained, plabel, log) -> dict[str, Any]
             notes.setdefault("contrimix_fold", {})[held] = fold_info
         if args.folds_only:
             continue
-        ms = C.build_peers(peer_names, list(target_np), seed=seed, p=AUG_P)
-        cm, skipped = contrimix_methods(cmx_names, pretrained=pretrained, pretrained_label=plabel,
-                                        fold_model=fold_model, fold_info=fold_info,
-                                        target_imgs=to_float(target_np), seed=seed)
-        notes.setdefault("skipped", {}).update(skipped)
-        for m in ms + cm:
+        methods = build_methods(peer_names, cmx_names, target_np, seed, pretrained, plabel, fold_model, fold_info,
+                                notes)
+        for m in methods:
             if m.kind == "normalise":
                 ftr = D.colour_features(apply_in_chunks(m, tx))
                 fho = D.colour_features(apply_in_chunks(m, x_all[held]))
@@ -633,12 +640,9 @@ def run_camelyon(args, methods, seeds, pretrained, plabel, log) -> dict[str, Any
     rows, notes = [], {"contrimix_fold": fold_info}
     tx_t, ty_t = to_float(tx), torch.from_numpy(ty).long()
     for seed in seeds:
-        ms = C.build_peers(peer_names, list(target_np), seed=seed, p=AUG_P)
-        cm, skipped = contrimix_methods(cmx_names, pretrained=pretrained, pretrained_label=plabel,
-                                        fold_model=fold_model, fold_info=fold_info,
-                                        target_imgs=to_float(target_np), seed=seed)
-        notes.setdefault("skipped", {}).update(skipped)
-        for m in ms + cm:
+        methods = build_methods(peer_names, cmx_names, target_np, seed, pretrained, plabel, fold_model, fold_info,
+                                notes)
+        for m in methods:
             notes.setdefault("methods", {})[m.name] = m.describe()
             prep = (lambda a: apply_in_chunks(m, to_float(a))) if m.kind == "normalise" else to_float
             xtr = apply_in_chunks(m, tx_t) if m.kind == "normalise" else tx_t

@@ -18,7 +18,6 @@ Writes ``benchmarks/results/throughput_<device>[_quick].json`` and ``.md``.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time

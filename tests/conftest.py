@@ -95,3 +95,19 @@ def tile_folder(tmp_path_factory: pytest.TempPathFactory, real_tile_list: list[t
         arr = (t.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
         Image.fromarray(arr).save(root / f"tile_{i:03d}.png")
     return root
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A small random-init model (tests/helpers.py)."""
+    from helpers import make_tiny_model
+
+    return make_tiny_model()
+
+
+@pytest.fixture(scope="module")
+def handset():
+    """Hand-set weights whose re-rendering transfers mean optical density exactly (tests/helpers.py)."""
+    from helpers import make_handset_model
+
+    return make_handset_model()

@@ -14,7 +14,7 @@ import torch
 import contrimix_aug as ca
 from contrimix_aug import functional as F
 from contrimix_aug.optical_density import rgb_to_od
-from helpers import count_calls as _count_calls, make_handset_model, make_tiny_model
+from helpers import count_calls as _count_calls, make_tiny_model
 
 H, W = 40, 48
 
@@ -28,16 +28,6 @@ def tiles(real_tiles: torch.Tensor) -> torch.Tensor:
     t = real_tiles[..., :H, :W].contiguous()
     assert t.shape[0] >= 4 and t.shape[-2:] == (H, W), f"need >= 4 real tiles of >= {H}x{W} px"
     return t
-
-
-@pytest.fixture(scope="module")
-def tiny() -> ca.ContriMixModel:
-    return make_tiny_model()
-
-
-@pytest.fixture(scope="module")
-def handset() -> ca.ContriMixModel:
-    return make_handset_model()
 
 
 def gen(seed: int = 0) -> torch.Generator:

@@ -25,7 +25,7 @@ import contrimix_aug as ca
 from contrimix_aug import ContriMix, ContriMixNormalize
 from contrimix_aug.functional import apply_contrimix, compute_bank
 from contrimix_aug.optical_density import rgb_to_od
-from helpers import count_calls as _count_calls, make_handset_model, make_tiny_model
+from helpers import count_calls as _count_calls, make_tiny_model
 
 H, W = 40, 48  # odd-ish, non-square crops of the real tiles so H/W mix-ups fail
 
@@ -66,16 +66,6 @@ def far_pair(tiles: torch.Tensor) -> torch.Tensor:
     d = torch.cdist(mu, mu)
     i, j = divmod(int(d.argmax()), tiles.shape[0])
     return tiles[[i, j]].clone()
-
-
-@pytest.fixture(scope="module")
-def tiny() -> ca.ContriMixModel:
-    return make_tiny_model()
-
-
-@pytest.fixture(scope="module")
-def handset() -> ca.ContriMixModel:
-    return make_handset_model()
 
 
 @pytest.fixture(scope="module")
