@@ -20,19 +20,25 @@ from pathlib import Path
 HE = ["cmu1", "prostate", "skin", "hgsc_nest", "hgsc_stroma", "tcia"]
 
 
-def jobs(steps: int, device: str, seed: int) -> dict[str, list[str]]:
+def jobs(steps: int, device: str, seed: int, configs: list[str]) -> dict[str, list[str]]:
+    """Job name -> `contrimix-aug train` arguments.
+
+    For each ``configs/NAME.json``: the final run ``NAME`` on every source and, for H&E configs, one
+    leave-one-source-out run ``loso-SHORT-SOURCE`` per source (SHORT = NAME without its ``he-`` prefix).
+    Configs whose name starts with ``fluorescence`` train on ``fluo-sources`` (no LOSO runs).
+    """
     base = ["--steps", str(steps), "--device", device, "--seed", str(seed), "--no-progress",
             "--checkpoint-every", "250", "--val-every", "500", "--num-workers", "0"]
-    out: dict[str, list[str]] = {
-        "he-lite": ["he-sources", "--config", "configs/he-lite.json", *base],
-        "fluorescence-lite": ["fluo-sources", "--config", "configs/fluorescence-lite.json", *base],
-        "he-wide": ["he-sources", "--config", "configs/he-wide.json", *base],
-    }
-    for cfg in ("lite", "wide"):
-        holdouts = HE if cfg == "lite" else ["hgsc_nest"]
-        for h in holdouts:
-            data = "he-sources:" + ",".join(s for s in HE if s != h)
-            out[f"loso-{cfg}-{h}"] = [data, "--config", f"configs/he-{cfg}.json", *base]
+    out: dict[str, list[str]] = {}
+    for name in configs:
+        cfg = ["--config", f"configs/{name}.json", *base]
+        if name.startswith("fluorescence"):
+            out[name] = ["fluo-sources", *cfg]
+            continue
+        out[name] = ["he-sources", *cfg]
+        short = name[3:] if name.startswith("he-") else name
+        for h in HE:
+            out[f"loso-{short}-{h}"] = ["he-sources:" + ",".join(s for s in HE if s != h), *cfg]
     return out
 
 
@@ -43,12 +49,14 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--configs", nargs="+", default=["he-lite", "fluorescence-lite", "he-wide"],
+                    help="names of configs/NAME.json to train (each H&E config also gets its 6 LOSO runs)")
     ap.add_argument("--only", nargs="*", help="run only these job names")
     a = ap.parse_args()
     out = Path(a.out)
     procs = {}
     t0 = time.time()
-    for name, args in jobs(a.steps, a.device, a.seed).items():
+    for name, args in jobs(a.steps, a.device, a.seed, a.configs).items():
         if a.only and name not in a.only:
             continue
         d = out / name
