@@ -74,8 +74,7 @@ def apply_contrimix(
                             from_bank, bank, target)
     if rows.numel() == 0:
         return image.clone()
-    # Parameters known on the host: encode only what is needed (attributes of the selected images and their
-    # donors, content of the selected images), in cache-sized chunks on the CPU.
+    # Parameters known on the host: encode only what is needed, in cache-sized chunks on the CPU.
     batch_donor = torch.zeros(b, dtype=torch.bool) if target is not None else (
         ~from_bank.cpu() if from_bank is not None else torch.ones(b, dtype=torch.bool))
     # own attributes matter only where α < 1 (at α = 1 the donor's replace them exactly); donors' always do
@@ -99,19 +98,19 @@ def apply_contrimix(
     for c in _chunks(rows, image):
         cd = c.to(dev)
         own = attrs.index_select(0, cd)
-        donor_attrs = _donor_attributes(attrs, c, donors, from_bank, bank, target, dev)
+        donor_attrs = _donor_attributes(attrs, donors[c].to(dev), None if from_bank is None else from_bank[c].to(dev),
+                                        bank, target)
         mixed = mix_attributes(own, donor_attrs, strength[c].to(dev))
         content = model.content_encoder(model._signal(image.index_select(0, cd).to(cdtype)))
         out.index_copy_(0, cd, model.decode(content, mixed).to(image.dtype))
     return _like(out, image)
 
 
-def _donor_attributes(attrs, rows, donors, from_bank, bank, target, dev):
-    """Donor attribute matrices for ``rows``: the fixed ``target``, bank entries, or rows of ``attrs``."""
+def _donor_attributes(attrs, donors, from_bank, bank, target):
+    """(n, C, K) donor attributes of n images: the fixed ``target``, or ``donors`` into ``attrs`` / ``bank``."""
     if target is not None:
-        return target.to(attrs).expand(rows.numel(), *target.shape)
-    fb = from_bank[rows].to(dev) if from_bank is not None else None
-    return gather_attributes(attrs, donors[rows].to(dev), bank, fb)
+        return target.to(attrs).expand(donors.shape[0], *target.shape)
+    return gather_attributes(attrs, donors, bank, from_bank)
 
 
 _CPU_CHUNK_PIXELS = 1 << 17  # about 128k pixels: the full-resolution maps of a chunk stay in the CPU caches
@@ -129,12 +128,8 @@ def _apply_dense(model, image, donors, strength, selected, from_bank, bank, targ
     """All rows at once, parameters on the device (no host sync), or under torch.compile."""
     dev = image.device
     content, attrs = model.encode(image.to(_model_dtype(model)))
-    if target is not None:
-        donor_attrs = target.to(attrs).expand_as(attrs)
-    else:
-        donor_attrs = gather_attributes(
-            attrs, donors.to(dev), bank, from_bank.to(dev) if from_bank is not None else None
-        )
+    donor_attrs = _donor_attributes(attrs, donors.to(dev), None if from_bank is None else from_bank.to(dev),
+                                    bank, target)
     mixed = mix_attributes(attrs, donor_attrs, strength.to(dev))
     rendered = model.decode(content, mixed).to(image.dtype)
     if selected is None:
