@@ -168,23 +168,20 @@ def save_weights(
         "meta": json.dumps(full_meta, sort_keys=True, default=str),
         "tensor_sha256": _digest(tensors),
     }
-    path = atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
-    return path
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 def load_weights(path: str | os.PathLike) -> ContriMixWeights:
     """Read and verify a weights file (no unpickling). Raises :class:`WeightsError` on any problem."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weights file {str(path)!r} does not exist.")
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(path), framework="pt") as f:  # one read of the file: header, then each tensor
             metadata = f.metadata() or {}
-        tensors = load_file(str(path))
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise WeightsError(
             f"{path}: not a readable safetensors weights file ({err}). The file is truncated or corrupted: "
