@@ -65,7 +65,7 @@ class _ResBlock(nn.Module):
 class ContentEncoder(nn.Module):
     """Per-pixel content (stain concentrations), full resolution.
 
-    Conv(C->hidden) -> LReLU -> Conv(hidden->K') -> IN -> LReLU -> res blocks -> LReLU,
+    Conv(C->hidden) -> LReLU -> Conv(hidden->K') -> IN -> LReLU -> res blocks -> LReLU (optional),
     with K' = K (or K - 1 plus a constant-1 channel when ``config.content_constant``).
 
     Shape: (B, C, H, W) -> (B, K, H, W).
@@ -87,7 +87,8 @@ class ContentEncoder(nn.Module):
         x = F.leaky_relu(F.instance_norm(self.conv_mid(x)), 0.01)
         for block in self.blocks:
             x = block(x)
-        x = F.leaky_relu(x, 0.01)
+        if self.config.content_activation == "leaky_relu":
+            x = F.leaky_relu(x, 0.01)
         if self.config.content_constant:
             x = torch.cat([x, x.new_ones(x.shape[0], 1, *x.shape[2:])], dim=1)
         return x
@@ -104,7 +105,8 @@ class ContentEncoder(nn.Module):
         for block in self.blocks:
             y = F.leaky_relu(_instance_norm_flat(_pointwise(x, block.conv1, bias=False)), 0.01, inplace=inplace)
             x = x + _instance_norm_flat(_pointwise(y, block.conv2, bias=False))
-        x = F.leaky_relu(x, 0.01, inplace=inplace)
+        if self.config.content_activation == "leaky_relu":
+            x = F.leaky_relu(x, 0.01, inplace=inplace)
         if self.config.content_constant:
             x = torch.cat([x, x.new_ones(b, 1, h * w)], dim=1)
         return x.view(b, x.shape[1], h, w)
@@ -127,9 +129,10 @@ class _DownBlock(nn.Module):
 class AttributeEncoder(nn.Module):
     """One C×K attribute matrix per image (stain vectors as columns).
 
-    Stem Conv4×4/s2 -> downsampling blocks -> global average pool -> 1×1 conv to C·K
-    -> [LayerNorm -> LReLU] -> view (B, C, K). With ``config.attr_stats`` the pooled features are joined by the
-    full-resolution per-channel mean and standard deviation of the signal before the head. Inputs smaller than ``config.min_attr_size`` (or any input
+    Stem Conv4×4/s2 -> downsampling blocks -> global average pool -> head (1×1 conv to C·K
+    -> [LayerNorm -> LReLU], or a two-layer MLP) -> view (B, C, K). With ``config.attr_stats`` the pooled
+    features are joined by the full-resolution per-channel mean and standard deviation of the signal (and with
+    ``config.attr_cov`` the cross-channel correlations) before the head. Inputs smaller than ``config.min_attr_size`` (or any input
     when ``config.attr_input_size`` is set) are resized first (bilinear, antialiased when shrinking).
 
     Shape: (B, C, H, W) -> (B, C, K).
@@ -142,7 +145,11 @@ class AttributeEncoder(nn.Module):
         c, k = config.in_channels, config.num_attributes
         self.stem = nn.Conv2d(c, w[0], 4, stride=2, padding=1, padding_mode="reflect")
         self.blocks = nn.ModuleList(_DownBlock(a, b) for a, b in zip(w[:-1], w[1:]))
-        self.head = nn.Conv2d(w[-1] + (2 * c if config.attr_stats else 0), c * k, 1)
+        n_in = w[-1] + config.num_attr_stats
+        if config.attr_head == "mlp":
+            self.head_hidden = nn.Conv2d(n_in, config.attr_head_hidden, 1)
+            n_in = config.attr_head_hidden
+        self.head = nn.Conv2d(n_in, c * k, 1)
         self.norm = nn.LayerNorm([c * k, 1, 1]) if config.attr_head == "layernorm" else None
 
     def resize_input(self, signal: torch.Tensor) -> torch.Tensor:
@@ -175,9 +182,22 @@ class AttributeEncoder(nn.Module):
             flat = signal.float().flatten(2)
             n = flat.shape[2]
             mean = flat.mean(2, keepdim=True)
-            sq = torch.linalg.vector_norm(flat, dim=2, keepdim=True).square() / n
-            var = ((sq - mean * mean) * (n / max(n - 1, 1))).clamp_min(0)  # unbiased, as torch.var
-            stats = torch.cat([mean, var.add(1e-6).sqrt()], dim=1).unsqueeze(-1).to(signal.dtype)
+            unbias = n / max(n - 1, 1)
+            if self.config.attr_cov:
+                # one (C, N) x (N, C) product gives every second moment: variances and correlations
+                second = torch.bmm(flat, flat.transpose(1, 2)) / n  # (B, C, C)
+                cov = (second - mean * mean.transpose(1, 2)) * unbias
+                var = cov.diagonal(dim1=1, dim2=2).unsqueeze(-1).clamp_min(0)
+            else:
+                sq = torch.linalg.vector_norm(flat, dim=2, keepdim=True).square() / n
+                var = ((sq - mean * mean) * unbias).clamp_min(0)  # unbiased, as torch.var
+            std = var.add(1e-6).sqrt()
+            parts = [mean, std]
+            if self.config.attr_cov:
+                corr = cov / (std * std.transpose(1, 2))
+                i, j = torch.triu_indices(flat.shape[1], flat.shape[1], 1, device=flat.device)
+                parts.append(corr[:, i, j].unsqueeze(-1))
+            stats = torch.cat(parts, dim=1).unsqueeze(-1).to(signal.dtype)
         return self.resize_input(signal), stats
 
     def forward_prepared(self, small: torch.Tensor, stats: torch.Tensor | None) -> torch.Tensor:
@@ -188,6 +208,8 @@ class AttributeEncoder(nn.Module):
         x = F.adaptive_avg_pool2d(x, 1)
         if stats is not None:
             x = torch.cat([x, stats.to(x.dtype)], dim=1)
+        if self.config.attr_head == "mlp":
+            x = F.leaky_relu(self.head_hidden(x), 0.2)
         x = self.head(x)
         if self.norm is not None:
             x = F.leaky_relu(self.norm(x), 0.01)

@@ -286,3 +286,45 @@ def test_attribute_resize_rules() -> None:
     assert fixed.resize_input(torch.rand(1, 3, 300, 200)).shape[-2:] == (96, 96)
     x96 = torch.rand(1, 3, 96, 96)
     assert fixed.resize_input(x96) is x96
+
+
+def test_content_activation_none_keeps_negative_values(real_tiles: torch.Tensor) -> None:
+    """``content_activation="none"`` drops only the last LeakyReLU: applying it afterwards gives the default."""
+    base = dict(num_attributes=5, content_kernel=1, content_hidden=8, content_res_blocks=1, attr_widths=(4, 8))
+    torch.manual_seed(0)
+    plain = ContentEncoder(ModelConfig(content_activation="none", **base)).double()
+    authors_like = ContentEncoder(ModelConfig(**base)).double()
+    authors_like.load_state_dict(plain.state_dict())
+    x = -torch.log10(real_tiles[:2].double().clamp_min(1 / 255))
+    with torch.no_grad():
+        z, z_act = plain(x), authors_like(x)
+    assert (z < 0).float().mean() > 0.1  # the tail the LeakyReLU would squash
+    torch.testing.assert_close(F.leaky_relu(z, 0.01), z_act)
+
+
+def test_attr_cov_statistics_match_torch(real_tiles: torch.Tensor) -> None:
+    """With ``attr_cov`` the head sees mean, std and the upper-triangle correlations of each image's signal."""
+    cfg = ModelConfig(num_attributes=4, attr_widths=(4, 8), attr_stats=True, attr_cov=True, attr_head="mlp")
+    assert cfg.num_attr_stats == 9
+    enc = AttributeEncoder(cfg).double()
+    x = -torch.log10(real_tiles[:3].double().clamp_min(1 / 255))
+    _, stats = enc.prepare(x)
+    assert stats.shape == (3, 9, 1, 1)
+    for b in range(3):
+        f = x[b].flatten(1)
+        std = (f.var(1) + 1e-6).sqrt()  # the encoder's std carries a 1e-6 variance floor
+        corr = torch.cov(f) / (std[:, None] * std[None, :])
+        expected = torch.cat([f.mean(1), std, corr[[0, 0, 1], [1, 2, 2]]])
+        torch.testing.assert_close(stats[b].flatten(), expected, rtol=0, atol=1e-5)  # computed in float32
+        assert (stats[b].flatten()[6:] - torch.corrcoef(f)[[0, 0, 1], [1, 2, 2]]).abs().max() < 1e-3
+    assert enc.head_hidden.in_channels == 8 + 9 and enc.head.in_channels == cfg.attr_head_hidden
+    assert enc(x).shape == (3, 3, 4)
+
+
+def test_attr_cov_needs_stats() -> None:
+    with pytest.raises(ValueError, match="attr_cov=True needs attr_stats=True"):
+        ModelConfig(attr_cov=True)
+    with pytest.raises(ValueError, match="content_activation"):
+        ModelConfig(content_activation="relu")
+    with pytest.raises(ValueError, match="attr_head"):
+        ModelConfig(attr_head="deep")
