@@ -29,6 +29,7 @@ Run ``python benchmarks/domain_generalization.py --quick`` for a CI-sized smoke 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import os
 import sys
@@ -206,7 +207,13 @@ def train_fold_model(key: tuple, images: np.ndarray, *, steps: int, seed: int, p
         return _FOLD_CACHE[key]
     import contrimix_aug
 
-    fname = "__".join(str(k).replace("/", "-") for k in key[:-1]) + ".safetensors"
+    recipe = C.ROOT / "configs" / "he-lite.json"
+    if not recipe.is_file():
+        raise FileNotFoundError(f"contrimix-fold needs the shipped recipe {recipe}; run the benchmark from a "
+                                "checkout of the repository.")
+    # the recipe's hash is in the name: a model saved under an older recipe is never reused
+    tag = hashlib.sha256(recipe.read_bytes()).hexdigest()[:8]
+    fname = "__".join(str(k).replace("/", "-") for k in key[:-1]) + f"__{tag}.safetensors"
     if fold_dir and (Path(fold_dir) / fname).is_file():
         model = contrimix_aug.load_model(str(Path(fold_dir) / fname))
         meta = dict(getattr(model, "meta", {}) or {})
@@ -223,16 +230,10 @@ def train_fold_model(key: tuple, images: np.ndarray, *, steps: int, seed: int, p
     for i, im in enumerate(images):
         Image.fromarray(np.ascontiguousarray(im)).save(d / "img" / f"{i:05d}.png")
     t0 = time.perf_counter()
-    # the architecture and loss of the shipped "he" weights (configs/he-lite.json), with this fold's data and budget
-    base: dict[str, Any] = {"num_attributes": 8, "num_mixes": 3, "batch_size": 32, "lr": 2e-3, "loss": "tcga",
-                            "model": {"content_kernel": 1, "content_hidden": 16, "content_res_blocks": 1,
-                                      "content_constant": True, "attr_widths": [16, 32, 64], "attr_input_size": 32,
-                                      "attr_stats": True, "attr_head": "linear"}}
-    cfg_file = C.ROOT / "configs" / "he-lite.json"
-    if cfg_file.is_file():
-        from contrimix_aug.training import load_config
+    # the architecture and loss of the shipped "he" weights, with this fold's data and budget
+    from contrimix_aug.training import load_config
 
-        base.update(load_config(cfg_file))
+    base: dict[str, Any] = dict(load_config(recipe))
     base.update(
         data=str(d / "img"),
         out=str(d / "out"),

@@ -49,7 +49,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--configs", nargs="+", default=["he-lite", "fluorescence-lite", "he-wide"],
+    ap.add_argument("--configs", nargs="+", default=["he-lite", "fluorescence-lite"],
                     help="names of configs/NAME.json to train (each H&E config also gets its 6 LOSO runs)")
     ap.add_argument("--only", nargs="*", help="run only these job names")
     a = ap.parse_args()

@@ -104,4 +104,7 @@ def test_readme_numbers_come_from_the_result_files() -> None:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     assert f"reconstruction {s['psnr_db_mean']:.1f} dB PSNR" in text
     assert f"under a swap (SSIM of OD luminance) {s['structure_ssim_mean']:.2f}" in text
-    assert f"towards\nthe donor in {s['closer_to_donor_as_content']:.0%} of swaps" in text
+    assert f"towards\nthe donor in {s['closer_to_donor_as_content']:.1%} of swaps" in text
+    card = json.loads((ROOT / "docs" / "weights" / "he.json").read_text())
+    worst = min(card["left_out_sources"], key=lambda src: card["left_out_sources"][src]["psnr_db"])
+    assert f"({worst}) reconstructs at {s['psnr_db_min_source']:.1f} dB" in text
