@@ -100,11 +100,11 @@ def test_readme_numbers_come_from_the_result_files() -> None:
 
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "readme_benchmarks.py"), "--check"], cwd=ROOT)
     assert r.returncode == 0, "README benchmark section is stale: run python scripts/readme_benchmarks.py"
-    s = json.loads((ROOT / "docs" / "weights" / "he.json").read_text())["left_out_summary"]
+    card = json.loads((ROOT / "docs" / "weights" / "he.json").read_text())
+    s = card["left_out_summary"]
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     assert f"reconstruction {s['psnr_db_mean']:.1f} dB PSNR" in text
     assert f"under a swap (SSIM of OD luminance) {s['structure_ssim_mean']:.2f}" in text
     assert f"towards\nthe donor in {s['closer_to_donor_as_content']:.1%} of swaps" in text
-    card = json.loads((ROOT / "docs" / "weights" / "he.json").read_text())
     worst = min(card["left_out_sources"], key=lambda src: card["left_out_sources"][src]["psnr_db"])
     assert f"({worst}) reconstructs at {s['psnr_db_min_source']:.1f} dB" in text
