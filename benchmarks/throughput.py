@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Throughput of ContriMix and its peers on the same real tiles, side by side, with checkable speed targets.
 
-* Every method of ``_common.py`` on real H&E tiles (``contrimix_aug.data``), batches of 64×3×96×96 and
+* Every peer of ``dg/methods.py`` on real H&E tiles (``contrimix_aug.data``), batches of 64×3×96×96 and
   16×3×224×224, on CPU and on CUDA when present, fp32 and bf16 where the method is a torch batch method.
   Each peer is called through its natural API: per image (uint8 H×W×3 numpy) for albumentations and torchstain,
   per batch (float B×3×H×W tensor) for kornia, the HED jitter and ContriMix. Per-image peers run on CPU only.
@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as C  # noqa: E402
+from dg import report as R  # noqa: E402
+from dg.methods import HE_PEERS, Method, build_peers, to_float  # noqa: E402
 
 SHAPES = [(64, 96), (16, 224)]
 TARGETS = {
@@ -39,7 +40,7 @@ TARGETS = {
     "densenet_overhead": 0.10,
 }
 # every peer of the accuracy benchmark (but ERM, which does nothing), plus torchstain's torch backend
-PEERS = [n for n in C.PEER_NAMES if n != "erm"]
+PEERS = [n for n in HE_PEERS if n != "erm"]
 PEERS.insert(PEERS.index("torchstain-macenko") + 1, "torchstain-macenko-torch")
 
 
@@ -118,25 +119,24 @@ def load_weights_or_fallback(weights: str | None, tiles: np.ndarray) -> tuple[An
 
     try:
         m = contrimix_aug.load_model(weights)
-        meta = getattr(m, "meta", {}) or {}
-        return m, (f"{weights or 'he (bundled)'}; trained on: {meta.get('training_data', 'unknown (no metadata)')}; "
-                   f"{getattr(m, 'num_params', '?')} parameters")
+        data = m.meta.training_data if m.meta is not None else "unknown (no metadata)"
+        return m, f"{weights or 'he (bundled)'}; trained on: {data}; {m.num_params} parameters"
     except Exception as err:  # noqa: BLE001
         cfg = contrimix_aug.ModelConfig()
         m = contrimix_aug.ContriMixModel(cfg)
-        from contrimix_aug.functional import compute_bank
+        from contrimix_aug.bank import compute_bank
 
-        m.bank = compute_bank(m.freeze(), C.from_uint8_hwc(tiles[:32]))
+        m.bank = compute_bank(m.freeze(), to_float(tiles[:32]))
         return m, (f"UNTRAINED model with the default architecture (weights {weights or 'he'!r} unavailable: "
                    f"{str(err).splitlines()[0][:100]}); timing only, values are not meaningful")
 
 
-def run_device(device: torch.device, methods: dict[str, C.Method], cmx_model: Any, tiles: dict[int, np.ndarray],
+def run_device(device: torch.device, methods: dict[str, Method], cmx_model: Any, tiles: dict[int, np.ndarray],
                args, log) -> list[dict]:
     rows = []
     for b, s in SHAPES:
         imgs = tiles[s][:b]
-        x32 = C.from_uint8_hwc(imgs).to(device)
+        x32 = to_float(imgs).to(device)
         dtypes = [torch.float32] + ([torch.bfloat16] if not args.no_bf16 else [])
         for dt in dtypes:
             x = x32.to(dt)
@@ -173,7 +173,7 @@ def per_sample(cmx_model: Any, tiles96: np.ndarray, args) -> dict[str, float]:
     torch.set_num_threads(1)
     try:
         aug = contrimix_module(cmx_model, "bank", 0, torch.device("cpu"))
-        xs = [C.from_uint8_hwc(t) for t in tiles96[:32]]
+        xs = [to_float(t) for t in tiles96[:32]]
         with torch.no_grad():
             r = bench(lambda: [aug(x) for x in xs], len(xs), torch.device("cpu"), args.warmup, args.repeats,
                       args.min_time)
@@ -185,7 +185,7 @@ def per_sample(cmx_model: Any, tiles96: np.ndarray, args) -> dict[str, float]:
 def gpu_big_batch(cmx_model: Any, tiles96: np.ndarray, args) -> dict[str, Any]:
     dev = torch.device("cuda")
     reps = int(np.ceil(256 / len(tiles96)))
-    x = C.from_uint8_hwc(np.concatenate([tiles96] * reps)[:256]).to(dev)
+    x = to_float(np.concatenate([tiles96] * reps)[:256]).to(dev)
     out = {}
     for dt in (torch.float32, torch.bfloat16):
         aug = contrimix_module(cmx_model, "batch", 0, dev)
@@ -204,7 +204,7 @@ def densenet_overhead(cmx_model: Any, tiles96: np.ndarray, device: torch.device,
         return None
     b = 64 if device.type == "cpu" else 256
     reps = int(np.ceil(b / len(tiles96)))
-    x = C.from_uint8_hwc(np.concatenate([tiles96] * reps)[:b]).to(device)
+    x = to_float(np.concatenate([tiles96] * reps)[:b]).to(device)
     y = torch.randint(0, 2, (b,), device=device)
     net = torchvision.models.densenet121(weights=None, num_classes=2).to(device)
     opt = torch.optim.SGD(net.parameters(), lr=1e-3)
@@ -241,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     p.add_argument("--quick", action="store_true", help="fewer repeats and peers (CI smoke)")
     p.add_argument("--tiny", action="store_true", help="test-sized run (seconds)")
-    p.add_argument("--out", default=str(C.RESULTS_DIR))
+    p.add_argument("--out", default=str(R.RESULTS_DIR))
     p.add_argument("--name", default=None)
     args = p.parse_args(argv)
     if args.tiny:
@@ -260,11 +260,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(f"{time.perf_counter() - t0:7.1f}s {msg}", flush=True)
 
-    env = C.environment(["benchmarks/throughput.py", *(argv if argv is not None else sys.argv[1:])])
+    env = R.environment(["benchmarks/throughput.py", *(argv if argv is not None else sys.argv[1:])])
     tiles = {96: real_tiles(64, 96), 224: real_tiles(16, 224)}
     cmx_model, wlabel = load_weights_or_fallback(args.weights, tiles[96])
     log(f"ContriMix weights: {wlabel}")
-    peers = C.build_peers(args.methods or PEERS, list(tiles[96][:32]), seed=0)
+    peers = build_peers(args.methods or PEERS, tiles[96][:32], seed=0, p=1.0)
     methods = {m.name: m for m in peers}
 
     result: dict[str, Any] = {"benchmark": "throughput", "mode": "tiny" if args.tiny else "quick" if args.quick else
@@ -291,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     flops = {}
     for b, s in SHAPES:
         aug = contrimix_module(cmx_model, "batch", 0, torch.device("cpu"))
-        flops[f"{s}"] = count_flops(aug, C.from_uint8_hwc(tiles[s][:4]))
+        flops[f"{s}"] = count_flops(aug, to_float(tiles[s][:4]))
     result["contrimix_flops_per_image"] = flops
     log("ContriMix FLOPs/image: " + ", ".join(f"{k}px {v / 1e6:.1f} MFLOP" for k, v in flops.items()))
 
@@ -382,7 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out)
     dev_tag = "cuda" if "cuda" in devices else "cpu"
     stem = args.name or f"throughput_{dev_tag}" + ("" if result["mode"] == "full" else f"_{result['mode']}")
-    C.write_json(out / f"{stem}.json", result)
+    R.write_json(out / f"{stem}.json", result)
     (out / f"{stem}.md").write_text(md)
     log(f"wrote {out / (stem + '.json')}")
     return 0
@@ -401,13 +401,13 @@ def render_markdown(result: dict[str, Any]) -> str:
                      "min–max": f"{r['img_s_min']:.0f}–{r['img_s_max']:.0f}",
                      "% of matmul peak": (100 * r["fraction_of_matmul_peak"]) if r.get("fraction_of_matmul_peak")
                      is not None else None})
-    lines.append(C.markdown_table(rows, digits=1))
+    lines.append(R.markdown_table(rows, digits=1))
     lines.append("ContriMix FLOPs per image: " + ", ".join(
         f"{k} px: {v / 1e6:.1f} MFLOP" for k, v in result["contrimix_flops_per_image"].items()) + "  ")
     lines.append("Measured matmul peak: " + "; ".join(
         f"{d}: " + ", ".join(f"{k} {v:.3g}" for k, v in pk.items()) for d, pk in result["matmul_peak"].items()))
     lines.append("")
-    lines.append(C.markdown_table([{"target": c["target"], "value": c["value"], "threshold": c["threshold"],
+    lines.append(R.markdown_table([{"target": c["target"], "value": c["value"], "threshold": c["threshold"],
                                     "status": c["status"], "detail": c["detail"]} for c in result["checks"]],
                                   digits=2))
     return "\n".join(lines) + "\n"

@@ -1,8 +1,8 @@
 """contrimix_aug: ContriMix as a drop-in, label-free stain augmentation for microscopy."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-from .config import ModelConfig, authors_config  # noqa: E402
+from .model_config import ModelConfig, authors_config  # noqa: E402
 from .model import ContriMixModel  # noqa: E402
 from .transform import ContriMix, ContriMixNormalize  # noqa: E402
 from . import functional  # noqa: E402
@@ -13,7 +13,9 @@ from .weights import (  # noqa: E402
     load_model,
     load_weights,
     save_weights,
+    weights_path,
 )
+from .weights_meta import WeightsMeta  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -29,4 +31,6 @@ __all__ = [
     "load_model",
     "load_weights",
     "save_weights",
+    "weights_path",
+    "WeightsMeta",
 ]

@@ -14,12 +14,14 @@ __all__ = ["check_image", "check_image_values", "check_probability", "check_stre
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
-def check_image(x: Any, channels: int | None = None, *, name: str = "image", allow_chw: bool = False) -> None:
+def check_image(x: Any, channels: int | None = None, *, name: str = "image", allow_chw: bool = False,
+                min_size: int = 8) -> None:
     """Check that ``x`` is a float (B, C, H, W) tensor (or (C, H, W) when ``allow_chw``).
 
     Raises:
         TypeError: not a tensor, or an integer/bool tensor.
-        ValueError: wrong number of dims, empty batch, wrong channel count, tile smaller than 8 px.
+        ValueError: wrong number of dims, empty batch, wrong channel count, tile smaller than ``min_size`` px
+            (the weights' metadata says how small a tile they accept).
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(
@@ -49,26 +51,42 @@ def check_image(x: Any, channels: int | None = None, *, name: str = "image", all
             "Load weights trained for this channel count (see contrimix_aug.available_weights())."
         )
     h, w = x.shape[-2:]
-    if h < 8 or w < 8:
-        raise ValueError(f"{name}: tiles must be at least 8×8 px, got {h}×{w}.")
+    if h < min_size or w < min_size:
+        raise ValueError(f"{name}: tiles must be at least {min_size}×{min_size} px for these weights, got {h}×{w}.")
 
 
-def check_image_values(x: torch.Tensor, *, name: str = "image") -> None:
-    """Check values are finite and in [0, 1] (one host sync). Skipped while compiling."""
+def check_image_values(x: torch.Tensor, *, name: str = "image", value_range: tuple[float, float] = (0.0, 1.0)
+                       ) -> None:
+    """Check values are finite and inside ``value_range`` (one host sync); skipped while compiling.
+
+    The message says what most likely happened: negative values mean the image was mean/std-normalised
+    (``transforms.Normalize``) before ContriMix; values far above 1 are 8- or 16-bit intensities; values a little
+    above 1 come from an earlier float step (interpolation, brightness or contrast jitter).
+    """
     if torch.compiler.is_compiling() or x.numel() == 0:
         return
     lo, hi = torch.aminmax(x.detach().float())
     lo_f, hi_f = float(lo), float(hi)
     if lo_f != lo_f or hi_f != hi_f or abs(lo_f) == float("inf") or abs(hi_f) == float("inf"):
         raise ValueError(f"{name}: contains NaN or Inf values; clean the input (e.g. torch.nan_to_num) first.")
-    if hi_f > 1.0 + 1e-3:
-        hint = " It looks like 0-255 values: divide by 255." if hi_f > 1.5 else " Clamp it with x.clamp(0, 1)."
-        raise ValueError(f"{name}: expected values in [0, 1], got max {hi_f:.4g}.{hint}")
-    if lo_f < -1e-3:
+    vlo, vhi = value_range
+    tol = 1e-3 * (vhi - vlo)
+    got = f"got values in [{lo_f:.4g}, {hi_f:.4g}]"
+    if lo_f < vlo - tol:
         raise ValueError(
-            f"{name}: expected values in [0, 1], got min {lo_f:.4g}. Apply ContriMix before mean/std "
-            "normalisation, or clamp with x.clamp(0, 1)."
+            f"{name}: expected values in [{vlo:g}, {vhi:g}], {got}. Negative values mean the image was most likely "
+            "mean/std-normalised (e.g. transforms.Normalize) before ContriMix: apply ContriMix first, right after "
+            "ToTensor, and Normalize after it."
         )
+    if hi_f > vhi + tol:
+        if hi_f > 255.5:
+            hint = "This looks like 16-bit intensities: divide by 65535 (x.float() / 65535)."
+        elif hi_f > 2.0:
+            hint = "This looks like 8-bit 0-255 values: divide by 255 (x.float() / 255)."
+        else:
+            hint = ("Not an 8-bit image: an earlier float step (interpolation, brightness or contrast jitter) most "
+                    "likely pushed values past 1. Apply ContriMix before it, or clamp with x.clamp(0, 1).")
+        raise ValueError(f"{name}: expected values in [{vlo:g}, {vhi:g}], {got}. {hint}")
 
 
 def check_probability(p: Any, name: str = "p") -> float:

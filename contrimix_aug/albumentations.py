@@ -1,19 +1,19 @@
-"""ContriMix as an albumentations ``ImageOnlyTransform`` (numpy H×W×C images, one image per call).
+"""ContriMix as an albumentations ``ImageOnlyTransform``, :class:`AlbumentationsContriMix` (numpy H×W×C images,
+one image per call).
 
 A single image has no batch to take attributes from, so donors always come from an attribute bank: the
 one stored with the weights, or one built from reference images passed as ``bank=``.
 
 Randomness comes from albumentations' per-transform generators (``self.random_generator``,
 ``self.py_random``), which ``A.Compose(seed=...)`` seeds; the donor index and strength are drawn in
-:meth:`ContriMix.get_params`, so ``get_applied_params()`` and ``A.ReplayCompose`` replay a call exactly.
+:meth:`AlbumentationsContriMix.get_params`, so ``get_applied_params()`` and ``A.ReplayCompose`` replay a call exactly.
 
-Importing this module needs albumentations >= 2.0 (``pip install "albumentations>=2"``); the rest of
-``contrimix_aug`` never imports it.
+Importing this module needs albumentations >= 2.0 (``pip install "contrimix_aug[albumentations]"``); the rest
+of ``contrimix_aug`` never imports it.
 """
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import numpy as np
@@ -25,17 +25,19 @@ try:
 except ImportError as _err:  # pragma: no cover - tests/test_albumentations.py imports a probe copy
     raise ImportError(
         "contrimix_aug.albumentations needs the albumentations package (>= 2.0), which is not installed: "
-        'pip install "albumentations>=2". The kornia/torch transform contrimix_aug.ContriMix works without it.'
+        'pip install "contrimix_aug[albumentations]". The kornia/torch transform contrimix_aug.ContriMix works without it.'
     ) from _err
 
 from pydantic import field_validator
 
 from ._checks import check_image_values, check_strength
-from .functional import apply_contrimix, compute_bank
+from .bank import resolve_bank
+from .functional import apply_contrimix
+from .mixing import MixParams, sample_mix_params
 from .model import ContriMixModel
 from .weights import load_model
 
-__all__ = ["ContriMix"]
+__all__ = ["AlbumentationsContriMix"]
 
 if int(A.__version__.split(".")[0]) < 2:  # pragma: no cover - only albumentations 2.x is installed in CI
     raise ImportError(
@@ -59,13 +61,16 @@ def _hwc_to_tensor(arr: np.ndarray, name: str) -> torch.Tensor:
         x = torch.from_numpy(np.ascontiguousarray(arr))
         check_image_values(x, name=name)
         return x
+    hint = {
+        np.dtype(np.uint16): "img.astype(np.float32) / 65535 (16-bit data)",
+        np.dtype(np.float64): "img.astype(np.float32) (values in [0, 1])",
+    }.get(arr.dtype, "img.astype(np.float32) / img.max() (values scaled to [0, 1])")
     raise TypeError(
-        f"{name}: expected a uint8 (0-255) or float32 ([0, 1]) image, got dtype {arr.dtype}. "
-        "Convert with img.astype(np.float32) / 255 (integer data) or img.astype(np.float32) (float64)."
+        f"{name}: expected a uint8 (0-255) or float32 ([0, 1]) image, got dtype {arr.dtype}. Convert with {hint}."
     )
 
 
-class ContriMix(A.ImageOnlyTransform):
+class AlbumentationsContriMix(A.ImageOnlyTransform):
     """ContriMix stain augmentation for albumentations pipelines (donor attributes from a bank).
 
     The image keeps its content (stain concentrations) and is re-rendered with the attributes (stain look) of
@@ -94,7 +99,7 @@ class ContriMix(A.ImageOnlyTransform):
     Example:
         >>> import albumentations as A, numpy as np, torch, contrimix_aug as ca
         >>> m = ca.ContriMixModel(ca.ModelConfig(attr_widths=(8, 8, 8)), bank=torch.rand(4, 3, 4))
-        >>> t = A.Compose([ContriMix(weights=m, p=1.0)], seed=0)
+        >>> t = A.Compose([AlbumentationsContriMix(weights=m, p=1.0)], seed=0)
         >>> out = t(image=np.full((32, 32, 3), 200, np.uint8))["image"]
         >>> out.shape, out.dtype
         ((32, 32, 3), dtype('uint8'))
@@ -140,10 +145,9 @@ class ContriMix(A.ImageOnlyTransform):
         self.strength = check_strength(strength)
         self.device = str(torch.device(device))
         self.bank = bank
-        # a model passed in is copied: moving or freezing it must not touch the caller's (maybe training) model
-        model = copy.deepcopy(weights) if isinstance(weights, ContriMixModel) else load_model(weights)
-        self._model: ContriMixModel = model.to(torch.device(self.device)).freeze()
-        self._bank = self._prepare_bank(bank)
+        self._model: ContriMixModel = load_model(weights, copy=True).to(torch.device(self.device))
+        own = resolve_bank(self._model, bank)
+        self._bank = (self._model.bank if own is None else own).float().to(_model_device(self._model))
         if self._bank.shape[0] == 0:
             raise ValueError(
                 "ContriMix (albumentations): a single image has no batch to take attributes from, so donors come "
@@ -157,54 +161,17 @@ class ContriMix(A.ImageOnlyTransform):
         """The frozen model used for rendering."""
         return self._model
 
-    def _prepare_bank(self, bank: Any) -> torch.Tensor:
-        """Bank argument -> (N, C, K) float32 attributes on the model's device."""
-        model = self._model
-        c, k = model.config.in_channels, model.config.num_attributes
-        dev = _model_device(model)
-        if bank is None:
-            return model.bank.detach().float().to(dev)
-        if isinstance(bank, (list, tuple)):
-            if not bank:
-                raise ValueError("bank: the list of reference images is empty.")
-            attrs = [self._bank_from_numpy(np.asarray(img)[None], f"bank[{i}]") for i, img in enumerate(bank)]
-            return torch.cat(attrs).to(dev)
-        if isinstance(bank, np.ndarray):
-            if bank.ndim not in (3, 4) or (bank.ndim == 3 and c != 1):
-                raise ValueError(
-                    f"bank: expected reference images (N, H, W, {c}) as numpy, got shape {bank.shape}."
-                )
-            return self._bank_from_numpy(bank, "bank").to(dev)
-        if isinstance(bank, torch.Tensor):
-            if bank.ndim == 3 and tuple(bank.shape[1:]) == (c, k):
-                if not bool(torch.isfinite(bank).all()):
-                    raise ValueError("bank: the attributes contain NaN or Inf.")
-                return bank.detach().float().to(dev)
-            if bank.ndim == 4:
-                return compute_bank(model, bank).to(dev)
-            raise ValueError(
-                f"bank: expected attributes (N, {c}, {k}) or reference images (N, {c}, H, W) as a tensor, "
-                f"got {tuple(bank.shape)}."
-            )
-        raise TypeError(
-            f"bank: expected reference images (numpy (N, H, W, C), a list of (H, W, C) arrays, or a (N, C, H, W) "
-            f"tensor) or attributes ((N, C, K) tensor), got {type(bank).__name__}."
-        )
-
-    def _bank_from_numpy(self, arr: np.ndarray, name: str) -> torch.Tensor:
-        x, _ = self._to_bchw(arr, name, stack=True)
-        return compute_bank(self._model, x)
-
     # -- albumentations API ------------------------------------------------------------------------------
     def get_transform_init_args_names(self) -> tuple[str, ...]:
         return ("weights", "strength", "bank", "device")
 
     def get_params(self) -> dict[str, Any]:
-        """Donor index into the bank and strength α, from albumentations' seeded per-transform generator."""
-        donor = int(self.random_generator.integers(0, self._bank.shape[0]))
-        lo, hi = self.strength
-        strength = lo if lo == hi else float(self.random_generator.uniform(lo, hi))
-        return {"donor": donor, "strength": strength}
+        """Donor index into the bank and strength α (:func:`~contrimix_aug.mixing.sample_mix_params`, drawing from
+        a generator seeded by albumentations' own per-transform RNG, so ``A.Compose(seed=...)`` and replay work)."""
+        g = torch.Generator().manual_seed(int(self.random_generator.integers(0, 2**63 - 1)))
+        params = sample_mix_params(1, p=1.0, strength=self.strength, donors="bank",
+                                   bank_size=int(self._bank.shape[0]), generator=g)
+        return {"donor": int(params.donors[0]), "strength": float(params.strength[0])}
 
     def apply(self, img: np.ndarray, donor: int = 0, strength: float = 1.0, **params: Any) -> np.ndarray:
         x, squeeze_c = self._to_bchw(img, "image", stack=False)
@@ -288,8 +255,6 @@ class ContriMix(A.ImageOnlyTransform):
                 f"ContriMix: donor {donor} is outside the attribute bank (size {self._bank.shape[0]}); "
                 "replayed params must come from a transform with the same bank."
             )
-        donors = torch.full((n,), int(donor), dtype=torch.long)
-        alpha = torch.full((n,), float(strength))
-        return apply_contrimix(
-            self._model, x, donors, alpha, from_bank=torch.ones(n, dtype=torch.bool), bank=self._bank
-        )
+        params = MixParams(torch.ones(n, dtype=torch.bool), torch.full((n,), int(donor), dtype=torch.long),
+                           torch.ones(n, dtype=torch.bool), torch.full((n,), float(strength)))
+        return apply_contrimix(self._model, x, params, bank=self._bank)

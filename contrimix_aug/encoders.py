@@ -5,7 +5,7 @@ AttributeEncoder: (B, C, H, W) signal -> (B, C, K) attributes, one matrix per im
 
 With the default :class:`~contrimix_aug.config.ModelConfig` these are exactly the authors' k = 1 networks
 (reflect padding, InstanceNorm(affine=False), LeakyReLU 0.01 / 0.2, LayerNorm head); parameter names
-follow a flat layout that :mod:`contrimix_aug.checkpoint` maps the authors' checkpoints onto.
+follow a flat layout that :mod:`contrimix_aug.authors_checkpoint` maps the authors' checkpoints onto.
 """
 
 from __future__ import annotations
@@ -14,24 +14,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import ModelConfig
+from .model_config import ModelConfig
 
 __all__ = ["ContentEncoder", "AttributeEncoder"]
 
 
-def _conv(cin: int, cout: int, k: int, stride: int = 1) -> nn.Conv2d:
+def _conv(cin: int, cout: int, k: int, stride: int = 1, bias: bool = True) -> nn.Conv2d:
     pad = (k - 1) // 2 if stride == 1 else 1
-    return nn.Conv2d(cin, cout, k, stride=stride, padding=pad, padding_mode="reflect" if pad else "zeros")
+    return nn.Conv2d(cin, cout, k, stride=stride, padding=pad, padding_mode="reflect" if pad else "zeros", bias=bias)
 
 
-def _pointwise(x: torch.Tensor, conv: nn.Conv2d, bias: bool = True) -> torch.Tensor:
-    """A 1×1 convolution as one batched matmul on (B, C, H·W): (B, I, N) -> (B, O, N).
-
-    ``bias=False`` drops the bias: exact before an InstanceNorm, which removes per-channel constants.
-    """
+def _pointwise(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """A 1×1 convolution as one batched matmul on (B, C, H·W): (B, I, N) -> (B, O, N)."""
     o, i = conv.weight.shape[:2]
     w = conv.weight.view(1, o, i).expand(x.shape[0], o, i)
-    if bias and conv.bias is not None:
+    if conv.bias is not None:
         return torch.baddbmm(conv.bias.view(1, o, 1), w, x)
     return torch.bmm(w, x)
 
@@ -52,10 +49,10 @@ def _instance_norm_flat(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
 class _ResBlock(nn.Module):
     """x + IN(conv(LReLU(IN(conv(x)))))."""
 
-    def __init__(self, ch: int, k: int) -> None:
+    def __init__(self, ch: int, k: int, bias: bool = True) -> None:
         super().__init__()
-        self.conv1 = _conv(ch, ch, k)
-        self.conv2 = _conv(ch, ch, k)
+        self.conv1 = _conv(ch, ch, k, bias=bias)
+        self.conv2 = _conv(ch, ch, k, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = F.leaky_relu(F.instance_norm(self.conv1(x)), 0.01)
@@ -77,8 +74,9 @@ class ContentEncoder(nn.Module):
         k = config.content_kernel
         kout = config.num_attributes - int(config.content_constant)
         self.conv_in = _conv(config.in_channels, config.content_hidden, k)
-        self.conv_mid = _conv(config.content_hidden, kout, k)
-        self.blocks = nn.ModuleList(_ResBlock(kout, k) for _ in range(config.content_res_blocks))
+        bias = config.content_bias_before_norm  # every conv below feeds an InstanceNorm
+        self.conv_mid = _conv(config.content_hidden, kout, k, bias=bias)
+        self.blocks = nn.ModuleList(_ResBlock(kout, k, bias) for _ in range(config.content_res_blocks))
 
     def forward(self, signal: torch.Tensor) -> torch.Tensor:
         if self.config.content_kernel == 1:
@@ -101,10 +99,10 @@ class ContentEncoder(nn.Module):
         # in-place activations on fresh intermediates (not under autograd, where they would be saved)
         inplace = not torch.is_grad_enabled()
         x = F.leaky_relu(_pointwise(x, self.conv_in), 0.01, inplace=inplace)
-        x = F.leaky_relu(_instance_norm_flat(_pointwise(x, self.conv_mid, bias=False)), 0.01, inplace=inplace)
+        x = F.leaky_relu(_instance_norm_flat(_pointwise(x, self.conv_mid)), 0.01, inplace=inplace)
         for block in self.blocks:
-            y = F.leaky_relu(_instance_norm_flat(_pointwise(x, block.conv1, bias=False)), 0.01, inplace=inplace)
-            x = x + _instance_norm_flat(_pointwise(y, block.conv2, bias=False))
+            y = F.leaky_relu(_instance_norm_flat(_pointwise(x, block.conv1)), 0.01, inplace=inplace)
+            x = x + _instance_norm_flat(_pointwise(y, block.conv2))
         if self.config.content_activation == "leaky_relu":
             x = F.leaky_relu(x, 0.01, inplace=inplace)
         if self.config.content_constant:

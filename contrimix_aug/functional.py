@@ -1,6 +1,12 @@
 """Functional core: the whole data flow (image -> OD -> encoders -> mixing -> generator -> image) as plain
-functions of a model and explicit parameters. The modules in :mod:`contrimix_aug.transform` are thin shells
-around :func:`apply_contrimix`; :func:`mix` is the authors' training-time batch expansion.
+functions of a model and explicit parameters.
+
+* :func:`contrimix`: draw parameters (:func:`~contrimix_aug.mixing.sample_mix_params`) and apply them;
+* :func:`apply_contrimix`: apply a :class:`~contrimix_aug.mixing.MixParams` record (draws nothing); the
+  kornia/torchvision module and the albumentations adapter are thin shells around it;
+* :func:`normalize`: every image re-rendered with one fixed attribute matrix;
+* :func:`mix` and :func:`render_views`: the authors' training-time expansion (self-reconstruction plus M
+  re-renderings per image), which the training objective uses too.
 """
 
 from __future__ import annotations
@@ -8,10 +14,10 @@ from __future__ import annotations
 import torch
 
 from ._checks import check_image, check_image_values
-from .mixing import gather_attributes, mix_attributes, sample_donors, sample_strength
+from .mixing import MixParams, gather_attributes, mix_attributes, sample_donors, sample_mix_params, sample_strength
 from .model import ContriMixModel
 
-__all__ = ["apply_contrimix", "mix", "compute_bank", "normalize"]
+__all__ = ["apply_contrimix", "contrimix", "mix", "normalize", "render_views"]
 
 
 def _model_dtype(model: ContriMixModel) -> torch.dtype:
@@ -33,27 +39,40 @@ def _like(out: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def apply_contrimix(
+def contrimix(
     model: ContriMixModel,
     image: torch.Tensor,
-    donors: torch.Tensor,
-    strength: torch.Tensor,
-    selected: torch.Tensor | None = None,
-    from_bank: torch.Tensor | None = None,
+    *,
+    p: float = 1.0,
+    strength: tuple[float, float] = (1.0, 1.0),
+    donors: str = "batch",
     bank: torch.Tensor | None = None,
-    target: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Re-render selected images with (interpolated) donor attributes. Draws no random numbers.
+    """Draw the parameters of one call and apply them: the functional form of :class:`~contrimix_aug.ContriMix`.
+
+    Args:
+        model: a (frozen) model. image: (B, C, H, W) in [0, 1]. bank: (N, C, K) attributes (default the model's).
+        p, strength, donors, generator: as for :func:`~contrimix_aug.mixing.sample_mix_params`.
+
+    Returns:
+        (B, C, H, W), same dtype, device and memory format as ``image``.
+    """
+    bank = model.bank if bank is None else bank
+    params = sample_mix_params(image.shape[0], p=p, strength=strength, donors=donors, bank_size=int(bank.shape[0]),
+                               generator=generator)
+    return apply_contrimix(model, image, params, bank=bank)
+
+
+def apply_contrimix(model: ContriMixModel, image: torch.Tensor, params: MixParams,
+                    bank: torch.Tensor | None = None) -> torch.Tensor:
+    """Re-render the selected images with (interpolated) donor attributes. Draws no random numbers.
 
     Args:
         model: the (frozen) ContriMix model.
         image: (B, C, H, W) in [0, 1], any float dtype.
-        donors: (B,) long, donor row in the batch (or in ``bank`` where ``from_bank``).
-        strength: (B,) α in [0, 1]; attributes become (1 - α)·own + α·donor.
-        selected: (B,) bool, which images are re-rendered (default: all); the others are returned unchanged.
-        from_bank: (B,) bool, donors that index ``bank`` instead of the batch.
-        bank: (N, C, K) attribute bank (default: ``model.bank``).
-        target: (C, K) fixed donor attributes for every image (normalisation); overrides donors.
+        params: who is re-rendered, with whose attributes, how strongly (:class:`MixParams`, (B,) each).
+        bank: (N, C, K) attribute bank the bank donors index (default: ``model.bank``).
 
     Returns:
         (B, C, H, W), same dtype, device and memory format (channels_last stays channels_last) as ``image``.
@@ -62,16 +81,39 @@ def apply_contrimix(
     images; attributes of their donors, and their own only where α < 1), in chunks of about 128k pixels on a CPU so
     that the full-resolution maps stay in cache. There is no per-image Python loop.
     """
+    if params.batch_size != image.shape[0]:
+        raise ValueError(
+            f"apply_contrimix: params were drawn for a batch of {params.batch_size}, the image batch has "
+            f"{image.shape[0]}; replay params only on the batch they were drawn for."
+        )
+    bank = model.bank if bank is None else bank
+    if torch.compiler.is_compiling():  # no host sync (graph break) under torch.compile: gather handles any mask
+        from_bank = params.from_bank if bank.shape[0] else None
+    else:
+        from_bank = params.from_bank if bool(params.from_bank.any()) else None
+    if from_bank is not None and bank.shape[0] == 0:
+        raise ValueError("apply_contrimix: the params take donors from a bank, and there is none.")
+    return _render(model, image, params.donors, params.strength, params.selected, from_bank, bank, None)
+
+
+def normalize(model: ContriMixModel, image: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Learned stain normalisation: re-render every image with one fixed attribute matrix ``target`` (C, K)."""
+    b = image.shape[0]
+    c, k = model.config.in_channels, model.config.num_attributes
+    if tuple(target.shape) != (c, k):
+        raise ValueError(f"normalize: target must be a ({c}, {k}) attribute matrix, got {tuple(target.shape)}.")
+    return _render(model, image, torch.zeros(b, dtype=torch.long), torch.ones(b), torch.ones(b, dtype=torch.bool),
+                   None, None, target)
+
+
+def _render(model, image, donors, strength, selected, from_bank, bank, target):
     b = image.shape[0]
     dev = image.device
     cdtype = _model_dtype(model)
-    sel = torch.ones(b, dtype=torch.bool) if selected is None else selected.bool()
-    if bank is None and model.bank.numel():
-        bank = model.bank
+    sel = selected.bool()
     rows = _as_rows(sel)
     if rows is None:
-        return _apply_dense(model, image, donors, strength, sel if selected is not None else None,
-                            from_bank, bank, target)
+        return _render_dense(model, image, donors, strength, sel, from_bank, bank, target)
     if rows.numel() == 0:
         return image.clone()
     # Parameters known on the host: encode only what is needed, in cache-sized chunks on the CPU.
@@ -88,7 +130,7 @@ def apply_contrimix(
         enc = model.attribute_encoder
         small, stats = [], []
         for c in _chunks(need_rows, image):
-            sm, st = enc.prepare(model._signal(image.index_select(0, c.to(dev)).to(cdtype)))
+            sm, st = enc.prepare(model.image_to_signal(image.index_select(0, c.to(dev)).to(cdtype)))
             small.append(sm)
             stats.append(st)
         attrs_need = enc.forward_prepared(torch.cat(small), None if stats[0] is None else torch.cat(stats))
@@ -101,7 +143,7 @@ def apply_contrimix(
         donor_attrs = _donor_attributes(attrs, donors[c].to(dev), None if from_bank is None else from_bank[c].to(dev),
                                         bank, target)
         mixed = mix_attributes(own, donor_attrs, strength[c].to(dev))
-        content = model.content_encoder(model._signal(image.index_select(0, cd).to(cdtype)))
+        content = model.content_encoder(model.image_to_signal(image.index_select(0, cd).to(cdtype)))
         out.index_copy_(0, cd, model.decode(content, mixed).to(image.dtype))
     return _like(out, image)
 
@@ -124,7 +166,7 @@ def _chunks(rows: torch.Tensor, image: torch.Tensor) -> list[torch.Tensor]:
     return list(rows.split(per))
 
 
-def _apply_dense(model, image, donors, strength, selected, from_bank, bank, target):
+def _render_dense(model, image, donors, strength, selected, from_bank, bank, target):
     """All rows at once, parameters on the device (no host sync), or under torch.compile."""
     dev = image.device
     content, attrs = model.encode(image.to(_model_dtype(model)))
@@ -132,21 +174,24 @@ def _apply_dense(model, image, donors, strength, selected, from_bank, bank, targ
                                     bank, target)
     mixed = mix_attributes(attrs, donor_attrs, strength.to(dev))
     rendered = model.decode(content, mixed).to(image.dtype)
-    if selected is None:
-        return _like(rendered, image)
     return _like(torch.where(selected.to(dev).view(-1, 1, 1, 1), rendered, image), image)
 
 
-@torch.no_grad()
-def compute_bank(model: ContriMixModel, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-    """Attribute bank from reference images: (N, C, H, W) in [0, 1] -> (N, C, K)."""
-    check_image(images, model.config.in_channels, name="bank images")
-    check_image_values(images, name="bank images")
-    dtype = _model_dtype(model)
-    dev = next(model.parameters()).device
-    return torch.cat(
-        [model.encode_attributes(chunk.to(dev, dtype)).float() for chunk in images.split(batch_size)]
-    ).cpu()
+def render_views(model: ContriMixModel, content: torch.Tensor, attributes: torch.Tensor) -> torch.Tensor:
+    """Every image's content with each of its V attribute matrices, in one batched matmul (gradients flow).
+
+    Args:
+        content: (B, K, H, W). attributes: (V, B, C, K), view-major (view 0 usually the image's own).
+
+    Returns:
+        (V, B, C, H, W) generated *signals* (optical density in absorbance mode, unclipped, the weights' channel
+        order); :meth:`ContriMixModel.signal_to_image` turns them into images.
+    """
+    v, b, c, k = attributes.shape
+    h, w = content.shape[-2:]
+    stacked = attributes.transpose(0, 1).reshape(b, v * c, k)  # (B, V·C, K) @ (B, K, H·W)
+    gen = model.decode_signal(content, stacked).view(b, v, c, h, w)
+    return gen.transpose(0, 1)
 
 
 def mix(
@@ -167,20 +212,12 @@ def mix(
         ((M + 1)·B, C, H, W): rows [0, B) are self-reconstructions, rows [m·B, (m+1)·B) use donors of mix m.
         Labels follow with ``labels.repeat(M + 1)``.
     """
-    check_image(image, model.config.in_channels)
-    check_image_values(image)
+    check_image(image, model.config.in_channels, min_size=model.min_size)
+    check_image_values(image, value_range=model.value_range)
     b = image.shape[0]
     content, attrs = model.encode(image.to(_model_dtype(model)))
     donors = sample_donors(b, num_mixes, generator=generator, device=image.device, exclude_self=exclude_self)
     alpha = sample_strength(b, strength, strength, generator=generator).to(attrs)
-    all_attrs = [attrs] + [mix_attributes(attrs, attrs[d.to(attrs.device)], alpha) for d in donors]
-    m1 = num_mixes + 1
-    content_rep = content.unsqueeze(0).expand(m1, *content.shape).reshape(m1 * b, *content.shape[1:])
-    return model.decode(content_rep, torch.cat(all_attrs)).to(image.dtype)
-
-
-def normalize(model: ContriMixModel, image: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Learned stain normalisation: re-render every image with one fixed attribute matrix ``target`` (C, K)."""
-    b = image.shape[0]
-    zeros = torch.zeros(b, dtype=torch.long)
-    return apply_contrimix(model, image, zeros, torch.ones(b), target=target)
+    stack = torch.stack([attrs] + [mix_attributes(attrs, attrs[d.to(attrs.device)], alpha) for d in donors])
+    views = render_views(model, content, stack)
+    return model.signal_to_image(views.reshape(-1, *views.shape[2:])).to(image.dtype)

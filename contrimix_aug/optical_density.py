@@ -10,9 +10,13 @@ import math
 
 import torch
 
-__all__ = ["rgb_to_od", "od_to_rgb", "to_signal", "from_signal", "OD_MIN", "OD_MAX", "T_MIN"]
+__all__ = ["rgb_to_od", "od_to_rgb", "to_signal", "from_signal", "rgb_to_hed", "hed_to_rgb", "OD_MIN", "OD_MAX",
+           "RUIFROK_HED", "T_MIN", "T_MIN_UINT8"]
 
 T_MIN = 1e-6
+"""Transmittance floor of the model's signal (the authors': OD at most 6)."""
+T_MIN_UINT8 = 1.0 / 255.0
+"""Floor for measures on 8-bit images: a 0 pixel counts as the darkest non-zero value (OD 2.41), not OD 6."""
 OD_MIN = -0.2
 OD_MAX = 6.0
 _LN10 = math.log(10.0)
@@ -46,3 +50,25 @@ def to_signal(image: torch.Tensor, mode: str) -> torch.Tensor:
 def from_signal(signal: torch.Tensor, mode: str) -> torch.Tensor:
     """Generated signal -> image in [0, 1]."""
     return od_to_rgb(signal) if mode == "absorbance" else signal.clamp(0.0, 1.0)
+
+
+RUIFROK_HED = torch.tensor([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], dtype=torch.float64)
+"""Ruifrok & Johnston unit stain vectors in RGB optical density (rows: haematoxylin, eosin, DAB), as in
+scikit-image's ``rgb_from_hed`` (normalised below)."""
+RUIFROK_HED = RUIFROK_HED / RUIFROK_HED.norm(dim=1, keepdim=True)
+
+
+def rgb_to_hed(image: torch.Tensor, eps: float = T_MIN_UINT8) -> torch.Tensor:
+    """RGB in [0, 1] -> haematoxylin / eosin / DAB concentrations (fixed Ruifrok basis, OD units).
+
+    Shape: (B, 3, H, W) -> (B, 3, H, W).
+    """
+    od = rgb_to_od(image, eps)
+    m = torch.linalg.inv(RUIFROK_HED).to(od.device, od.dtype)  # od = conc @ basis  ->  conc = od @ basis^-1
+    return torch.einsum("bchw,cd->bdhw", od, m)
+
+
+def hed_to_rgb(hed: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`rgb_to_hed`, clipped to [0, 1]. Shape: (B, 3, H, W) -> (B, 3, H, W)."""
+    od = torch.einsum("bdhw,dc->bchw", hed, RUIFROK_HED.to(hed.device, hed.dtype))
+    return od_to_rgb(od, od_min=0.0, od_max=OD_MAX)

@@ -1,13 +1,12 @@
 """The ``ContriMix`` batch transform (a kornia intensity augmentation) and ``ContriMixNormalize``.
 
-Thin shells over :func:`contrimix_aug.functional.apply_contrimix`: they hold the frozen model, draw
-parameters from their own ``torch.Generator`` and hand them to the functional core.
+Thin shells over the functional core: they hold a frozen copy of the model, draw parameters with
+:func:`contrimix_aug.mixing.sample_mix_params` from their own ``torch.Generator`` and hand them to
+:func:`contrimix_aug.functional.apply_contrimix` (or :func:`~contrimix_aug.functional.normalize`).
 """
 
 from __future__ import annotations
 
-import copy
-import hashlib
 import secrets
 from typing import Any, Dict, Optional
 
@@ -15,48 +14,33 @@ import torch
 from kornia.augmentation import IntensityAugmentationBase2D
 
 from ._checks import check_image, check_image_values, check_probability, check_strength
-from .functional import apply_contrimix, compute_bank
-from .mixing import sample_bank_donors, sample_donors, sample_strength
+from ._seeding import derive_seed
+from .bank import compute_bank, resolve_bank
+from .functional import apply_contrimix, normalize
+from .mixing import DONOR_MODES, MixParams, sample_mix_params
 from .model import ContriMixModel
 from .weights import load_model
 
 __all__ = ["ContriMix", "ContriMixNormalize"]
 
-_DONOR_MODES = ("batch", "bank", "both")
-
-
-def _mix_seed(*parts: int) -> int:
-    digest = hashlib.sha256(b"contrimix_aug" + b"".join(int(p).to_bytes(16, "little", signed=True) for p in parts))
-    return int.from_bytes(digest.digest()[:8], "little") & ((1 << 63) - 1)
-
-
-def _prepare_bank(model: ContriMixModel, bank: Any) -> torch.Tensor | None:
-    """None | (N, C, K) attributes | (N, C, H, W) reference images -> (N, C, K) float attributes."""
-    if bank is None:
-        return None
-    if not isinstance(bank, torch.Tensor):
-        raise TypeError(f"bank: expected a tensor of attributes (N, C, K) or images (N, C, H, W), got {type(bank)}.")
-    c, k = model.config.in_channels, model.config.num_attributes
-    if bank.ndim == 3 and tuple(bank.shape[1:]) == (c, k):
-        return bank.detach().float().cpu()
-    if bank.ndim == 4:
-        return compute_bank(model, bank)
-    raise ValueError(
-        f"bank: expected attributes (N, {c}, {k}) or reference images (N, {c}, H, W), got {tuple(bank.shape)}."
-    )
-
 
 class _ContriMixBase(IntensityAugmentationBase2D):
-    """Shared plumbing: weights, input checks, generator, kornia version independence."""
+    """Shared plumbing: a frozen copy of the weights, input checks, kornia version independence, state dicts."""
 
-    def __init__(self, weights: Any, p: float, keepdim: bool, check_values: bool) -> None:
+    def __init__(self, weights: Any, p: float, keepdim: bool, check_values: bool, state_dict_weights: bool) -> None:
         super().__init__(p=check_probability(p), p_batch=1.0, same_on_batch=False, keepdim=keepdim)
-        # A model passed in is copied: freezing it or replacing its bank must not change the caller's model
-        # (which may still be training, or be shared with other transforms).
-        model = copy.deepcopy(weights) if isinstance(weights, ContriMixModel) else load_model(weights)
-        model.freeze()
-        self.model: ContriMixModel = model
+        self.model: ContriMixModel = load_model(weights, copy=True)
         self.check_values = bool(check_values)
+        self.state_dict_weights = bool(state_dict_weights)
+        # The frozen weights are not the user's to checkpoint: nn.Sequential(ContriMix(...), net).state_dict()
+        # holds only the net, unless state_dict_weights=True.
+        self._register_state_dict_hook(_drop_model_keys)
+        self.register_load_state_dict_pre_hook(_fill_model_keys)
+
+    @property
+    def params(self) -> Dict[str, torch.Tensor]:
+        """Parameters of the last call (kornia's ``_params``); ``aug(x, params=aug.params)`` replays it exactly."""
+        return self._params
 
     # kornia calls transform_inputs from forward (standalone) and from AugmentationSequential, on every
     # version (0.7 .. 0.9); overriding it means we always see the full batch, whatever p is.
@@ -70,7 +54,8 @@ class _ContriMixBase(IntensityAugmentationBase2D):
     ) -> torch.Tensor:
         params = self._params if params is None else params
         ori_shape = input.shape
-        check_image(input, self.model.config.in_channels, name=type(self).__name__ + " input", allow_chw=True)
+        name = type(self).__name__ + " input"
+        check_image(input, self.model.config.in_channels, name=name, allow_chw=True, min_size=self.model.min_size)
         x = input if input.ndim == 4 else input.unsqueeze(0)
         model_device = next(self.model.parameters()).device
         if x.device != model_device:
@@ -79,7 +64,7 @@ class _ContriMixBase(IntensityAugmentationBase2D):
                 f"move the transform with aug.to({str(x.device)!r}) (or the image to {model_device})."
             )
         if self.check_values:
-            check_image_values(x, name=type(self).__name__ + " input")
+            check_image_values(x, name=name, value_range=self.model.value_range)
         if "donors" not in params or params["donors"].shape[0] != x.shape[0]:
             raise ValueError(
                 f"{type(self).__name__}: params were drawn for another batch size "
@@ -93,7 +78,8 @@ class _ContriMixBase(IntensityAugmentationBase2D):
         return out
 
     def forward(self, input: torch.Tensor, params: Optional[Dict[str, torch.Tensor]] = None, **kwargs: Any):  # type: ignore[override]
-        check_image(input, self.model.config.in_channels, name=type(self).__name__ + " input", allow_chw=True)
+        check_image(input, self.model.config.in_channels, name=type(self).__name__ + " input", allow_chw=True,
+                    min_size=self.model.min_size)
         return super().forward(input, params=params, **kwargs)
 
     def _render(self, x: torch.Tensor, params: Dict[str, torch.Tensor]) -> torch.Tensor:
@@ -105,25 +91,40 @@ class _ContriMixBase(IntensityAugmentationBase2D):
         return self
 
 
+def _drop_model_keys(module: _ContriMixBase, state_dict: Dict[str, Any], prefix: str, local_metadata: Any) -> None:
+    if not module.state_dict_weights:
+        for key in [k for k in state_dict if k.startswith(prefix + "model.")]:
+            del state_dict[key]
+
+
+def _fill_model_keys(module: _ContriMixBase, state_dict: Dict[str, Any], prefix: str, *args: Any) -> None:
+    # a state dict saved without the frozen weights loads (strictly) into a pipeline that holds them
+    if not module.state_dict_weights:
+        for key, value in module.model.state_dict().items():
+            state_dict.setdefault(prefix + "model." + key, value)
+
+
 class ContriMix(_ContriMixBase):
     r"""ContriMix augmentation: each selected image keeps its content and takes the attributes (stain look)
     of a different image of the batch, or of an attribute bank. No domain labels.
 
     Args:
-        weights: registry name (``"he"``, ``"fluorescence"``, ``"camelyon"``, ...), path to a ``.safetensors``
-            file, :class:`~contrimix_aug.ContriMixWeights` or :class:`~contrimix_aug.ContriMixModel`.
-            ``None`` = the bundled H&E default.
+        weights: registry name (``"camelyon"``, ``"he"``, ``"fluorescence"``, ...; any case), path to a
+            ``.safetensors`` file or a training output folder, :class:`~contrimix_aug.ContriMixWeights` or
+            :class:`~contrimix_aug.ContriMixModel` (copied). ``None`` = the bundled H&E default (``"he"``).
         p: probability that an image is re-rendered.
         strength: α in [0, 1], or a (low, high) range sampled per image: attributes become
             (1 - α)·own + α·donor.
         donors: ``"batch"`` (other images of the batch; a batch of one falls back to the bank), ``"bank"``
             (the attribute bank), or ``"both"`` (uniform over the other images and the bank).
-        bank: attribute bank to use instead of the one stored in the weights: (N, C, K) attributes or
-            (N, C, H, W) reference images in [0, 1].
+        bank: donors to use instead of the bank stored in the weights: (N, C, K) attributes, (N, C, H, W)
+            reference images in [0, 1], or numpy reference images (:func:`contrimix_aug.bank.resolve_bank`).
         seed: seed of the instance's own generator (reproducible; never touches torch's global RNG).
         generator: a ``torch.Generator`` to draw from instead (``seed`` must then be None).
         keepdim: a (C, H, W) input comes back as (C, H, W) (default True; kornia's default is False).
         check_values: check each batch for NaN/Inf and values outside [0, 1] (one host sync per call).
+        state_dict_weights: include the frozen weights in ``state_dict()`` (default False: a pipeline's
+            checkpoint holds only what it trains).
 
     Shape:
         - Input: (B, C, H, W) or (C, H, W), float in [0, 1] (fp32, fp16, bf16, fp64), any device.
@@ -131,7 +132,9 @@ class ContriMix(_ContriMixBase):
 
     ``.eval()`` does not switch the augmentation off (kornia's convention; augmentations apply in both
     modes): apply it only in the training pipeline. The model inside is always frozen and in eval mode.
-    Parameters of the last call are in ``self._params``; ``aug(x, params=aug._params)`` replays them exactly.
+    Parameters of the last call are in ``self.params``; ``aug(x, params=aug.params)`` replays them exactly.
+    In a ``DataLoader`` worker the generator is re-seeded once from (seed, the worker's torch seed), under any
+    multiprocessing start method (fork, spawn, forkserver).
 
     Example:
         >>> import contrimix_aug as ca, torch
@@ -147,24 +150,25 @@ class ContriMix(_ContriMixBase):
         p: float = 0.5,
         strength: float | tuple[float, float] = 1.0,
         donors: str = "batch",
-        bank: torch.Tensor | None = None,
+        bank: Any = None,
         seed: int | None = None,
         generator: torch.Generator | None = None,
         keepdim: bool = True,
         check_values: bool = True,
+        state_dict_weights: bool = False,
     ) -> None:
-        if donors not in _DONOR_MODES:
-            raise ValueError(f"donors: expected one of {_DONOR_MODES}, got {donors!r}.")
+        if donors not in DONOR_MODES:
+            raise ValueError(f"donors: expected one of {DONOR_MODES}, got {donors!r}.")
         if generator is not None and seed is not None:
             raise ValueError("pass either seed= or generator=, not both.")
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator: expected a torch.Generator, got {type(generator).__name__}.")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise TypeError(f"seed: expected an int, got {type(seed).__name__}.")
-        super().__init__(weights, p, keepdim, check_values)
+        super().__init__(weights, p, keepdim, check_values, state_dict_weights)
         self.strength = check_strength(strength)
         self.donors = donors
-        own_bank = _prepare_bank(self.model, bank)
+        own_bank = resolve_bank(self.model, bank)
         if own_bank is not None:
             self.model.bank = own_bank.to(self.model.bank.device)
         if donors == "bank" and self.model.bank.shape[0] == 0:
@@ -185,8 +189,9 @@ class ContriMix(_ContriMixBase):
         lo, hi = self.strength
         s = lo if lo == hi else self.strength
         c = self.model.config
+        name = f"weights={self.model.meta.name!r}, " if self.model.meta is not None else ""
         return (
-            f"ContriMix(p={self.p}, strength={s}, donors={self.donors!r}, C={c.in_channels}, "
+            f"ContriMix({name}p={self.p}, strength={s}, donors={self.donors!r}, C={c.in_channels}, "
             f"K={c.num_attributes}, bank={self.model.bank.shape[0]}, keepdim={self.keepdim})"
         )
 
@@ -197,70 +202,32 @@ class ContriMix(_ContriMixBase):
         if info is not None and self._worker_key != (info.id, info.seed):
             self._worker_key = (info.id, info.seed)
             self.generator = torch.Generator(device=self.generator.device).manual_seed(
-                _mix_seed(self._seed, info.seed)
+                derive_seed(self._seed, "worker", int(info.seed))
             )
         return self.generator
 
     def __getstate__(self) -> Dict[str, Any]:
-        state = super().__getstate__()
-        state = dict(state)
+        # A torch.Generator does not pickle; its state travels as plain bytes (no shared-memory tensor, so the
+        # transform crosses into DataLoader workers under fork, spawn and forkserver alike).
+        state = dict(super().__getstate__())
         gen = state.pop("generator")
-        state["_generator_state"] = (str(gen.device), gen.get_state())
+        state["_generator_state"] = (str(gen.device), bytes(gen.get_state().numpy().tobytes()))
         return state
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
         device, gstate = state.pop("_generator_state")
         super().__setstate__(state)
         self.generator = torch.Generator(device=device)
-        self.generator.set_state(gstate)
+        self.generator.set_state(torch.frombuffer(bytearray(gstate), dtype=torch.uint8))
 
     def forward_parameters(self, batch_shape: Any) -> Dict[str, torch.Tensor]:
-        """Draw (B,) ``batch_prob`` (selection), ``donors``, ``from_bank`` and ``strength`` on the CPU."""
-        b = int(batch_shape[0])
-        g = self._stream()
-        n_bank = int(self.model.bank.shape[0])
-        selected = torch.rand(b, generator=g, device=g.device) < self.p
-        mode = self.donors
-        if mode == "batch" and b < 2:
-            if n_bank == 0:
-                raise ValueError(
-                    "ContriMix: a single image (or a batch of one) has no other image to take attributes from, and "
-                    "the weights carry no attribute bank. Pass bank=reference images, or use batches of 2 or more."
-                )
-            mode = "bank"
-        if mode == "both" and n_bank == 0:
-            mode = "batch"
-        if mode == "batch":
-            donors = sample_donors(b, 1, generator=g)[0]
-            from_bank = torch.zeros(b, dtype=torch.bool, device=g.device)
-        elif mode == "bank":
-            donors = sample_bank_donors(n_bank, b, 1, generator=g)[0]
-            from_bank = torch.ones(b, dtype=torch.bool, device=g.device)
-        else:
-            r = torch.randint(0, b - 1 + n_bank, (b,), generator=g, device=g.device)
-            from_bank = r >= (b - 1)
-            own = torch.arange(b, device=g.device)
-            batch_idx = r + (r >= own).long()
-            donors = torch.where(from_bank, r - (b - 1), batch_idx)
-        strength = sample_strength(b, *self.strength, generator=g)
-        return {
-            "batch_prob": selected.float(),
-            "donors": donors,
-            "from_bank": from_bank,
-            "strength": strength,
-            "forward_input_shape": torch.tensor(tuple(batch_shape), dtype=torch.long),
-        }
+        """Draw the (B,) :class:`~contrimix_aug.mixing.MixParams` of this call (kornia's parameter dict)."""
+        params = sample_mix_params(int(batch_shape[0]), p=self.p, strength=self.strength, donors=self.donors,
+                                   bank_size=int(self.model.bank.shape[0]), generator=self._stream())
+        return {**params.to_dict(), "forward_input_shape": torch.tensor(tuple(batch_shape), dtype=torch.long)}
 
     def _render(self, x: torch.Tensor, params: Dict[str, torch.Tensor]) -> torch.Tensor:
-        from_bank = params["from_bank"]
-        return apply_contrimix(
-            self.model,
-            x,
-            params["donors"],
-            params["strength"],
-            selected=params["batch_prob"] > 0.5,
-            from_bank=from_bank if bool(from_bank.any()) else None,
-        )
+        return apply_contrimix(self.model, x, MixParams.from_dict(params))
 
 
 class ContriMixNormalize(_ContriMixBase):
@@ -270,14 +237,14 @@ class ContriMixNormalize(_ContriMixBase):
         weights: as for :class:`ContriMix`.
         target: None (the centre, i.e. mean, of the weights' attribute bank), reference image(s)
             (C, H, W) or (N, C, H, W) in [0, 1] (their mean attributes), or an attribute matrix (C, K).
-        keepdim, check_values: as for :class:`ContriMix`.
+        keepdim, check_values, state_dict_weights: as for :class:`ContriMix`.
 
     Shape: (B, C, H, W) or (C, H, W) -> same. Deterministic.
     """
 
     def __init__(self, weights: Any = None, target: torch.Tensor | None = None, keepdim: bool = True,
-                 check_values: bool = True) -> None:
-        super().__init__(weights, 1.0, keepdim, check_values)
+                 check_values: bool = True, state_dict_weights: bool = False) -> None:
+        super().__init__(weights, 1.0, keepdim, check_values, state_dict_weights)
         c, k = self.model.config.in_channels, self.model.config.num_attributes
         if target is None:
             if self.model.bank.shape[0] == 0:
@@ -288,11 +255,10 @@ class ContriMixNormalize(_ContriMixBase):
         elif tuple(target.shape) == (c, k):
             t = target.detach().float()
         elif target.ndim in (3, 4):
-            imgs = target if target.ndim == 4 else target.unsqueeze(0)
-            t = compute_bank(self.model, imgs).mean(0)
+            t = compute_bank(self.model, target if target.ndim == 4 else target.unsqueeze(0)).mean(0)
         else:
             raise ValueError(f"target: expected ({c}, {k}) attributes or image(s) ({c}, H, W), got {tuple(target.shape)}.")
-        self.register_buffer("target", t.to(self.model.bank.device))
+        self.register_buffer("target", t.to(self.model.bank.device), persistent=False)
 
     def forward_parameters(self, batch_shape: Any) -> Dict[str, torch.Tensor]:
         b = int(batch_shape[0])
@@ -303,5 +269,4 @@ class ContriMixNormalize(_ContriMixBase):
         }
 
     def _render(self, x: torch.Tensor, params: Dict[str, torch.Tensor]) -> torch.Tensor:
-        b = x.shape[0]
-        return apply_contrimix(self.model, x, params["donors"], torch.ones(b), target=self.target)
+        return normalize(self.model, x, self.target)

@@ -12,12 +12,13 @@ from .model import ContriMixModel
 __all__ = ["to_uint8", "tile_grid", "swap_grid", "dataflow_figure"]
 
 
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """(N, C, H, W) float in [0, 1] -> (N, H, W, 3) uint8 (1-channel images are repeated to grey)."""
+def to_uint8(images: torch.Tensor, *, rgb: bool = True) -> np.ndarray:
+    """(N, C, H, W) float in [0, 1] -> (N, H, W, 3) uint8, rounded (``rgb=True``: for display, 1-channel images
+    repeated to grey and extra channels dropped) or (N, H, W, C) uint8 with every channel (``rgb=False``)."""
     x = images.detach().float().clamp(0, 1).cpu()
-    if x.shape[1] == 1:
-        x = x.expand(-1, 3, -1, -1)
-    return (x[:, :3] * 255).round().byte().permute(0, 2, 3, 1).numpy()
+    if rgb:
+        x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x[:, :3]
+    return (x * 255).round().byte().permute(0, 2, 3, 1).numpy()
 
 
 def tile_grid(
@@ -92,7 +93,7 @@ def dataflow_figure(model: ContriMixModel, image: torch.Tensor, donor: torch.Ten
     rec = model.decode(content, attrs)
     k = content.shape[1]
     h, w = image.shape[-2:]
-    od = model._signal(x)[0].mean(0, keepdim=True)
+    od = model.image_to_signal(x)[0].mean(0, keepdim=True)
     maps = content[0]
     lo = maps.flatten(1).float().quantile(0.01, dim=1).view(-1, 1, 1)
     hi = maps.flatten(1).float().quantile(0.99, dim=1).view(-1, 1, 1)
@@ -102,8 +103,7 @@ def dataflow_figure(model: ContriMixModel, image: torch.Tensor, donor: torch.Ten
     if model.config.in_channels == 3 and model.config.mode == "absorbance":
         for j in range(k):
             col = attrs[0, :, j]
-            rgb = torch.exp(-col.clamp(-0.2, 6) * 2.302585).clamp(0, 1)
-            rgb = model._order(rgb.view(1, 3, 1, 1)).view(3)
+            rgb = model.signal_to_image(col.view(1, 3, 1, 1)).view(3)
             swatches.append(rgb.view(3, 1, 1).expand(3, h // 2, w // 2))
     tiles = [("input", x[0]), ("optical density", (od / od.max().clamp_min(1e-6)).expand(3, -1, -1))]
     tiles += [(f"content {j}", maps[j].expand(3, -1, -1)) for j in range(k)]

@@ -1,21 +1,23 @@
-"""Self-describing weights: one safetensors file holding tensors plus JSON metadata.
+"""Self-describing weights: one safetensors file per model, and the registry of the names users type.
 
 File layout (format ``contrimix_aug.weights/1``):
-- tensors: the model's ``state_dict()`` and, if any, ``__bank__`` (N, C, K) attribute bank;
-- metadata (str -> str): ``format``, ``config`` (JSON of :class:`~contrimix_aug.config.ModelConfig`),
-  ``meta`` (JSON: name, version, channel order, value range, min size, training data, licence, metrics, ...),
+- tensors: the model's ``state_dict()`` and ``__bank__`` (N, C, K), the attribute bank;
+- metadata (str -> str): ``format``, ``config`` (JSON of :class:`~contrimix_aug.model_config.ModelConfig`),
+  ``meta`` (JSON of :class:`~contrimix_aug.weights_meta.WeightsMeta`, validated on save and on load),
   ``tensor_sha256`` (digest of all tensor bytes, checked on load).
 
-Loading never unpickles. ``weights=`` anywhere in the library accepts a registry name, a file path,
-a :class:`ContriMixWeights` or a :class:`~contrimix_aug.model.ContriMixModel`.
+Loading never unpickles. ``weights=`` anywhere in the library accepts a registry name (any case; close misspellings
+get a suggestion), a ``.safetensors`` path, a training output folder (its ``weights.safetensors``), a
+:class:`ContriMixWeights` or a :class:`~contrimix_aug.model.ContriMixModel`.
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Union
@@ -25,24 +27,28 @@ import torch
 from . import __version__
 from ._io import atomic_write
 from ._paths import weights_dir
-from .config import ModelConfig
 from .model import ContriMixModel
+from .model_config import ModelConfig
+from .weights_meta import WeightsMeta, WeightsMetaError
 
 __all__ = [
+    "DEFAULT_WEIGHTS",
+    "REGISTRY",
     "ContriMixWeights",
+    "RegisteredWeights",
     "WeightsError",
     "available_weights",
-    "known_weights",
     "load_model",
     "load_weights",
     "resolve_weights",
     "save_weights",
-    "DEFAULT_WEIGHTS",
+    "weights_path",
 ]
 
 FORMAT = "contrimix_aug.weights/1"
 _BANK_KEY = "__bank__"
 DEFAULT_WEIGHTS = "he"
+TRAINING_OUTPUT = "weights.safetensors"  # what `contrimix-aug train` writes into its --out folder
 
 
 class WeightsError(ValueError):
@@ -50,58 +56,56 @@ class WeightsError(ValueError):
 
 
 @dataclass(frozen=True)
-class _Entry:
+class RegisteredWeights:
+    """One row of the weights registry.
+
+    Attributes:
+        name: the name users type (matched case-insensitively).
+        modality: ``"he"`` or ``"fluorescence"``.
+        description: one line.
+        bundled: the file ships inside the package (else it is imported or trained into the weights cache).
+        how_to_get: for names that are not bundled, what to do (in words a user can follow).
+        um_per_px: (low, high) training resolution range, or None when unknown.
+        card: the model card in the repository ("" when there is none).
+    """
+
     name: str
+    modality: str
     description: str
     bundled: bool
-    how_to_get: str
+    how_to_get: str = ""
+    um_per_px: tuple[float, float] | None = None
+    card: str = ""
 
 
-_REGISTRY: dict[str, _Entry] = {}
-
-
-def _register(entry: _Entry) -> None:
-    if entry.name in _REGISTRY:
-        raise ValueError(f"weights name {entry.name!r} registered twice")
-    _REGISTRY[entry.name] = entry
-
-
-_register(
-    _Entry(
-        "he",
-        "H&E, 3 channels, trained with contrimix-aug train on the clear-terms real H&E sources (bundled default)",
-        True,
-        "It ships inside the package; reinstall contrimix_aug if the file is missing.",
+REGISTRY: dict[str, RegisteredWeights] = {
+    w.name: w
+    for w in (
+        RegisteredWeights(
+            "he", "he", "H&E, K = 8, trained label-free on 6 real H&E sources of different labs (about 0.5 µm/px)",
+            True, um_per_px=(0.5, 0.5), card="docs/weights/he.md"),
+        RegisteredWeights(
+            "camelyon", "he", "H&E lymph node, K = 8, trained label-free on the CAMELYON17 tiles of the "
+            "Camelyon17-WILDS training hospitals 0, 3, 4 at 0.25-1 µm/px", True, um_per_px=(0.25, 1.0),
+            card="docs/weights/camelyon.md"),
+        RegisteredWeights(
+            "fluorescence", "fluorescence", "1-channel nuclear stains, linear mode, K = 4, trained on 3 real "
+            "fluorescence sources", True, card="docs/weights/fluorescence.md"),
+        RegisteredWeights(
+            "camelyon-authors", "he", "the authors' Camelyon17-WILDS checkpoint (K = 4, RGB, 96 px)", False,
+            "Download a Camelyon17 ContriMix checkpoint (.pth) from the model zoo of the authors' repository "
+            "(MODELZOO.md on the 'histogan' branch of gitlab.com/huutan86/intraminibatch_permutation_drit; a public "
+            "copy is github.com/Cristian-Mattace/ContriMix), then run "
+            "`contrimix-aug import-checkpoint FILE.pth --name camelyon-authors`.", (1.0, 1.0)),
+        RegisteredWeights(
+            "tcga", "he", "the authors' TCGA encoders checkpoint (K = 16, 572 px)", False,
+            "Download the TCGA ContriMix checkpoint (.pth) from the model zoo of the authors' repository (MODELZOO.md "
+            "on the 'histogan' branch of gitlab.com/huutan86/intraminibatch_permutation_drit), then run "
+            "`contrimix-aug import-checkpoint FILE.pth --name tcga` (add --channel-order bgr if its colours come "
+            "out swapped)."),
     )
-)
-_register(
-    _Entry(
-        "fluorescence",
-        "fluorescence nuclei, 1 channel, linear mode, trained on the real nuclei sources (bundled)",
-        True,
-        "It ships inside the package; reinstall contrimix_aug if the file is missing.",
-    )
-)
-_register(
-    _Entry(
-        "camelyon",
-        "the authors' Camelyon17-WILDS checkpoint (K=4, RGB, 96 px)",
-        False,
-        "Download a Camelyon17 ContriMix checkpoint from the authors' model zoo (MODELZOO.md of the ContriMix "
-        "repository), then run `contrimix-aug import-checkpoint PATH --name camelyon --channel-order rgb`; or "
-        "train one with `contrimix-aug train camelyon17:ROOT --out DIR` and copy DIR/weights.safetensors to {path}.",
-    )
-)
-_register(
-    _Entry(
-        "tcga",
-        "the authors' TCGA encoders checkpoint (K=16, 572 px)",
-        False,
-        "Download the TCGA ContriMix checkpoint from the authors' model zoo (MODELZOO.md of the ContriMix "
-        "repository), then run `contrimix-aug import-checkpoint PATH --name tcga --channel-order rgb` "
-        "(use --channel-order bgr if its colours come out swapped).",
-    )
-)
+}
+"""Every name the library knows, bundled or not (:func:`available_weights` lists what loads now)."""
 
 
 @dataclass
@@ -110,25 +114,30 @@ class ContriMixWeights:
 
     config: ModelConfig
     state_dict: dict[str, torch.Tensor]
-    bank: torch.Tensor | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
+    bank: torch.Tensor | None
+    meta: WeightsMeta
     source: str = "<memory>"
 
     def build(self) -> ContriMixModel:
         """A frozen, eval-mode :class:`ContriMixModel` with these weights (strict key match)."""
-        model = ContriMixModel(self.config, bank=self.bank)
+        model = ContriMixModel(self.config, bank=self.bank, meta=self.meta)
         try:
             model.load_state_dict(self.state_dict, strict=True)
         except RuntimeError as err:
             raise WeightsError(f"{self.source}: tensors do not match the stored architecture: {err}") from None
-        model.meta = dict(self.meta)  # type: ignore[attr-defined]
         return model.freeze()
 
     @classmethod
-    def from_model(cls, model: ContriMixModel, meta: dict[str, Any] | None = None) -> "ContriMixWeights":
+    def from_model(cls, model: ContriMixModel, meta: WeightsMeta | None = None) -> "ContriMixWeights":
         sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         bank = model.bank.detach().cpu() if model.bank.numel() else None
-        return cls(model.config, sd, bank, dict(meta or getattr(model, "meta", {}) or {}))
+        meta = meta or model.meta or _fresh_meta(model)
+        return cls(model.config, sd, bank, meta)
+
+
+def _fresh_meta(model: ContriMixModel) -> WeightsMeta:
+    return WeightsMeta(name="unnamed", modality="he" if model.config.mode == "absorbance" else "fluorescence",
+                       library_version=__version__, num_params=model.num_params)
 
 
 def _digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -142,30 +151,27 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def save_weights(
-    weights: Union[ContriMixModel, ContriMixWeights], path: str | os.PathLike, meta: dict[str, Any] | None = None
-) -> Path:
-    """Write a weights file atomically (temp file + rename). Returns the path."""
+def save_weights(weights: Union[ContriMixModel, ContriMixWeights], path: str | os.PathLike,
+                 meta: WeightsMeta | None = None) -> Path:
+    """Write a weights file atomically (temp file + rename); ``meta`` replaces the weights' own. Returns the path.
+
+    The parameter count in the metadata is set from the tensors, and the library version to this one.
+    """
     from safetensors.torch import save_file
 
     w = weights if isinstance(weights, ContriMixWeights) else ContriMixWeights.from_model(weights)
-    full_meta = {
-        "library_version": __version__,
-        "channels": w.config.in_channels,
-        "num_attributes": w.config.num_attributes,
-        "channel_order": w.config.channel_order,
-        "value_range": [0.0, 1.0],
-        "min_size": 8,
-        **w.meta,
-        **(meta or {}),
-    }
+    m = meta or w.meta
+    if not isinstance(m, WeightsMeta):
+        raise TypeError(f"save_weights: meta must be a WeightsMeta, got {type(m).__name__}.")
+    num_params = sum(v.numel() for k, v in w.state_dict.items())
+    m = m.replace(num_params=num_params, library_version=__version__)
     tensors = {k: v.detach().cpu().contiguous() for k, v in w.state_dict.items()}
     if w.bank is not None and w.bank.numel():
         tensors[_BANK_KEY] = w.bank.detach().cpu().float().contiguous()
     metadata = {
         "format": FORMAT,
         "config": json.dumps(w.config.to_dict(), sort_keys=True),
-        "meta": json.dumps(full_meta, sort_keys=True, default=str),
+        "meta": json.dumps(m.to_dict(), sort_keys=True, default=str),
         "tensor_sha256": _digest(tensors),
     }
     return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
@@ -176,6 +182,16 @@ def load_weights(path: str | os.PathLike) -> ContriMixWeights:
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
+    if path.is_dir():
+        if (path / TRAINING_OUTPUT).is_file():
+            path = path / TRAINING_OUTPUT
+        else:
+            found = sorted(p.name for p in path.glob("*.safetensors"))
+            raise WeightsError(
+                f"{path} is a folder without {TRAINING_OUTPUT} (the file `contrimix-aug train` exports)"
+                + (f"; it holds {found}: pass one of them (checkpoint.safetensors is a resume state, not weights)."
+                   if found else "; pass the path of a .safetensors weights file.")
+            )
     if not path.is_file():
         raise WeightsError(f"weights file {str(path)!r} does not exist.")
     try:
@@ -188,51 +204,67 @@ def load_weights(path: str | os.PathLike) -> ContriMixWeights:
             "download, import or export it again."
         ) from None
     if metadata.get("format") != FORMAT:
+        hint = (" This is a training checkpoint (resume state): pass the folder or its weights.safetensors."
+                if "train-checkpoint" in str(metadata.get("format")) else
+                " Convert the authors' .pth checkpoints with `contrimix-aug import-checkpoint`.")
         raise WeightsError(
-            f"{path}: not a contrimix_aug weights file (format {metadata.get('format')!r}, expected {FORMAT!r}). "
-            "Convert the authors' .pth checkpoints with `contrimix-aug import-checkpoint`."
+            f"{path}: not a contrimix_aug weights file (format {metadata.get('format')!r}, expected {FORMAT!r})."
+            + hint
         )
     if _digest(tensors) != metadata.get("tensor_sha256"):
         raise WeightsError(f"{path}: tensor checksum mismatch: the file is corrupted. Download or export it again.")
     try:
         config = ModelConfig.from_dict(json.loads(metadata["config"]))
-        meta = json.loads(metadata.get("meta", "{}"))
-    except (KeyError, json.JSONDecodeError, TypeError) as err:
+        raw = json.loads(metadata.get("meta", "{}"))
+        meta = WeightsMeta.from_dict(raw, strict="modality" in raw)  # files before the schema: mapped
+    except (KeyError, json.JSONDecodeError, TypeError, WeightsMetaError) as err:
         raise WeightsError(f"{path}: unreadable metadata ({err}); the file is corrupted.") from None
     bank = tensors.pop(_BANK_KEY, None)
+    num_params = sum(t.numel() for t in tensors.values())
+    if meta.num_params and meta.num_params != num_params:
+        raise WeightsError(f"{path}: metadata says {meta.num_params} parameters, the tensors hold {num_params}.")
     return ContriMixWeights(config, tensors, bank, meta, source=str(path))
 
 
 def _bundled_path(name: str) -> Path:
-    return Path(str(resources.files("contrimix_aug") / "weights" / f"{name}.safetensors"))
+    return Path(str(resources.files("contrimix_aug") / "assets" / "weights" / f"{name}.safetensors"))
 
 
 def _cache_path(name: str) -> Path:
     return weights_dir() / f"{name}.safetensors"
 
 
-def _name_path(name: str) -> Path | None:
-    for p in (_bundled_path(name), _cache_path(name)):
-        if p.is_file():
-            return p
-    return None
+def _canonical(name: str) -> str:
+    """The registered or cached spelling of ``name`` (names match case-insensitively)."""
+    for n in list(REGISTRY) + _cached_names():
+        if n.lower() == name.lower():
+            return n
+    return name
 
 
-def known_weights() -> dict[str, str]:
-    """Registry names with a one-line description (available or not)."""
-    return {n: e.description for n, e in _REGISTRY.items()}
+def _cached_names() -> list[str]:
+    d = weights_dir()
+    return sorted(p.name[: -len(".safetensors")] for p in d.glob("*.safetensors")) if d.is_dir() else []
+
+
+def weights_path(name: str) -> Path | None:
+    """The file ``load_model(name)`` reads: bundled with the package first, then in the weights cache
+    (``$CONTRIMIX_AUG_HOME/weights``); None when there is none."""
+    name = _canonical(name)
+    entry = REGISTRY.get(name)
+    candidates = [_bundled_path(name)] if entry is not None and entry.bundled else []
+    candidates.append(_cache_path(name))
+    return next((p for p in candidates if p.is_file()), None)
 
 
 def available_weights() -> list[str]:
-    """Names that load now: bundled files, imported/trained files in the cache (``CONTRIMIX_AUG_HOME``)."""
-    names = [n for n in _REGISTRY if _name_path(n) is not None]
-    if weights_dir().is_dir():
-        names += sorted(p.name[: -len(".safetensors")] for p in weights_dir().glob("*.safetensors"))
-    return list(dict.fromkeys(names))
+    """Names that load now: bundled files, then imported or trained files in the weights cache."""
+    names = [n for n in REGISTRY if weights_path(n) is not None]
+    return list(dict.fromkeys(names + _cached_names()))
 
 
 def resolve_weights(weights: Any = None) -> ContriMixWeights:
-    """Turn a name, path, :class:`ContriMixWeights` or :class:`ContriMixModel` into :class:`ContriMixWeights`."""
+    """Turn a name, path, folder, :class:`ContriMixWeights` or :class:`ContriMixModel` into :class:`ContriMixWeights`."""
     if weights is None:
         weights = DEFAULT_WEIGHTS
     if isinstance(weights, ContriMixWeights):
@@ -240,30 +272,41 @@ def resolve_weights(weights: Any = None) -> ContriMixWeights:
     if isinstance(weights, ContriMixModel):
         return ContriMixWeights.from_model(weights)
     if isinstance(weights, os.PathLike) or (
-        isinstance(weights, str) and (weights.endswith(".safetensors") or os.sep in weights or "/" in weights)
+        isinstance(weights, str) and (weights.endswith(".safetensors") or os.sep in weights or "/" in weights
+                                      or os.path.isdir(weights))
     ):
         return load_weights(weights)
     if not isinstance(weights, str):
         raise TypeError(
             f"weights: expected a name, a path, ContriMixWeights or ContriMixModel, got {type(weights).__name__}."
         )
-    path = _name_path(weights)
+    path = weights_path(weights)
     if path is not None:
         return load_weights(path)
-    if weights in _REGISTRY:
-        entry = _REGISTRY[weights]
+    entry = REGISTRY.get(_canonical(weights))
+    if entry is not None:
+        if entry.bundled:
+            raise WeightsError(f"the bundled weights {entry.name!r} are missing from {_bundled_path(entry.name)}; "
+                               "reinstall contrimix_aug.")
         raise WeightsError(
-            f"weights {weights!r} ({entry.description}) are not installed: no file at {_cache_path(weights)}. "
-            + entry.how_to_get.format(path=_cache_path(weights))
+            f"weights {entry.name!r} ({entry.description}) are not installed: no file at {_cache_path(entry.name)}. "
+            + entry.how_to_get
         )
+    known = list(dict.fromkeys(list(REGISTRY) + _cached_names()))
+    close = difflib.get_close_matches(weights.lower(), [n.lower() for n in known], n=3, cutoff=0.6)
+    close = [n for n in known if n.lower() in close]
     raise WeightsError(
-        f"unknown weights name {weights!r}. Available: {available_weights()}; known: {sorted(_REGISTRY)}. "
-        "Pass a path to a .safetensors file to load your own."
+        f"unknown weights name {weights!r}." + (f" Did you mean {' or '.join(map(repr, close))}?" if close else "")
+        + f" Available now: {available_weights()}; known: {known}. Pass a path to a .safetensors file to load your own."
     )
 
 
-def load_model(weights: Any = None) -> ContriMixModel:
-    """A frozen, eval-mode :class:`ContriMixModel`. ``None`` = the bundled H&E default."""
+def load_model(weights: Any = None, *, copy: bool = False) -> ContriMixModel:
+    """A frozen, eval-mode :class:`ContriMixModel`. ``None`` = the bundled default (``he``).
+
+    A :class:`ContriMixModel` passed in is returned as is, or, with ``copy=True``, as a frozen copy (what the
+    transforms hold, so that freezing, moving or re-banking never touches the caller's model).
+    """
     if isinstance(weights, ContriMixModel):
-        return weights
+        return weights.frozen_copy() if copy else weights
     return resolve_weights(weights).build()

@@ -9,7 +9,7 @@ import torch
 
 from contrimix_aug import load_model
 from contrimix_aug.data.sources import load_demo_tiles
-from contrimix_aug.demo import run_demo
+from contrimix_aug.showcase import run_demo
 from contrimix_aug.viz import dataflow_figure
 
 

@@ -7,9 +7,10 @@ Writes
   tests/fixtures/skin_edge_256.png               256x256 across the epidermis/glass border
   tests/fixtures/manifest.json + README.md       provenance (source sha256, crop boxes, output sha256)
   contrimix_aug/assets/tiles/{cmu1,skin}_{00..07}.png   demo tiles, 96x96 at 0.5 um/px (+ manifest, README)
+  contrimix_aug/assets/tiles_fluorescence/dsb_{00..07}.png   fluorescence demo tiles (CC0 dsb nuclei), 96x96, 8-bit
 
 Every crop is a deterministic function of the verified source bytes, so ``--check`` can re-derive them and
-compare pixel by pixel. Sources are fetched with pip on first use (see contrimix_aug.data.sources).
+compare pixel by pixel. Sources are fetched with pip on first use (see contrimix_aug.data.cache).
 
 Usage: python scripts/make_fixtures.py [--check] [--cache-dir DIR]
 """
@@ -29,14 +30,18 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from contrimix_aug import tissue as T  # noqa: E402
 from contrimix_aug.data import patches as P  # noqa: E402
-from contrimix_aug.data.sources import get_source, load_image  # noqa: E402
+from contrimix_aug.data.readers import load_image  # noqa: E402
+from contrimix_aug.data.registry import get_source  # noqa: E402
 
 __all__ = ["build", "main"]
 
 FIXTURES = REPO / "tests" / "fixtures"
 TILES = REPO / "contrimix_aug" / "assets" / "tiles"
+FLUO_TILES = REPO / "contrimix_aug" / "assets" / "tiles_fluorescence"
 VENDORABLE = ("cmu1", "skin")
+FLUO_VENDORABLE = "dsb"
 N_TILES = 8
 TILE = 96
 EDGE = 256
@@ -59,11 +64,11 @@ def _spread(coords: list[tuple[int, int]], n: int, rng: np.random.Generator) -> 
 
 def _edge_box(img: np.ndarray, sid: str) -> tuple[int, int]:
     """Top-left of the 256 crop: cmu1 = most ink with >= 20 % glass and >= 30 % tissue; skin = tissue/glass border."""
-    tissue = P.tissue_mask(img)
+    tissue = T.tissue_mask(img)
     glass_f = P.window_fraction(~tissue, EDGE)[::32, ::32]
     tissue_f = 1.0 - glass_f
     if sid == "cmu1":
-        ink_f = P.window_fraction(P.ink_mask(img), EDGE)[::32, ::32]
+        ink_f = P.window_fraction(T.ink_mask(img), EDGE)[::32, ::32]
         score = np.where((glass_f >= 0.2) & (tissue_f >= 0.3), ink_f, -1.0)
     else:
         score = np.minimum(glass_f, tissue_f)
@@ -105,18 +110,50 @@ def build(cache_dir: str | None = None) -> dict[Path, bytes]:
             files[TILES / name] = _png(img05[y:y + TILE, x:x + TILE])
             tiles_manifest[name] = {"source": sid, "box_yxhw_at_0.5um": [y, x, TILE, TILE], "um_per_px": 0.5,
                                     "resampled_from_um_per_px": src.um_per_px}
-    for folder, manifest in ((FIXTURES, fixtures_manifest), (TILES, tiles_manifest)):
+    fluo_manifest, fluo_prov = _fluorescence_tiles(files, cache_dir)
+    for folder, manifest, prov in ((FIXTURES, fixtures_manifest, provenance), (TILES, tiles_manifest, provenance),
+                                   (FLUO_TILES, fluo_manifest, fluo_prov)):
         for name in manifest:
             manifest[name]["sha256"] = hashlib.sha256(files[folder / name]).hexdigest()
-        doc = {"generated_by": "scripts/make_fixtures.py", "sources": provenance, "files": manifest}
+        doc = {"generated_by": "scripts/make_fixtures.py", "sources": prov, "files": manifest}
         files[folder / "manifest.json"] = (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
-        files[folder / "README.md"] = _readme(folder, provenance).encode()
+        files[folder / "README.md"] = _readme(folder, prov).encode()
     return files
 
 
+def _fluorescence_tiles(files: dict[Path, bytes], cache_dir: str | None) -> tuple[dict, dict]:
+    """8 crops of the CC0 dsb nuclei image (0.5-99.8 percentile stretch to 8 bits), the ones with most signal."""
+    src = get_source(FLUO_VENDORABLE)
+    assert src.may_vendor
+    img = load_image(FLUO_VENDORABLE, cache_dir=cache_dir).astype(np.float64)
+    lo, hi = np.percentile(img, (0.5, 99.8))
+    img8 = np.clip(np.rint((img - lo) / (hi - lo) * 255), 0, 255).astype(np.uint8)
+    coords = [(y, x) for y in range(0, img8.shape[0] - TILE + 1, TILE // 2)
+              for x in range(0, img8.shape[1] - TILE + 1, TILE // 2)]
+    signal = [float((img8[y:y + TILE, x:x + TILE] > 64).mean()) for y, x in coords]
+    order = np.argsort(signal, kind="stable")[::-1]
+    chosen: list[tuple[int, int]] = []
+    for i in order:  # most signal first, no two overlapping
+        y, x = coords[int(i)]
+        if all(abs(y - a) >= TILE or abs(x - b) >= TILE for a, b in chosen):
+            chosen.append((y, x))
+        if len(chosen) == N_TILES:
+            break
+    manifest = {}
+    for i, (y, x) in enumerate(sorted(chosen)):
+        name = f"dsb_{i:02d}.png"
+        files[FLUO_TILES / name] = _png(img8[y:y + TILE, x:x + TILE])
+        manifest[name] = {"source": "dsb", "box_yxhw": [y, x, TILE, TILE],
+                          "stretch": {"p0.5": float(lo), "p99.8": float(hi)}}
+    prov = {"dsb": {"package": src.requirement, "archive": src.archive, "member": src.member, "sha256": src.sha256,
+                    "licence": src.licence, "attribution": src.attribution}}
+    return manifest, prov
+
+
 def _readme(folder: Path, provenance: dict) -> str:
-    what = ("Real H&E crops used by the test-suite (native resolution)" if folder == FIXTURES
-            else "Real H&E demo tiles bundled with contrimix_aug (96x96 px at about 0.5 um/px)")
+    what = {FIXTURES: "Real H&E crops used by the test-suite (native resolution)",
+            TILES: "Real H&E demo tiles bundled with contrimix_aug (96x96 px at about 0.5 um/px)",
+            FLUO_TILES: "Real fluorescence demo tiles bundled with contrimix_aug (96x96 px, 8-bit)"}[folder]
     lines = [f"# {what}", "",
              "Generated by `scripts/make_fixtures.py` (deterministic; `--check` re-derives them). Only sources whose",
              "terms allow redistribution are used. Crop boxes and per-file sha256 are in `manifest.json`.", "",
@@ -124,8 +161,12 @@ def _readme(folder: Path, provenance: dict) -> str:
     for sid, p in provenance.items():
         lines.append(f"| {sid} | {p['package']} ({p['archive']}) | `{p['member']}` | `{p['sha256']}` | "
                      f"{p['licence']} | {p['attribution']} |")
-    lines += ["", "cmu1: OpenSlide test data CMU-1, released CC0 (credit: OpenSlide / Carnegie Mellon University).",
-              "skin: released into the public domain by its author Kilbad (Wikimedia Commons).", ""]
+    if folder == FLUO_TILES:
+        lines += ["", "dsb: BBBC038 / 2018 Data Science Bowl, CC0 as distributed by the Broad Bioimage Benchmark "
+                  "Collection (credit: Caicedo et al., Nature Methods 2019).", ""]
+    else:
+        lines += ["", "cmu1: OpenSlide test data CMU-1, released CC0 (credit: OpenSlide / Carnegie Mellon University).",
+                  "skin: released into the public domain by its author Kilbad (Wikimedia Commons).", ""]
     return "\n".join(lines)
 
 

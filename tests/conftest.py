@@ -1,7 +1,13 @@
-"""Shared test fixtures: real H&E tiles, a tiny model config, device/dtype defaults, an isolated cache.
+"""Shared test fixtures: real H&E tiles, a tiny model config, device/dtype defaults, an isolated cache, and the
+labelled real collections.
 
 ``CONTRIMIX_TEST_DEVICE`` (default ``cpu``) and ``CONTRIMIX_TEST_DTYPE`` (default ``float32``) pick the
 ``device`` and ``dtype`` fixtures.
+
+The labelled collections (CAMELYON17 tiles, CAMELYON16 patches, BBBC021 crops) are never in the repository: they
+are read from a data root, ``$CONTRIMIX_AUG_DATA``. When that is unset and ``<repo>/../shared/data`` exists (the
+layout of this project's machines and CI), it is used. Tests that need the collections take the ``data_root``
+fixture, which skips without them, or fails when ``CONTRIMIX_AUG_REQUIRE_DATA`` is set (CI).
 """
 
 from __future__ import annotations
@@ -14,9 +20,12 @@ import pytest
 import torch
 from PIL import Image
 
-from contrimix_aug.config import ModelConfig
+from contrimix_aug.model_config import ModelConfig
 
 FIXTURES = Path(__file__).parent / "fixtures"
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+DATA_ROOT_ENV = "CONTRIMIX_AUG_DATA"
 
 
 def _load_rgb(path: Path) -> torch.Tensor:
@@ -111,3 +120,32 @@ def handset():
     from helpers import make_handset_model
 
     return make_handset_model()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _default_data_root():
+    """For the session: ``CONTRIMIX_AUG_DATA`` = ``<repo>/../shared/data`` when unset and that folder exists, so the
+    documented test command works on this project's machines. An explicit value always wins."""
+    if os.environ.get(DATA_ROOT_ENV) or not SHARED_DATA.is_dir():
+        yield
+        return
+    os.environ[DATA_ROOT_ENV] = str(SHARED_DATA)
+    try:
+        yield
+    finally:
+        os.environ.pop(DATA_ROOT_ENV, None)
+
+
+@pytest.fixture(scope="session")
+def data_root(_default_data_root) -> Path:
+    """The folder holding the labelled collections (``$CONTRIMIX_AUG_DATA``): skip without it, or fail when
+    ``CONTRIMIX_AUG_REQUIRE_DATA`` is set."""
+    value = os.environ.get(DATA_ROOT_ENV)
+    root = Path(value).expanduser() if value else None
+    if root is None or not root.is_dir():
+        msg = ("labelled collections not found: set CONTRIMIX_AUG_DATA=... (see docs)"
+               + (f"; {root} is not a folder" if root is not None else ""))
+        if os.environ.get("CONTRIMIX_AUG_REQUIRE_DATA"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return root

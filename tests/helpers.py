@@ -1,12 +1,17 @@
-"""Models shared by the transform, functional and albumentations tests (not a test module)."""
+"""Models and datasets shared by several test modules (not a test module itself).
+
+Everything here is importable by name (``from helpers import ...``), which DataLoader workers started with the
+``spawn`` or ``forkserver`` method need: they unpickle the dataset by importing its class.
+"""
 
 from __future__ import annotations
 
 import torch
+from torch.utils.data import Dataset
 
 import contrimix_aug as ca
 
-__all__ = ["make_tiny_model", "make_handset_model", "count_calls"]
+__all__ = ["make_tiny_model", "make_handset_model", "count_calls", "AugmentedTiles"]
 
 
 def make_tiny_model(seed: int = 0, bank: torch.Tensor | None = None, channels: int = 3) -> ca.ContriMixModel:
@@ -66,3 +71,25 @@ def count_calls(model: ca.ContriMixModel) -> dict[str, list[int]]:
 
     enc.forward_prepared = counted
     return calls
+
+
+class AugmentedTiles(Dataset):
+    """Applies ``aug`` per sample to one (C, H, W) image (``tiles[i % N]``, or always ``tiles[0]`` with
+    ``same_input``) and reports what happened in the worker.
+
+    Items: ``(output (C, H, W), donor index, strength, worker id (-1 in the main process), torch threads)``.
+    """
+
+    def __init__(self, tiles: torch.Tensor, aug: torch.nn.Module, length: int = 8, same_input: bool = False) -> None:
+        self.tiles, self.aug, self.length, self.same_input = tiles, aug, length, same_input
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int):
+        x = self.tiles[0 if self.same_input else i % self.tiles.shape[0]]
+        out = self.aug(x)
+        info = torch.utils.data.get_worker_info()
+        params = self.aug.params
+        return (out, params["donors"][0], params["strength"][0], info.id if info is not None else -1,
+                torch.get_num_threads())

@@ -1,4 +1,4 @@
-"""contrimix_aug.albumentations.ContriMix: an albumentations ImageOnlyTransform, on real H&E tiles."""
+"""contrimix_aug.albumentations.AlbumentationsContriMix: an albumentations ImageOnlyTransform, on real H&E tiles."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ import pytest
 import torch
 
 import contrimix_aug as ca
-from contrimix_aug.functional import compute_bank
+from contrimix_aug.bank import compute_bank
+from contrimix_aug.mixing import sample_mix_params
 from contrimix_aug.optical_density import rgb_to_od
 
 A = pytest.importorskip("albumentations")
-from contrimix_aug.albumentations import ContriMix
+from contrimix_aug.albumentations import AlbumentationsContriMix as ContriMix
 from helpers import make_handset_model, make_tiny_model
 
 H, W = 40, 48
@@ -48,6 +49,9 @@ def tiny_with_bank(bank_u8: np.ndarray) -> ca.ContriMixModel:
 
 class TestBasics:
     def test_is_image_only_transform(self, tiny_with_bank):
+        import contrimix_aug.albumentations as mod
+
+        assert mod.__all__ == ["AlbumentationsContriMix"] and not hasattr(mod, "ContriMix")
         t = ContriMix(weights=tiny_with_bank, p=1.0)
         assert isinstance(t, A.ImageOnlyTransform)
         assert set(t.targets) >= {"image", "images"}
@@ -156,7 +160,7 @@ class TestCompose:
         res = pipe(image=tiles_u8[0])
         params = t.get_applied_params()
         assert set(params) >= {"donor", "strength"} and 0 <= params["donor"] < 3 and 0.2 <= params["strength"] <= 1
-        assert res["applied_transforms"][0][0] == "ContriMix"
+        assert res["applied_transforms"][0][0] == "AlbumentationsContriMix"
         again = t.apply(tiles_u8[0], **params)
         assert np.array_equal(again, res["image"])
 
@@ -175,6 +179,19 @@ class TestCompose:
         assert np.abs(out.astype(int) - one_by_one.astype(int)).max() <= 1  # same donor for the stack
         f = t.apply_to_images(stack.astype(np.float32) / 255, **params)
         assert f.dtype == np.float32 and f.shape == stack.shape
+
+    def test_get_params_draws_with_sample_mix_params(self, tiny_with_bank, tiles_u8):
+        """get_params = sample_mix_params(donors="bank") on a torch generator seeded from albumentations' own RNG."""
+        import copy
+
+        t = ContriMix(weights=tiny_with_bank, p=1.0, strength=(0.2, 1.0))
+        A.Compose([t], seed=11)  # seeds the transform's generators
+        for _ in range(4):
+            probe = copy.deepcopy(t.random_generator)
+            g = torch.Generator().manual_seed(int(probe.integers(0, 2**63 - 1)))
+            want = sample_mix_params(1, strength=(0.2, 1.0), donors="bank", bank_size=3, generator=g)
+            got = t.get_params()
+            assert got == {"donor": int(want.donors[0]), "strength": float(want.strength[0])}
 
     def test_pickle(self, tiny_with_bank, tiles_u8):
         pipe = A.Compose([ContriMix(weights=tiny_with_bank, p=1.0, strength=(0.2, 1.0))], seed=5)
@@ -247,7 +264,7 @@ class TestErrors:
             ContriMix(weights=make_tiny_model())
 
     def test_bad_bank(self, tiny_with_bank, bank_u8):
-        with pytest.raises(ValueError, match="channel"):
+        with pytest.raises(ValueError, match=r"expected reference images \(N, H, W, 3\).*got shape \(3, 40, 48, 2\)"):
             ContriMix(weights=tiny_with_bank, bank=bank_u8[..., :2])
         with pytest.raises(TypeError, match="bank"):
             ContriMix(weights=tiny_with_bank, bank="refs")
@@ -262,7 +279,7 @@ class TestErrors:
             (lambda img: img[..., 0], ValueError, "single-channel"),
             (lambda img: img[None, None], ValueError, "5-D"),
             (lambda img: img.astype(np.float64) / 255, TypeError, "float64"),
-            (lambda img: img.astype(np.uint16), TypeError, "uint16"),
+            (lambda img: img.astype(np.uint16), TypeError, r"uint16.*/ 65535"),
             (lambda img: img.astype(np.float32), ValueError, "divide by 255"),
             (lambda img: np.where(img > 100, np.nan, img / 255).astype(np.float32), ValueError, "NaN"),
             (lambda img: torch.from_numpy(img), TypeError, "numpy"),
@@ -285,7 +302,7 @@ class TestErrors:
 
         monkeypatch.setitem(sys.modules, "albumentations", None)  # what "not installed" looks like to import
         spec = importlib.util.spec_from_file_location("contrimix_aug._albumentations_probe", mod.__file__)
-        with pytest.raises(ImportError, match=r"pip install \"albumentations>=2\""):
+        with pytest.raises(ImportError, match=r"albumentations package \(>= 2.0\).*pip install \"contrimix_aug\[albumentations\]\""):
             spec.loader.exec_module(importlib.util.module_from_spec(spec))
 
 

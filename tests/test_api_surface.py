@@ -79,9 +79,42 @@ def test_module_all_matches_inventory(module_name):
     assert not added and not removed, f"{module_name}: added {added}, removed {removed}. {UPDATE_HINT}"
 
 
+def _exported() -> dict[str, list[str]]:
+    return {name: list(getattr(importlib.import_module(name), "__all__", None) or []) for name in public_modules()}
+
+
+def test_no_private_helper_or_register_hook_is_exported():
+    """``__all__`` lists public API only: no ``_private`` helper (dunders such as ``__version__`` aside), and none of
+    the old per-module ``register`` CLI hooks (argument parsing lives in contrimix_aug.cli)."""
+    private = {m: [n for n in names if n.startswith("_") and not (n.startswith("__") and n.endswith("__"))]
+               for m, names in _exported().items()}
+    assert not {m: n for m, n in private.items() if n}, "private names exported"
+    register = [m for m, names in _exported().items() if "register" in names]
+    assert not register, f"`register` exported by {register}"
+
+
+# A module name used twice is a naming bug ("one place per concept, names that say what a file is"): a module file
+# and a package directory count alike (``data/`` and ``cli/data.py`` would clash).
+
+
+def test_no_module_name_is_used_twice():
+    root = Path(contrimix_aug.__file__).parent
+    by_name: dict[str, list[str]] = {}
+    for path in sorted(root.rglob("*.py")):
+        if path.name in ("__init__.py", "__main__.py") or "__pycache__" in path.parts:
+            continue
+        by_name.setdefault(path.stem, []).append(str(path.relative_to(root.parent)))
+    for pkg in sorted(p.parent for p in root.rglob("__init__.py") if p.parent != root):
+        by_name.setdefault(pkg.name, []).append(str(pkg.relative_to(root.parent)) + "/")
+    duplicates = {name: paths for name, paths in by_name.items() if len(paths) > 1}
+    assert not duplicates, f"module names used more than once under contrimix_aug/: {duplicates}"
+    assert "config" not in by_name  # the two config.py files were renamed model_config.py / train_config.py
+
+
 def test_top_level_names():
     """The names a user starts from stay importable from the package itself."""
-    for name in ("ContriMix", "ContriMixNormalize", "ContriMixModel", "ModelConfig", "functional", "load_model"):
+    for name in ("ContriMix", "ContriMixNormalize", "ContriMixModel", "ModelConfig", "functional", "load_model",
+                 "weights_path", "WeightsMeta", "save_weights", "available_weights"):
         assert name in contrimix_aug.__all__
 
 

@@ -1,4 +1,5 @@
-"""Dataset classes on tiny copies of the WILDS layouts written from the vendored real crops, plus make_dataset."""
+"""Dataset classes on tiny copies of the WILDS layouts written from the vendored real crops, image folders (RGB and
+grey), the real CAMELYON17 tiles through the data root, plus make_dataset."""
 
 from __future__ import annotations
 
@@ -207,6 +208,48 @@ def test_image_folder_random_crop_seeded(tmp_path):
     assert len({(fresh[i][1]["y"], fresh[i][1]["x"]) for _ in range(8)}) > 1
 
 
+def test_read_image_channels(tmp_path):
+    rgb = _png("cmu1_tile_00.png")
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    Image.fromarray(rgb[..., 1]).save(tmp_path / "grey.png")
+    Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])).save(tmp_path / "rgba.png")
+    # channels=1: one grey channel; a grey file as stored, an RGB file converted to luminance (PIL's "L")
+    g = D.read_image(tmp_path / "grey.png", channels=1)
+    assert g.shape == (96, 96, 1) and g.dtype == np.uint8 and np.array_equal(g[..., 0], rgb[..., 1])
+    lum = D.read_image(tmp_path / "rgb.png", channels=1)
+    want = np.asarray(Image.fromarray(rgb).convert("L"))
+    assert lum.shape == (96, 96, 1) and np.array_equal(lum[..., 0], want)
+    # channels=3: grey repeated, alpha dropped; None: as stored
+    assert np.array_equal(D.read_image(tmp_path / "grey.png"), np.repeat(g, 3, axis=-1))
+    assert np.array_equal(D.read_image(tmp_path / "rgba.png"), rgb)
+    assert D.read_image(tmp_path / "rgba.png", channels=None).shape == (96, 96, 4)
+    assert D.read_image(tmp_path / "grey.png", channels=None).shape == (96, 96, 1)
+
+
+def test_image_folder_grey_and_sizes(tmp_path):
+    from contrimix_aug.data.readers import load_demo_tiles
+
+    fluo, _ = load_demo_tiles(modality="fluorescence")  # real nuclei, 8-bit grey
+    for i, t in enumerate(fluo[:3]):
+        Image.fromarray(t[..., 0]).save(tmp_path / f"nuc_{i}.png")
+    Image.fromarray(fluo[3, :64, :80, 0]).save(tmp_path / "small.png")
+    ds = D.ImageFolderDataset(tmp_path, channels=1)
+    assert ds.image_sizes() == [(96, 96), (96, 96), (96, 96), (64, 80)]
+    img, _ = ds[0]
+    assert img.shape == (1, 96, 96)
+    torch.testing.assert_close(img[0], torch.from_numpy(fluo[0, ..., 0]).float() / 255)
+    spec = D.make_dataset(str(tmp_path), channels=1)
+    assert isinstance(spec, D.ImageFolderDataset) and spec[0][0].shape == (1, 96, 96)
+    assert D.make_dataset(f"folder:{tmp_path}", channels=1)[0][0].shape == (1, 96, 96)
+    assert D.make_dataset(str(tmp_path))[0][0].shape == (3, 96, 96)  # the default stays RGB
+    tif = tmp_path / "t"
+    tif.mkdir()
+    import tifffile
+
+    tifffile.imwrite(tif / "a.tif", (fluo[0, ..., 0].astype(np.uint16) * 257)[:50, :70])
+    assert D.ImageFolderDataset(tif, channels=None).image_sizes() == [(50, 70)]
+
+
 def test_image_folder_pads_small_images(tmp_path):
     root = write_folder(tmp_path / "imgs")
     ds = D.ImageFolderDataset(root, size=128, crop="center", extensions=[".png"])
@@ -293,3 +336,31 @@ def test_make_dataset_errors(spec):
         D.make_dataset(spec)
     msg = str(info.value)
     assert "camelyon17:ROOT" in msg or "he-sources:" in msg
+
+
+# ---------------------------------------------------------------------------------------------
+# real CAMELYON17 tiles (data root)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_camelyon17_tiles_dataset_spatial_split(data_root):
+    train = D.Camelyon17TilesDataset(split="train", data_root=data_root, progress=False)
+    val = D.Camelyon17TilesDataset(split="val", data_root=data_root, progress=False)
+    whole = D.Camelyon17TilesDataset(data_root=data_root, progress=False)
+    assert D.WILDS_TRAIN_HOSPITALS == (0, 3, 4)
+    assert len(train) == len(val) == len(whole) == 15 and set(train.hospitals.tolist()) == {0, 3, 4}
+    x, meta = train[0]
+    assert x.shape == (3, 410, 512) and x.dtype == torch.float32 and set(meta) == {"hospital", "name"}
+    v, _ = val[0]
+    assert v.shape == (3, 102, 512)
+    full, _ = whole[0]
+    # top 80 % train, bottom 20 % val: disjoint rows that tile the whole image
+    assert torch.equal(torch.cat([x, v], 1), full) and full.shape == (3, 512, 512)
+    assert train.um_per_px == pytest.approx(0.25)
+    spec = D.make_dataset("camelyon17-tiles:1, 2", data_root=data_root, progress=False)
+    assert isinstance(spec, D.Camelyon17TilesDataset) and set(spec.hospitals.tolist()) == {1, 2} and len(spec) == 10
+    assert set(D.make_dataset("camelyon17-tiles", data_root=data_root, progress=False).hospitals.tolist()) == {0, 3, 4}
+    with pytest.raises(ValueError, match="hospitals are integers 0-4"):
+        D.make_dataset("camelyon17-tiles:a,b")
+    with pytest.raises(ValueError, match="split"):
+        D.Camelyon17TilesDataset(split="test", data_root=data_root)

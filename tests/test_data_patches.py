@@ -1,4 +1,5 @@
-"""Masks, resampling and patch sampling on the vendored real crops (and, marked ``network``, the full sources)."""
+"""Resampling and patch sampling on the vendored real crops (and, marked ``network``, the full sources). The masks
+the sampling uses are tested in ``test_tissue.py``."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from contrimix_aug import tissue as T
+from contrimix_aug.data import cache as C
 from contrimix_aug.data import patches as P
-from contrimix_aug.data import sources as S
+from contrimix_aug.data import readers as RD
+from contrimix_aug.data import registry as R
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -37,57 +41,6 @@ def tiles() -> dict[str, list[np.ndarray]]:
 
 def _overlap(a: tuple[int, int], b: tuple[int, int], size: int) -> bool:
     return abs(a[0] - b[0]) < size and abs(a[1] - b[1]) < size
-
-
-# ---------------------------------------------------------------------------------------------
-# masks
-# ---------------------------------------------------------------------------------------------
-
-
-def test_tissue_mask_on_real_tiles_and_glass(tiles, skin_edge):
-    for crops in tiles.values():
-        for t in crops:
-            assert P.tissue_mask(t).mean() >= 0.9  # the fixtures were cut with >= 90 % tissue
-    glass = np.full((32, 32, 3), (236, 236, 232), np.uint8)
-    assert not P.tissue_mask(glass).any()
-    # skin edge crop: the top band is glass above the stratum corneum, the bottom band is epidermis
-    m = P.tissue_mask(skin_edge)
-    assert m[:40].mean() < 0.35 and m[-60:].mean() > 0.95  # camera noise speckles the glass a little
-    # the rule itself: bright + unsaturated = glass; bright but saturated pink = tissue
-    px = np.array([[[220, 220, 220], [240, 180, 220], [120, 60, 140]]], np.uint8)
-    assert P.tissue_mask(px).tolist() == [[False, True, True]]
-
-
-def test_ink_mask_finds_cmu1_green_ink_and_spares_stain(cmu1_edge, skin_edge, tiles):
-    ink = P.ink_mask(cmu1_edge)
-    assert 0.05 < ink.mean() < 0.4
-    od = P.optical_density(cmu1_edge)
-    # flagged pixels absorb red more than green (green/teal ink), the rest do not on average
-    assert (od[..., 0] - od[..., 1])[ink].mean() > 0.1
-    assert not (ink & ~P.tissue_mask(cmu1_edge)).any()  # glass is never ink
-    assert P.ink_mask(skin_edge).mean() < 1e-3
-    for crops in tiles.values():
-        for t in crops:
-            assert not P.ink_mask(t).any()
-
-
-def test_ink_mask_flags_blue_ink_but_not_haematoxylin():
-    blue_ink = np.full((16, 16, 3), (30, 44, 110), np.uint8)  # prostate_ink's blot
-    haematoxylin = np.full((16, 16, 3), (80, 50, 140), np.uint8)  # dark nuclei: OD_G > OD_R
-    assert P.ink_mask(blue_ink).all()
-    assert not P.ink_mask(haematoxylin).any()
-
-
-def test_optical_density_range():
-    od = P.optical_density(np.array([[[255, 1, 0]]], np.uint8))
-    np.testing.assert_allclose(od[0, 0], [0.0, np.log10(255), np.log10(255)], rtol=1e-6)
-
-
-def test_mask_input_checks():
-    with pytest.raises(ValueError, match="RGB"):
-        P.tissue_mask(np.zeros((8, 8), np.uint8))
-    with pytest.raises(TypeError, match="uint8"):
-        P.ink_mask(np.zeros((8, 8, 3), np.float32))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -131,13 +84,13 @@ def test_resample_guards():
 def test_grid_patches_respect_tissue_and_ink(cmu1_edge, skin_edge):
     coords = P.grid_patches(skin_edge, 64)
     assert coords and all(y % 64 == 0 and x % 64 == 0 for y, x in coords)
-    t = P.tissue_mask(skin_edge)
+    t = T.tissue_mask(skin_edge)
     assert all(t[y:y + 64, x:x + 64].mean() >= 0.5 for y, x in coords)
     assert len(coords) < 16  # the glass band is skipped
     assert len(P.grid_patches(skin_edge, 64, stride=32)) > len(coords)
     assert P.grid_patches(skin_edge, 64, min_tissue=1.01) == []
     assert P.grid_patches(skin_edge, 512) == []
-    ink = P.ink_mask(cmu1_edge)
+    ink = T.ink_mask(cmu1_edge)
     with_ink = P.grid_patches(cmu1_edge, 32, exclude_ink=False)
     no_ink = P.grid_patches(cmu1_edge, 32)
     assert set(no_ink) < set(with_ink)
@@ -151,9 +104,9 @@ def test_random_patches_deterministic_and_valid(skin_edge, cmu1_edge):
     b = P.random_patches(skin_edge, 64, 20, seed=3)
     c = P.random_patches(skin_edge, 64, 20, seed=4)
     assert a == b and a != c and len(set(a)) == 20
-    t = P.tissue_mask(skin_edge)
+    t = T.tissue_mask(skin_edge)
     assert all(t[y:y + 64, x:x + 64].mean() >= 0.5 and y + 64 <= 256 and x + 64 <= 256 for y, x in a)
-    ink = P.ink_mask(cmu1_edge)
+    ink = T.ink_mask(cmu1_edge)
     for y, x in P.random_patches(cmu1_edge, 48, 30, seed=0):
         assert ink[y:y + 48, x:x + 48].mean() <= 0.01
     with pytest.raises(ValueError, match="no 64x64 patch"):
@@ -171,7 +124,7 @@ def test_random_patches_few_positions_warns():
 
 def test_spatial_split_is_disjoint(skin_edge, cmu1_edge):
     for img in (skin_edge, cmu1_edge):
-        t = P.tissue_mask(img)
+        t = T.tissue_mask(img)
         tr, va = (P.spatial_split_region(t, 64, s) for s in ("train", "val"))
         # regions tile the image without overlap
         assert tr[2] == va[0] and tr[0] == 0 and va[2] == 256 and tr[1] == va[1] == 0
@@ -246,7 +199,7 @@ def test_sample_source_patches_uses_registry_mpp(monkeypatch):
 def _real(fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
-    except S.SourceUnavailableError as err:
+    except C.SourceUnavailableError as err:
         pytest.skip(f"package index unreachable and cache cold: {str(err).splitlines()[0]}")
 
 
@@ -260,8 +213,8 @@ def test_real_sources_balanced_train_val_disjoint():
         a, b = tr.coords[tr.labels == lab], va.coords[va.labels == lab]
         assert not any(_overlap(tuple(p), tuple(q), 96) for p in a for q in b)
     for imgs in (tr.images, va.images):
-        assert all(P.tissue_mask(p).mean() >= 0.5 for p in imgs)
-        assert all(P.ink_mask(p).mean() <= 0.02 for p in imgs)
+        assert all(T.tissue_mask(p).mean() >= 0.5 for p in imgs)
+        assert all(T.ink_mask(p).mean() <= 0.02 for p in imgs)
 
 
 @pytest.mark.network
@@ -269,20 +222,20 @@ def test_real_grid_counts_close_to_reference():
     # reference counts of 96 px native-grid tissue patches (tissue >= 50 %, ink not excluded)
     ref = {"cmu1": 243, "prostate": 508, "hgsc_nest": 219, "hgsc_stroma": 221, "tcia": 15}
     for sid, n in ref.items():
-        img = _real(S.load_image, sid, progress=False)
+        img = _real(RD.load_image, sid, progress=False)
         got = len(P.grid_patches(img, 96, exclude_ink=False))
         assert abs(got - n) <= max(2, 0.03 * n), (sid, got, n)
 
 
 @pytest.mark.network
 def test_real_ink_cmu1_edges_and_prostate_blue_blot():
-    cmu = _real(S.load_image, "cmu1", progress=False)
-    ink = P.ink_mask(cmu)
+    cmu = _real(RD.load_image, "cmu1", progress=False)
+    ink = T.ink_mask(cmu)
     assert 0.002 < ink.mean() < 0.02  # a thin rim of green ink
     _, xs = np.nonzero(ink)
     assert np.median(xs) > cmu.shape[1] * 0.5  # mostly on the right-hand tissue edge
-    pro = _real(S.load_image, "prostate_ink", progress=False)
-    ink = P.ink_mask(pro)
+    pro = _real(RD.load_image, "prostate_ink", progress=False)
+    ink = T.ink_mask(pro)
     assert ink[750:950, 3700:3960].mean() > 0.5  # the blue blot
     assert ink[:, :3000].mean() < 1e-3 and ink[:, 4600:].mean() < 1e-3
 
@@ -298,9 +251,10 @@ def test_committed_fixtures_are_reproducible_from_the_sources():
     spec.loader.exec_module(mod)
     files = _real(mod.build)
     pngs = {p: d for p, d in files.items() if p.suffix == ".png"}
-    assert len(pngs) == 34  # 2 x (8 test tiles + 1 edge crop + 8 demo tiles)
+    assert len(pngs) == 42  # 2 x (8 test tiles + 1 edge crop + 8 H&E demo tiles) + 8 fluorescence demo tiles
+    assert sum(p.parent.name == "tiles_fluorescence" for p in pngs) == 8
     for path, data in pngs.items():
         assert path.is_file(), path
         assert mod._same_pixels(path.read_bytes(), data), path
     manifest = json.loads((FIXTURES / "manifest.json").read_text())
-    assert manifest["sources"]["cmu1"]["sha256"] == S.get_source("cmu1").sha256
+    assert manifest["sources"]["cmu1"]["sha256"] == R.get_source("cmu1").sha256

@@ -1,7 +1,7 @@
 """Encoders against an independent reference forward pass written from the method notes (§1.2–1.4, §5.2).
 
 The reference below works on a raw dict of tensors named as in the authors' checkpoints and uses only
-``torch.nn.functional`` calls; it shares no code with ``contrimix_aug``. ``test_checkpoint.py`` reuses it.
+``torch.nn.functional`` calls; it shares no code with ``contrimix_aug``. ``test_authors_checkpoint.py`` reuses it.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from contrimix_aug.config import ModelConfig, authors_config
+from contrimix_aug.model_config import ModelConfig, authors_config
 from contrimix_aug.encoders import AttributeEncoder, ContentEncoder
 from contrimix_aug.model import ContriMixModel
 
 # --------------------------------------------------------------------------------------------------------
-# The authors' layout (method notes §5.2), transcribed independently of contrimix_aug/checkpoint.py
+# The authors' layout (method notes §5.2), transcribed independently of contrimix_aug/authors_checkpoint.py
 # --------------------------------------------------------------------------------------------------------
 
 CONTENT_PREFIX = "_models_by_names.cont_enc.module."
@@ -260,17 +260,17 @@ def test_batch_consistency(real_tiles: torch.Tensor) -> None:
 
 
 @pytest.mark.parametrize("size", [(8, 8), (17, 11), (33, 64)])
-def test_tiny_config_shapes(tiny_config: ModelConfig, size: tuple[int, int]) -> None:
+def test_tiny_config_shapes(tiny_config: ModelConfig, size: tuple[int, int], real_tiles: torch.Tensor) -> None:
     enc_c, enc_a = ContentEncoder(tiny_config), AttributeEncoder(tiny_config)
-    x = torch.rand(2, 3, *size, generator=torch.Generator().manual_seed(0))
+    x = -torch.log10(real_tiles[:2, :, : size[0], : size[1]].clamp_min(1 / 255))
     assert enc_c(x).shape == (2, tiny_config.num_attributes, *size)
     assert enc_a(x).shape == (2, 3, tiny_config.num_attributes)
 
 
-def test_content_constant_channel() -> None:
+def test_content_constant_channel(real_tiles: torch.Tensor) -> None:
     cfg = ModelConfig(num_attributes=4, content_constant=True, attr_widths=(4, 8, 8))
     enc = ContentEncoder(cfg)
-    z = enc(torch.rand(2, 3, 12, 9, generator=torch.Generator().manual_seed(0)))
+    z = enc(-torch.log10(real_tiles[:2, :, :12, :9].clamp_min(1 / 255)))
     assert z.shape == (2, 4, 12, 9)
     assert torch.equal(z[:, -1], torch.ones(2, 12, 9))
     assert enc.conv_mid.out_channels == 3
@@ -328,3 +328,34 @@ def test_attr_cov_needs_stats() -> None:
         ModelConfig(content_activation="relu")
     with pytest.raises(ValueError, match="attr_head"):
         ModelConfig(attr_head="deep")
+
+
+@pytest.mark.parametrize("kernel", [1, 3])
+def test_content_bias_before_norm_false_drops_only_the_redundant_biases(kernel: int, real_tiles: torch.Tensor) -> None:
+    """``content_bias_before_norm=False``: the convolutions feeding an InstanceNorm have no bias (the first one,
+    followed by a LeakyReLU, keeps its own). The norm removes any per-channel constant, so the output equals that of
+    the biased network with the same weights and any biases, on both the 1×1 (matmul) and the k×k path."""
+    base = dict(num_attributes=4, content_kernel=kernel, content_hidden=6, content_res_blocks=2, attr_widths=(4, 8))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(kernel)
+        lean = ContentEncoder(ModelConfig(content_bias_before_norm=False, **base)).double()
+        full = ContentEncoder(ModelConfig(**base)).double()
+    assert lean.conv_in.bias is not None
+    assert lean.conv_mid.bias is None and all(b.conv1.bias is None and b.conv2.bias is None for b in lean.blocks)
+    assert full.conv_mid.bias is not None and all(b.conv1.bias is not None for b in full.blocks)
+    n_bias = full.conv_mid.out_channels * (1 + 2 * len(full.blocks))
+    assert sum(p.numel() for p in full.parameters()) - sum(p.numel() for p in lean.parameters()) == n_bias
+    lean_sd = lean.state_dict()
+    assert set(full.state_dict()) - set(lean_sd) == {"conv_mid.bias"} | {
+        f"blocks.{i}.conv{j}.bias" for i in range(2) for j in (1, 2)}
+    g = torch.Generator().manual_seed(7)
+    sd = {k: lean_sd[k] if k in lean_sd else torch.randn(v.shape, generator=g, dtype=v.dtype)
+          for k, v in full.state_dict().items()}
+    full.load_state_dict(sd)  # the same weights, plus non-zero biases before every norm
+    x = -torch.log10(real_tiles[:2, :, :40, :33].double().clamp_min(1 / 255))
+    with torch.no_grad():
+        torch.testing.assert_close(lean(x), full(x), rtol=1e-9, atol=1e-9)
+        assert lean(x).std() > 1e-3
+    # and the round trip of the flag through the stored config
+    cfg = ModelConfig(content_bias_before_norm=False, **base)
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg and cfg.to_dict()["content_bias_before_norm"] is False

@@ -1,4 +1,4 @@
-"""The functional core (apply_contrimix, mix, compute_bank, normalize) on real H&E tiles.
+"""The functional core (contrimix, apply_contrimix, normalize, mix, render_views) on real H&E tiles.
 
 ``handset`` is a model with hand-set weights whose re-rendering provably transfers colour: content is the
 per-channel standardised optical density (plus a constant channel) and the attributes are the per-image mean
@@ -13,6 +13,8 @@ import torch
 
 import contrimix_aug as ca
 from contrimix_aug import functional as F
+from contrimix_aug.bank import compute_bank
+from contrimix_aug.mixing import MixParams, sample_mix_params
 from contrimix_aug.optical_density import rgb_to_od
 from helpers import count_calls as _count_calls, make_tiny_model
 
@@ -32,6 +34,14 @@ def tiles(real_tiles: torch.Tensor) -> torch.Tensor:
 
 def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
+
+
+def params(donors: torch.Tensor, strength: torch.Tensor, selected: torch.Tensor | None = None,
+           from_bank: torch.Tensor | None = None) -> MixParams:
+    """A MixParams record from explicit (B,) tensors (every image selected, batch donors by default)."""
+    b = donors.shape[0]
+    return MixParams(torch.ones(b, dtype=torch.bool) if selected is None else selected, donors,
+                     torch.zeros(b, dtype=torch.bool) if from_bank is None else from_bank, strength)
 
 
 class TestMix:
@@ -93,20 +103,18 @@ class TestApplyContrimix:
     def test_module_matches_functional(self, tiny, tiles):
         aug = ca.ContriMix(weights=tiny, p=0.6, strength=(0.3, 1.0), seed=0)
         out = aug(tiles)
-        p = aug._params
-        assert torch.equal(out, F.apply_contrimix(aug.model, tiles, p["donors"], p["strength"],
-                                                  selected=p["batch_prob"] > 0.5))
+        assert torch.equal(out, F.apply_contrimix(aug.model, tiles, MixParams.from_dict(aug.params)))
 
     def test_unselected_rows_untouched_and_sparse_equals_dense(self, tiny, tiles):
         b = tiles.shape[0]
         donors = torch.roll(torch.arange(b), 1)
         strength = torch.ones(b)
         sel = torch.arange(b) % 3 == 0
-        part = F.apply_contrimix(tiny, tiles, donors, strength, selected=sel)
-        full = F.apply_contrimix(tiny, tiles, donors, strength)
+        part = F.apply_contrimix(tiny, tiles, params(donors, strength, selected=sel))
+        full = F.apply_contrimix(tiny, tiles, params(donors, strength))
         assert torch.equal(part[~sel], tiles[~sel])
         torch.testing.assert_close(part[sel], full[sel], atol=1e-5, rtol=1e-5)
-        none = F.apply_contrimix(tiny, tiles, donors, strength, selected=torch.zeros(b, dtype=torch.bool))
+        none = F.apply_contrimix(tiny, tiles, params(donors, strength, selected=torch.zeros(b, dtype=torch.bool)))
         assert torch.equal(none, tiles)
 
     def test_sparse_path_encodes_only_what_it_needs(self, tiles):
@@ -116,32 +124,48 @@ class TestApplyContrimix:
         sel = torch.zeros(b, dtype=torch.bool)
         sel[0] = True
         donors = torch.full((b,), 2)
-        F.apply_contrimix(model, tiles, donors, torch.ones(b), selected=sel)
+        F.apply_contrimix(model, tiles, params(donors, torch.ones(b), selected=sel))
         assert calls == {"content": [1], "attributes": [1]}  # image 0's content; at α = 1 only donor 2's attributes
         calls["content"].clear()
         calls["attributes"].clear()
-        F.apply_contrimix(model, tiles, donors, torch.full((b,), 0.5), selected=sel)
+        F.apply_contrimix(model, tiles, params(donors, torch.full((b,), 0.5), selected=sel))
         assert calls == {"content": [1], "attributes": [2]}  # at α < 1 image 0's own attributes too
 
     def test_colour_transfer(self, handset, tiles):
         b = tiles.shape[0]
         donors = torch.roll(torch.arange(b), 1)
-        out = F.apply_contrimix(handset, tiles, donors, torch.ones(b))
+        out = F.apply_contrimix(handset, tiles, params(donors, torch.ones(b)))
         torch.testing.assert_close(mean_od(out), mean_od(tiles)[donors], atol=5e-3, rtol=2e-2)
 
     def test_bank_donors(self, handset, tiles):
         b = tiles.shape[0]
-        bank = F.compute_bank(handset, tiles[:2])
+        bank = compute_bank(handset, tiles[:2])
         from_bank = torch.arange(b) % 2 == 0
         donors = torch.where(from_bank, torch.arange(b) % 2, torch.roll(torch.arange(b), 1))
-        out = F.apply_contrimix(handset, tiles, donors, torch.ones(b), from_bank=from_bank, bank=bank)
+        out = F.apply_contrimix(handset, tiles, params(donors, torch.ones(b), from_bank=from_bank), bank=bank)
         want = torch.where(from_bank[:, None], mean_od(tiles[:2])[donors % 2], mean_od(tiles)[donors])
         torch.testing.assert_close(mean_od(out), want, atol=5e-3, rtol=2e-2)
+
+    def test_default_bank_is_the_models(self, handset, tiles):
+        b = tiles.shape[0]
+        model = ca.ContriMixModel(handset.config, bank=compute_bank(handset, tiles[:2]))
+        model.load_state_dict(handset.state_dict())
+        p = params(torch.arange(b) % 2, torch.ones(b), from_bank=torch.ones(b, dtype=torch.bool))
+        torch.testing.assert_close(F.apply_contrimix(model.freeze(), tiles, p),
+                                   F.apply_contrimix(handset, tiles, p, bank=model.bank))
+
+    def test_errors(self, tiny, tiles):
+        b = tiles.shape[0]
+        with pytest.raises(ValueError, match="params were drawn for a batch of 3"):
+            F.apply_contrimix(tiny, tiles, params(torch.tensor([1, 2, 0]), torch.ones(3)))
+        with pytest.raises(ValueError, match="donors from a bank, and there is none"):
+            F.apply_contrimix(tiny, tiles, params(torch.zeros(b, dtype=torch.long), torch.ones(b),
+                                                  from_bank=torch.ones(b, dtype=torch.bool)))
 
     def test_draws_no_random_numbers(self, tiny, tiles):
         state = torch.get_rng_state()
         b = tiles.shape[0]
-        F.apply_contrimix(tiny, tiles, torch.roll(torch.arange(b), 1), torch.rand(b, generator=gen()))
+        F.apply_contrimix(tiny, tiles, params(torch.roll(torch.arange(b), 1), torch.rand(b, generator=gen())))
         assert torch.equal(state, torch.get_rng_state())
 
     def test_channels_last_in_channels_last_out(self, tiny, tiles):
@@ -149,23 +173,75 @@ class TestApplyContrimix:
         x = tiles.contiguous(memory_format=torch.channels_last)
         donors = torch.roll(torch.arange(b), 1)
         for sel in (None, torch.arange(b) % 2 == 0):
-            out = F.apply_contrimix(tiny, x, donors, torch.ones(b), selected=sel)
+            out = F.apply_contrimix(tiny, x, params(donors, torch.ones(b), selected=sel))
             assert out.is_contiguous(memory_format=torch.channels_last)
 
 
-class TestBankAndNormalize:
-    def test_compute_bank(self, tiny, tiles):
-        bank = F.compute_bank(tiny, tiles, batch_size=3)
-        assert bank.shape == (tiles.shape[0], 3, 3) and bank.dtype == torch.float32
-        torch.testing.assert_close(bank, tiny.encode_attributes(tiles), atol=1e-5, rtol=1e-5)
+class TestContrimix:
+    """``contrimix()``: sample_mix_params + apply_contrimix in one call (the functional ContriMix)."""
 
-    def test_compute_bank_checks_images(self, tiny, tiles):
-        with pytest.raises(ValueError, match="bank images"):
-            F.compute_bank(tiny, tiles * 255)
+    @pytest.mark.parametrize("donors", ["batch", "bank", "both"])
+    def test_equals_draw_then_apply(self, handset, tiles, donors):
+        bank = compute_bank(handset, tiles[-3:])
+        out = F.contrimix(handset, tiles, p=0.7, strength=(0.4, 1.0), donors=donors, bank=bank, generator=gen(9))
+        p = sample_mix_params(tiles.shape[0], p=0.7, strength=(0.4, 1.0), donors=donors, bank_size=3,
+                              generator=gen(9))
+        assert torch.equal(out, F.apply_contrimix(handset, tiles, p, bank=bank))
+        assert not torch.equal(out, tiles)
 
+    def test_both_draws_batch_and_bank_donors_and_transfers_colour(self, handset, tiles):
+        bank = compute_bank(handset, tiles[-2:])
+        g = gen(4)
+        seen = set()
+        for _ in range(6):
+            state = g.get_state()
+            out = F.contrimix(handset, tiles, donors="both", bank=bank, generator=g)
+            probe = torch.Generator()
+            probe.set_state(state)
+            p = sample_mix_params(tiles.shape[0], donors="both", bank_size=2, generator=probe)
+            seen |= set(p.from_bank.tolist())
+            want = torch.where(p.from_bank[:, None], mean_od(tiles[-2:])[p.donors.clamp(max=1)],
+                               mean_od(tiles)[p.donors.clamp(max=tiles.shape[0] - 1)])
+            torch.testing.assert_close(mean_od(out), want, atol=5e-3, rtol=2e-2)
+        assert seen == {True, False}
+
+    def test_single_image_uses_the_models_bank(self, handset, tiles):
+        model = ca.ContriMixModel(handset.config, bank=compute_bank(handset, tiles[-2:]))
+        model.load_state_dict(handset.state_dict())
+        out = F.contrimix(model.freeze(), tiles[:1], generator=gen())
+        d = mean_od(tiles[-2:])
+        assert min(float((mean_od(out)[0] - d[i]).norm()) for i in range(2)) < 5e-3 + 2e-2 * float(d.norm(dim=1).max())
+        with pytest.raises(ValueError, match="no other image"):
+            F.contrimix(handset, tiles[:1], generator=gen())
+
+
+class TestRenderViews:
+    def test_views_are_decode_signal_per_view(self, tiny, tiles):
+        with torch.no_grad():
+            content, attrs = tiny.encode(tiles)
+            stack = torch.stack([attrs, attrs.roll(1, 0), attrs.roll(2, 0)])  # (V, B, C, K)
+            views = F.render_views(tiny, content, stack)
+            assert views.shape == (3, *tiles.shape)
+            for v in range(3):
+                torch.testing.assert_close(views[v], tiny.decode_signal(content, stack[v]))
+            torch.testing.assert_close(tiny.signal_to_image(views[0]), tiny(tiles))
+
+    def test_gradients_flow(self, tiles, tiny_config):
+        model = ca.ContriMixModel(tiny_config)
+        content, attrs = model.encode(tiles)
+        F.render_views(model, content, torch.stack([attrs, attrs.flip(0)])).square().mean().backward()
+        assert model.content_encoder.conv_in.weight.grad.abs().sum() > 0
+        assert model.attribute_encoder.stem.weight.grad.abs().sum() > 0
+
+
+class TestNormalize:
     def test_normalize_to_reference(self, handset, tiles):
-        target = F.compute_bank(handset, tiles[:1])[0]
+        target = compute_bank(handset, tiles[:1])[0]
         out = F.normalize(handset, tiles, target)
         want = mean_od(tiles[:1]).expand(tiles.shape[0], -1)
         torch.testing.assert_close(mean_od(out), want, atol=5e-3, rtol=2e-2)
         assert torch.equal(out, F.normalize(handset, tiles, target))
+
+    def test_target_shape_checked(self, handset, tiles):
+        with pytest.raises(ValueError, match="target must be a \\(3, 7\\) attribute matrix"):
+            F.normalize(handset, tiles, torch.zeros(3, 4))

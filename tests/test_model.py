@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from contrimix_aug.config import ModelConfig, authors_config
+from contrimix_aug.model_config import ModelConfig, authors_config
 from contrimix_aug.model import ContriMixModel
 from contrimix_aug.optical_density import rgb_to_od
 
@@ -186,3 +186,68 @@ def test_extra_repr(he_model: ContriMixModel) -> None:
 def test_input_checks(he_model: ContriMixModel, x: torch.Tensor, err: type, match: str) -> None:
     with pytest.raises(err, match=match):
         he_model.encode(x)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the public stages: order, image_to_signal, signal_to_image
+# ---------------------------------------------------------------------------------------------------------------
+def test_stages_rgb(he_model: ContriMixModel, mosaic: list[torch.Tensor]) -> None:
+    x = crops(mosaic, 2, 40, 48)
+    assert torch.equal(he_model.order(x), x)  # RGB weights: the identity
+    sig = he_model.image_to_signal(x)
+    torch.testing.assert_close(sig, -torch.log10(x.clamp_min(1e-6)))
+    torch.testing.assert_close(he_model.signal_to_image(sig), x, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        z_c, z_a = he_model.encode(x)
+        torch.testing.assert_close(he_model.decode(z_c, z_a), he_model.signal_to_image(he_model.decode_signal(z_c, z_a)))
+        torch.testing.assert_close(he_model.encode_signal(sig)[1], z_a)
+
+
+def test_stages_bgr_flip_once(mosaic: list[torch.Tensor]) -> None:
+    bgr = ContriMixModel(authors_config(4, channel_order="bgr")).eval()
+    x = crops(mosaic, 2, 40, 48)
+    assert torch.equal(bgr.order(x), x.flip(-3)) and torch.equal(bgr.order(bgr.order(x)), x)
+    sig = bgr.image_to_signal(x)  # the signal is in the weights' (BGR) order ...
+    torch.testing.assert_close(sig, -torch.log10(x.flip(-3).clamp_min(1e-6)))
+    torch.testing.assert_close(bgr.signal_to_image(sig), x, rtol=1e-5, atol=1e-6)  # ... the image in RGB again
+
+
+def test_linear_mode_stages(mosaic: list[torch.Tensor]) -> None:
+    model = ContriMixModel(ModelConfig(in_channels=1, mode="linear", attr_widths=(4, 8)))
+    x = crops(mosaic, 2, 24, 24)[:, 1:2]  # the green channel of real tissue
+    assert torch.equal(model.image_to_signal(x), x)
+    assert torch.equal(model.signal_to_image(x * 3 - 1), (x * 3 - 1).clamp(0, 1))
+
+
+def test_meta_min_size_and_value_range(mosaic: list[torch.Tensor]) -> None:
+    from contrimix_aug.weights_meta import WeightsMeta
+
+    fresh = ContriMixModel(authors_config(4))
+    assert fresh.meta is None and fresh.min_size == 8 and fresh.value_range == (0.0, 1.0)
+    meta = WeightsMeta(name="strict", modality="he", library_version="0", num_params=fresh.num_params, min_size=32,
+                       value_range=(0.0, 1.0))
+    model = ContriMixModel(authors_config(4), meta=meta).eval()
+    assert model.meta is meta and model.min_size == 32 and "'strict'" in repr(model)
+    x = crops(mosaic, 1, 31, 40)
+    with pytest.raises(ValueError, match="at least 32×32 px for these weights, got 31×40"):
+        model.encode(x)
+    with pytest.raises(ValueError, match="32×32"):
+        model.encode_attributes(x)
+    with torch.no_grad():
+        assert model.encode(crops(mosaic, 1, 32, 40))[0].shape[-2:] == (32, 40)
+
+
+def test_frozen_copy_is_independent(mosaic: list[torch.Tensor], tiny_config: ModelConfig) -> None:
+    model = ContriMixModel(tiny_config, bank=torch.zeros(2, 3, 3))
+    assert model.training
+    copy_ = model.frozen_copy()
+    assert copy_ is not model and not copy_.training and not any(p.requires_grad for p in copy_.parameters())
+    assert model.training and all(p.requires_grad for p in model.parameters())  # the original is untouched
+    copy_.bank = torch.ones(5, 3, 3)
+    with torch.no_grad():
+        copy_.content_encoder.conv_in.weight.add_(1.0)
+    assert model.bank.shape[0] == 2
+    assert not torch.equal(model.content_encoder.conv_in.weight, copy_.content_encoder.conv_in.weight)
+    x = crops(mosaic, 2, 16, 16)
+    with torch.no_grad():
+        assert not torch.allclose(model(x), copy_(x))

@@ -166,3 +166,49 @@ class TestSignal:
 def test_arbitrary_leading_dims(shape: tuple[int, ...]) -> None:
     x = torch.rand(shape, generator=torch.Generator().manual_seed(0))
     assert rgb_to_od(x).shape == shape and od_to_rgb(x).shape == shape
+
+
+class TestFloorsAndStainBasis:
+    """The named transmittance floors and the fixed Ruifrok–Johnston H&E(-DAB) basis."""
+
+    def test_named_floors(self, real_tiles: torch.Tensor) -> None:
+        from contrimix_aug.optical_density import T_MIN_UINT8
+
+        assert T_MIN == 1e-6 and T_MIN_UINT8 == 1.0 / 255.0
+        black = torch.zeros(1, 3, 2, 2)
+        assert float(rgb_to_od(black).max()) == pytest.approx(6.0)  # the model's floor: OD 6
+        assert float(rgb_to_od(black, T_MIN_UINT8).max()) == pytest.approx(np.log10(255))  # measures: OD 2.41
+        x = real_tiles.double()
+        np.testing.assert_allclose(rgb_to_od(x, T_MIN_UINT8).numpy(),
+                                   -np.log10(np.maximum(x.numpy(), 1 / 255)), rtol=1e-12, atol=1e-12)
+
+    def test_ruifrok_basis(self) -> None:
+        from contrimix_aug.optical_density import RUIFROK_HED
+
+        raw = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])  # Ruifrok & Johnston 2001
+        np.testing.assert_allclose(RUIFROK_HED.numpy(), raw / np.linalg.norm(raw, axis=1, keepdims=True), rtol=1e-12)
+        assert RUIFROK_HED.dtype == torch.float64
+
+    def test_hed_against_numpy_oracle(self, real_tiles: torch.Tensor) -> None:
+        from contrimix_aug.optical_density import RUIFROK_HED, rgb_to_hed
+
+        x = real_tiles[:4].double()
+        basis = RUIFROK_HED.numpy()
+        od = -np.log10(np.maximum(x.numpy(), 1 / 255))  # (B, 3, H, W)
+        conc = np.einsum("bchw,cd->bdhw", od, np.linalg.inv(basis))  # od = conc @ basis
+        np.testing.assert_allclose(rgb_to_hed(x).numpy(), conc, rtol=1e-10, atol=1e-10)
+        # on real H&E both stains are present: positive mean haematoxylin and eosin concentrations
+        h, e = (rgb_to_hed(real_tiles.float())[:, i].mean().item() for i in range(2))
+        assert h > 0.1 and e > 0.05
+
+    def test_hed_round_trip(self, real_tiles: torch.Tensor) -> None:
+        from contrimix_aug.optical_density import hed_to_rgb, rgb_to_hed
+
+        x = real_tiles[:4].double().clamp_min(1 / 255)  # above the floor the conversion is exactly invertible
+        torch.testing.assert_close(hed_to_rgb(rgb_to_hed(x)), x, rtol=1e-9, atol=1e-9)
+        assert hed_to_rgb(rgb_to_hed(x.float())).dtype == torch.float32
+        # one stain removed: the image gets lighter where that stain was, and stays in [0, 1]
+        hed = rgb_to_hed(x)
+        hed[:, 0] = 0
+        no_h = hed_to_rgb(hed)
+        assert float(no_h.min()) >= 0 and float(no_h.max()) <= 1 and float(no_h.mean()) > float(x.mean())

@@ -1,4 +1,7 @@
-"""Two CPU processes (gloo) train like one process whose step averages the two ranks' losses."""
+"""Two CPU processes (gloo, fork) train like one process whose step averages the two ranks' losses: with the tiny
+test architecture and with the shipped recipes (he-lite on real H&E tiles, fluorescence-lite on a folder of grey
+PNGs made from the bundled real fluorescence tiles, read with channels=1). Every parameter must get a gradient
+(DDP refuses otherwise) and the replicas must stay identical."""
 
 from __future__ import annotations
 
@@ -12,10 +15,13 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
+from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from contrimix_aug.training import TrainConfig, Trainer, lr_factor
-from contrimix_aug.training.data import TrainPatches, derive_seed
+from contrimix_aug import load_weights
+from contrimix_aug._seeding import derive_seed
+from contrimix_aug.training import TrainConfig, Trainer, load_recipe, lr_factor
+from contrimix_aug.training.stream import TrainPatches
 
 from test_training_loop import make_config
 
@@ -41,7 +47,7 @@ def _free_port() -> int:
 def _emulate(cfg: TrainConfig) -> dict[str, torch.Tensor]:
     """One process doing what DDP should: per step, each rank's batch and donors, gradients averaged."""
     t = Trainer(cfg)  # same seed -> same init; world size 1 here
-    patches = TrainPatches(t.train_set, t.train_idx, cfg.patch_size, cfg.seed)
+    patches = TrainPatches(t.train_set, t.train_idx, cfg.patch_size, cfg.seed, cfg.patch_scale)
     for step in range(STEPS):
         t.optimizer.zero_grad()
         for rank in range(WORLD):
@@ -55,8 +61,37 @@ def _emulate(cfg: TrainConfig) -> dict[str, torch.Tensor]:
     return t.model.state_dict()
 
 
-def test_two_process_ddp(tile_folder, tmp_path):
-    cfg = make_config(tile_folder, tmp_path / "ddp", steps=STEPS, val_every=0, checkpoint_every=0)
+@pytest.fixture(scope="module")
+def grey_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled real fluorescence tiles (dsb nuclei) as a plain folder of 8-bit grey PNGs."""
+    from contrimix_aug.data.readers import load_demo_tiles
+
+    tiles, _ = load_demo_tiles(modality="fluorescence")
+    root = tmp_path_factory.mktemp("grey")
+    for i, t in enumerate(tiles):
+        Image.fromarray(t[..., 0]).save(root / f"nuclei_{i:02d}.png")
+    return root
+
+
+def _recipe_config(recipe: str, data: Path, out: Path, **overrides) -> TrainConfig:
+    """A shipped recipe, cut down to a couple of small steps (the architecture and loss stay the recipe's)."""
+    settings = {**load_recipe(recipe), "data": str(data), "out": str(out), "steps": STEPS, "batch_size": 4,
+                "val_every": 0, "checkpoint_every": 0, "val_size": 2, "bank_size": 4, "num_workers": 0,
+                "device": "cpu", "progress": False, "warmup_steps": 1, **overrides}
+    return TrainConfig(**settings)
+
+
+def _configs(kind: str, tile_folder: Path, grey_folder: Path, out: Path) -> TrainConfig:
+    if kind == "tiny":
+        return make_config(tile_folder, out, steps=STEPS, val_every=0, checkpoint_every=0)
+    if kind == "he-lite":
+        return _recipe_config("he-lite", tile_folder, out)
+    return _recipe_config("fluorescence-lite", grey_folder, out, channels=1)
+
+
+@pytest.mark.parametrize("kind", ["tiny", "he-lite", "fluorescence-lite"])
+def test_two_process_ddp(kind, tile_folder, grey_folder, tmp_path):
+    cfg = _configs(kind, tile_folder, grey_folder, tmp_path / "ddp")
     settings = {**cfg.to_dict(), "betas": tuple(cfg.betas)}
     # fork: the workers inherit the imported torch (a spawned one spends ~10 s importing on a busy runner);
     # _worker drops to one intra-op thread before any op, as DataLoader workers do, so OpenMP stays safe.
@@ -64,22 +99,31 @@ def test_two_process_ddp(tile_folder, tmp_path):
         warnings.simplefilter("ignore", DeprecationWarning)
         ctx = mp.start_processes(_worker, args=(_free_port(), settings, str(tmp_path)), nprocs=WORLD, join=False,
                                  start_method="fork")
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 180
     while not ctx.join(timeout=5):
         if time.monotonic() > deadline:  # pragma: no cover
             for p in ctx.processes:
                 p.kill()
-            pytest.fail("DDP workers did not finish within 120 s")
+            pytest.fail("DDP workers did not finish within 180 s")
 
     r0, r1 = (load_file(tmp_path / f"rank{r}.safetensors") for r in range(WORLD))
+    assert r0.keys() == r1.keys()
     for name in r0:
         assert torch.equal(r0[name], r1[name]), f"replicas diverged at {name}"
 
-    expected = _emulate(make_config(tile_folder, tmp_path / "single", steps=STEPS, val_every=0, checkpoint_every=0))
+    single = _configs(kind, tile_folder, grey_folder, tmp_path / "single")
+    expected = _emulate(single)
     for name, value in expected.items():
         torch.testing.assert_close(r0[name], value, rtol=1e-5, atol=1e-6, msg=name)
+    init = Trainer(_configs(kind, tile_folder, grey_folder, tmp_path / "init")).model.state_dict()
+    assert any(not torch.equal(init[k], r0[k]) for k in init), "training did not move the weights"
 
     metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     assert metrics["world_size"] == WORLD and metrics["global_batch"] == WORLD * cfg.batch_size
-    assert (tmp_path / "ddp" / "weights.safetensors").is_file()
+    w = load_weights(tmp_path / "ddp" / "weights.safetensors")
+    channels = 1 if kind == "fluorescence-lite" else 3
+    assert w.config.in_channels == channels and w.meta.training["world_size"] == WORLD
+    if kind != "tiny":
+        assert w.config.content_bias_before_norm is False  # the recipes' lean convolutions
+        assert w.config.mode == ("linear" if channels == 1 else "absorbance")
     assert not (Path(tmp_path) / "single" / "weights.safetensors").exists()

@@ -1,4 +1,6 @@
-"""The training loop on a folder of real H&E tiles: resume identity, atomic checkpoints, weight decay, export."""
+"""The training loop on a folder of real H&E tiles: resume identity (also from checkpoints of older versions), atomic
+checkpoints, weight decay, export, the size check before step 0, batch-job logging and Ctrl-C. (Settings and recipes:
+test_training_train_config.py; the CLI and its exit codes: test_cli.py.)"""
 
 from __future__ import annotations
 
@@ -6,12 +8,14 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from contrimix_aug import load_weights
-from contrimix_aug.training import ContriMixLoss, TrainConfig, Trainer, load_config, lr_factor, train
-from contrimix_aug.training.checkpoint import CheckpointError, load_checkpoint
+from contrimix_aug import ContriMix, load_weights
+from contrimix_aug.training import ContriMixLoss, TrainConfig, Trainer, lr_factor, train
+from contrimix_aug.training.resume import CheckpointError, load_checkpoint, save_checkpoint
 
 
 def make_config(data: Path, out: Path, **overrides) -> TrainConfig:
@@ -23,6 +27,15 @@ def make_config(data: Path, out: Path, **overrides) -> TrainConfig:
     )
     settings.update(overrides)
     return TrainConfig(**settings)
+
+
+def _read(path: Path) -> torch.Tensor:
+    with Image.open(path) as im:
+        return torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1).float() / 255
+
+
+def _to_u8(t: torch.Tensor) -> np.ndarray:
+    return (t.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
 
 
 def _tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -111,10 +124,16 @@ def test_export_and_metrics(tile_folder, tmp_path):
     w = load_weights(path)
     n_train = len(list(tile_folder.glob("*.png"))) - min(4, len(list(tile_folder.glob("*.png"))) // 5)
     assert w.bank is not None and w.bank.shape == (min(8, n_train), 3, 3)
-    assert w.meta["training_data"] == str(tile_folder) and w.meta["seed"] == 0 and w.meta["steps"] == 6
-    assert w.meta["command"] == "pytest" and w.meta["metrics"]["val"]["psnr"] > 0
+    assert w.meta.training_data == str(tile_folder) and w.meta.training["seed"] == 0 and w.meta.training["steps"] == 6
+    assert w.meta.training["command"] == "pytest" and w.meta.training["metrics"]["val"]["psnr"] > 0
+    assert w.meta.name == "run" and w.meta.modality == "he" and w.meta.num_params == w.build().num_params
+    assert w.meta.bank_source == f"central patches of {w.bank.shape[0]} training images"
     model = w.build()
     torch.testing.assert_close(model.bank, w.bank)
+    # the output folder is itself a weights= argument
+    tiles = torch.stack([_read(p)[:, :32, :32] for p in sorted(tile_folder.glob("*.png"))[:3]])
+    out = ContriMix(weights=tmp_path / "run", p=1.0, seed=0)(tiles)
+    assert torch.equal(out, ContriMix(weights=path, p=1.0, seed=0)(tiles)) and not torch.equal(out, tiles)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert [r["step"] for r in metrics["history"]] == [1, 2, 3, 4, 5, 6]
     assert [v["step"] for v in metrics["validation"]] == [3, 6]
@@ -142,35 +161,86 @@ def test_lr_factor():
     assert lr_factor(9, 10, 2, "constant") == 1.0
 
 
-def test_config_files(tmp_path):
-    (tmp_path / "c.toml").write_text(
-        'data = "he-sources"\nsteps = 7\n[model]\ncontent_kernel = 1\nattr_widths = [8, 16]\n'
-        '[loss]\npreset = "rxrx1"\nattr_cons = 0.2\n'
-    )
-    cfg = TrainConfig.from_dict({**load_config(tmp_path / "c.toml"), "out": str(tmp_path)}).validate()
-    mc = cfg.model_config(in_channels=3)
-    assert cfg.steps == 7 and mc.content_kernel == 1 and mc.attr_widths == (8, 16) and mc.num_attributes == 4
-    assert cfg.loss_weights().attr_cons == 0.2 and cfg.loss_weights().self_recon == 0.9
-    (tmp_path / "c.json").write_text(json.dumps({"data": "x", "out": "y", "arch": "fast", "num_attributes": 6}))
-    mc = TrainConfig.from_dict(load_config(tmp_path / "c.json")).validate().model_config(in_channels=1)
-    assert mc.attr_input_size == 64 and mc.num_attributes == 6 and mc.in_channels == 1
+def test_checkpoint_of_an_older_version_resumes_with_defaults(tile_folder, tmp_path):
+    """Settings added after a checkpoint was written (channels, data_root, patch_scale, restain) count as their
+    defaults: a run checkpointed by an older version resumes."""
+    cfg = make_config(tile_folder, tmp_path / "run", steps=3)
+    train(cfg)
+    ckpt = tmp_path / "run" / "checkpoint.safetensors"
+    tensors, state = load_checkpoint(ckpt)
+    for key in ("channels", "data_root", "patch_scale", "restain"):
+        del state["config"][key]
+    save_checkpoint(ckpt, tensors, state)
+    resumed = Trainer(make_config(tile_folder, tmp_path / "run", steps=4), resume=True)
+    assert resumed.step == 3
+    resumed.run()
+    assert load_checkpoint(ckpt)[1]["step"] == 4
+    # ... but a setting that differs from its default in the new run still refuses the resume
+    tensors, state = load_checkpoint(ckpt)
+    del state["config"]["patch_scale"]
+    save_checkpoint(ckpt, tensors, state)
+    with pytest.raises(CheckpointError, match=r"patch_scale: \[1.0, 1.0\] -> \[1.0, 2.0\]"):
+        Trainer(make_config(tile_folder, tmp_path / "run", steps=5, patch_scale=(1.0, 2.0)), resume=True)
 
 
-@pytest.mark.parametrize(
-    ("settings", "match"),
-    [
-        ({"stepz": 3}, "unknown keys \\['stepz'\\]"),
-        ({"model": {"kernel": 3}}, "unknown ModelConfig fields \\['kernel'\\]"),
-        ({"model": {"mode": "log"}}, "mode must be"),
-        ({"loss": "camelyon-joint"}, "ce must be 0"),
-        ({"loss": "tcga2"}, "unknown loss preset"),
-        ({"amp": "fp8"}, "amp: expected one of"),
-        ({"batch_size": 1}, "must be >= 2 when num_mixes > 0"),
-        ({"steps": 0}, "steps: expected an integer >= 1"),
-        ({"lr": 0}, "lr: must be > 0"),
-        ({"out": ""}, "out: missing"),
-    ],
-)
-def test_config_errors(settings, match):
-    with pytest.raises(ValueError, match=match):
-        TrainConfig.from_dict({"data": "x", "out": "y", **settings}).validate()
+def test_small_image_fails_before_any_step(tile_folder, tmp_path, monkeypatch):
+    """A folder with one 64 px image among 128 px ones: Trainer construction fails, naming the file."""
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    tiles = [_read(p) for p in sorted(tile_folder.glob("*.png"))]
+    big = [t for t in tiles if min(t.shape[-2:]) >= 128]
+    assert big, "tests/fixtures needs real tiles of at least 128 px"
+    for i in range(5):
+        Image.fromarray(_to_u8(big[i % len(big)][:, i * 20 : i * 20 + 128, :128])).save(folder / f"tile_{i}.png")
+    Image.fromarray(_to_u8(tiles[0][:, :64, :64])).save(folder / "small_one.png")
+    steps = []
+
+    def no_step(self, *args, **kwargs):
+        steps.append(1)
+        raise AssertionError("a training step ran")
+
+    monkeypatch.setattr(ContriMixLoss, "forward", no_step)
+    with pytest.raises(ValueError) as err:
+        Trainer(make_config(folder, tmp_path / "out", patch_size=96, val_size=0))
+    msg = str(err.value)
+    assert str(folder / "small_one.png") in msg and "64×64 px is smaller than the patch size 96" in msg
+    assert "--patch-size" in msg and steps == []
+    assert not (tmp_path / "out" / "checkpoint.safetensors").exists()
+    Trainer(make_config(folder, tmp_path / "out2", patch_size=64, val_size=0))  # fits: no error
+
+
+def test_no_progress_prints_a_line_per_validation_and_checkpoint(tile_folder, tmp_path, capsys):
+    train(make_config(tile_folder, tmp_path / "run", steps=6, val_every=2, checkpoint_every=3, progress=False))
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("contrimix-aug train: step ")]
+    steps = [int(ln.split("step ")[1].split("/")[0]) for ln in lines]
+    assert steps == [2, 3, 4, 6], lines  # validations at 2, 4, 6; checkpoints at 3, 6: one line each
+    assert all("/6: loss " in ln and "train PSNR" in ln and "img/s" in ln for ln in lines)
+    assert [("val PSNR" in ln, "checkpoint saved" in ln) for ln in lines] == [
+        (True, False), (False, True), (True, False), (True, True)]
+
+
+def test_keyboard_interrupt_says_where_the_checkpoint_is(tile_folder, tmp_path, monkeypatch, capsys):
+    original = ContriMixLoss.forward
+    calls = {"n": 0}
+
+    def interrupted(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ContriMixLoss, "forward", interrupted)
+    cfg = make_config(tile_folder, tmp_path / "run", command="contrimix-aug train DATA --out OUT")
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+    err = capsys.readouterr().err
+    ckpt = tmp_path / "run" / "checkpoint.safetensors"
+    assert f"interrupted at step 4; the last checkpoint (step 3) is {ckpt}" in err
+    assert "Continue with: contrimix-aug train DATA --out OUT --resume" in err
+    # interrupted before the first checkpoint: it says so
+    calls["n"] = 0
+    with pytest.raises(KeyboardInterrupt):
+        train(make_config(tile_folder, tmp_path / "early", checkpoint_every=5))
+    err = capsys.readouterr().err
+    assert "interrupted at step 4, before the first checkpoint: nothing was kept" in err
+    assert "--checkpoint-every" in err and not (tmp_path / "early" / "checkpoint.safetensors").exists()

@@ -1,4 +1,5 @@
-"""The ContriMix loss terms against independent float64 computations, and the ContriMixLoss step."""
+"""The ContriMix loss terms against independent float64 computations, and the loss weights (the ContriMixLoss step
+is tested in test_training_contrimix_loss.py)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from contrimix_aug import ContriMixModel
 from contrimix_aug.training import (
     LOSS_PRESETS,
-    ContriMixLoss,
     LossWeights,
     aggregate_cross_entropy,
     attribute_consistency_loss,
@@ -149,6 +148,16 @@ class TestLossWeights:
         assert (cam.self_recon, cam.attr_cons, cam.cont_cons, cam.attr_repulsion, cam.ce) == (0.1, 0.1, 0.3, 0.0, 0.5)
         assert LossWeights.preset("rxrx1") == LossWeights(0.9, 0.04, 0.05, 0.01, 0.0)
 
+    def test_paired_terms_default_to_zero(self):
+        w = LossWeights()
+        assert (w.pair_recon, w.pair_content) == (0.0, 0.0)
+        assert all(p.pair_recon == 0 and p.pair_content == 0 for p in LOSS_PRESETS.values())
+        p = LossWeights.from_dict({"preset": "tcga", "pair_recon": 0.6, "pair_content": 0.2})
+        assert (p.pair_recon, p.pair_content, p.self_recon) == (0.6, 0.2, 0.6)
+        assert LossWeights.from_dict(p.to_dict()) == p
+        with pytest.raises(ValueError, match=">= 0"):
+            LossWeights(pair_content=-0.1)
+
     def test_from_dict(self):
         w = LossWeights.from_dict({"preset": "rxrx1", "attr_cons": 0.5})
         assert w.attr_cons == 0.5 and w.self_recon == 0.9
@@ -158,102 +167,3 @@ class TestLossWeights:
             LossWeights.preset("imagenet")
         with pytest.raises(ValueError, match=">= 0"):
             LossWeights(self_recon=-1)
-
-
-class _Counter:
-    def __init__(self, *modules: torch.nn.Module) -> None:
-        self.calls: list[tuple[str, int]] = []
-        for m in modules:
-            m.register_forward_hook(lambda mod, inp, out: self.calls.append((type(mod).__name__, inp[0].shape[0])))
-
-
-class TestContriMixLoss:
-    def test_encoders_run_once_on_originals_and_once_on_all_views(self, tiles, tiny_config, generator):
-        model = ContriMixModel(tiny_config)
-        counter = _Counter(model.content_encoder, model.attribute_encoder)
-        loss_fn = ContriMixLoss(model, num_mixes=3)
-        loss_fn(tiles, generator=generator)[0].backward()
-        b = tiles.shape[0]
-        assert sorted(counter.calls) == sorted(
-            [("ContentEncoder", b), ("AttributeEncoder", b), ("ContentEncoder", 4 * b), ("AttributeEncoder", 4 * b)]
-        )
-
-    def test_terms_match_independent_recomputation(self, tiles, tiny_config):
-        torch.manual_seed(0)  # only for the weights' init: the step itself draws from its own generator
-        model = ContriMixModel(tiny_config)
-        loss_fn = ContriMixLoss(model, num_mixes=2)
-        total, terms, aux = loss_fn(tiles, generator=torch.Generator().manual_seed(3))
-        donors = aux["donors"]
-        assert donors.shape == (2, len(tiles))
-        assert (donors != torch.arange(len(tiles))).all()  # never the image itself
-        with torch.no_grad():
-            content, attrs = model.encode(tiles)
-            stack = [attrs] + [attrs[donors[m]] for m in range(2)]
-            signals = torch.stack([model.decode_signal(content, a) for a in stack])
-            torch.testing.assert_close(aux["signals"], signals)
-            recon = model.decode(content, attrs)
-            flat = signals.flatten(0, 1)
-            exp = {
-                "self_recon": self_reconstruction_loss(recon, tiles),
-                "attr_cons": (model.attribute_encoder(flat) - torch.cat(stack)).abs().mean(),
-                "cont_cons": (model.content_encoder(flat) - content.repeat(3, 1, 1, 1)).abs().mean(),
-                "attr_repulsion": attribute_repulsion_loss(torch.stack(stack)),
-            }
-        for name, value in exp.items():
-            torch.testing.assert_close(terms[name], value, msg=name)
-        w = LossWeights()
-        weighted = sum(getattr(w, n) * v for n, v in exp.items())
-        torch.testing.assert_close(total, weighted)
-        torch.testing.assert_close(aux["reconstruction"], recon)
-
-    def test_gradients_reach_every_parameter(self, tiles, tiny_config, generator):
-        model = ContriMixModel(tiny_config)
-        ContriMixLoss(model, num_mixes=2)(tiles, generator=generator)[0].backward()
-        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
-
-    def test_zero_weight_terms_are_skipped(self, tiles, tiny_config, generator):
-        model = ContriMixModel(tiny_config)
-        counter = _Counter(model.content_encoder)
-        w = LossWeights(self_recon=1.0, attr_cons=0.1, cont_cons=0.0, attr_repulsion=0.0)
-        _, terms, _ = ContriMixLoss(model, w, num_mixes=2)(tiles, generator=generator)
-        assert sorted(terms) == ["attr_cons", "self_recon"]
-        assert len(counter.calls) == 1  # no content re-encoding
-
-    def test_joint_classifier_sees_all_views(self, tiles, tiny_config, generator):
-        model = ContriMixModel(tiny_config)
-        clf = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 2))
-        seen = []
-        clf.register_forward_hook(lambda mod, inp, out: seen.append(inp[0]))
-        labels = torch.tensor([0, 1, 0, 1, 1, 0])
-        w = LossWeights.preset("camelyon-joint")
-        loss_fn = ContriMixLoss(model, w, num_mixes=2, classifier_input="original", ce_aggregation="max")
-        total, terms, aux = loss_fn(tiles, generator=generator, classifier=clf, labels=labels)
-        assert seen[0].shape == (3 * len(tiles), 3, 32, 32)
-        torch.testing.assert_close(seen[0][: len(tiles)], tiles)  # view 0 = the originals
-        per = torch.nn.functional.cross_entropy(aux["logits"], labels.repeat(3), reduction="none")
-        torch.testing.assert_close(terms["ce"], per.view(3, -1).max(0).values.mean())
-        total.backward()
-        assert clf[2].weight.grad is not None and model.attribute_encoder.head.weight.grad is not None
-
-    def test_frozen_encoders_train_only_the_classifier(self, tiles, tiny_config, generator):
-        model = ContriMixModel(tiny_config)
-        counter = _Counter(model.content_encoder, model.attribute_encoder)
-        clf = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 2))
-        loss_fn = ContriMixLoss(model, num_mixes=2, freeze_encoders=True)
-        total, terms, _ = loss_fn(tiles, generator=generator, classifier=clf, labels=torch.zeros(6, dtype=torch.long))
-        assert sorted(terms) == ["ce", "self_recon"] and total is terms["ce"]
-        total.backward()
-        assert all(not p.requires_grad for p in model.parameters())
-        assert clf[2].weight.grad is not None
-        assert len(counter.calls) == 2  # originals only: no re-encoding
-
-    def test_exception(self, tiles, tiny_config):
-        model = ContriMixModel(tiny_config)
-        with pytest.raises(ValueError, match="no classifier"):
-            ContriMixLoss(model, LossWeights.preset("camelyon-joint"))(tiles)
-        with pytest.raises(ValueError, match="weights.ce == 0"):
-            ContriMixLoss(model)(tiles, classifier=torch.nn.Identity(), labels=torch.zeros(6, dtype=torch.long))
-        with pytest.raises(ValueError, match="num_mixes"):
-            ContriMixLoss(model, num_mixes=-1)
-        with pytest.raises(ValueError, match="batch of one"):
-            ContriMixLoss(model)(tiles[:1])

@@ -13,19 +13,22 @@ Two models are used:
 from __future__ import annotations
 
 import copy
+import multiprocessing
 import pickle
 
 import kornia
 import kornia.augmentation as K
 import pytest
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 import contrimix_aug as ca
 from contrimix_aug import ContriMix, ContriMixNormalize
-from contrimix_aug.functional import apply_contrimix, compute_bank
+from contrimix_aug.bank import compute_bank
+from contrimix_aug.functional import apply_contrimix
+from contrimix_aug.mixing import MixParams
 from contrimix_aug.optical_density import rgb_to_od
-from helpers import count_calls as _count_calls, make_tiny_model
+from helpers import AugmentedTiles, count_calls as _count_calls, make_tiny_model
 
 H, W = 40, 48  # odd-ish, non-square crops of the real tiles so H/W mix-ups fail
 
@@ -48,6 +51,12 @@ def od_luminance_ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     la, lb = lum(a), lum(b)
     rng = float(torch.cat([la, lb]).amax() - torch.cat([la, lb]).amin())
     return kornia.metrics.ssim(la, lb, 7, max_val=rng).mean((1, 2, 3))
+
+
+def _fixed_params(b: int, device: str = "cpu") -> MixParams:
+    """Every image re-rendered with the previous image's attributes at α = 0.7."""
+    return MixParams(torch.ones(b, dtype=torch.bool, device=device), torch.roll(torch.arange(b, device=device), 1),
+                     torch.zeros(b, dtype=torch.bool, device=device), torch.full((b,), 0.7, device=device))
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +122,7 @@ class TestSmoke:
             out = aug(x)
             assert out.is_contiguous(memory_format=torch.channels_last)
             # same values as the contiguous input (conv kernels differ per layout: not bitwise)
-            torch.testing.assert_close(out, aug(tiles[:4], params=aug._params), atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(out, aug(tiles[:4], params=aug.params), atol=1e-5, rtol=1e-5)
 
     def test_chw_keepdim(self, tiny, tiles, bank_images):
         aug = ContriMix(weights=tiny, p=1.0, bank=bank_images, seed=0)
@@ -165,19 +174,19 @@ class TestProbability:
         aug = ContriMix(weights=tiny, p=0.0, seed=0)
         out = aug(tiles)
         assert torch.equal(out, tiles)
-        assert not bool(aug._params["batch_prob"].any())
+        assert not bool(aug.params["batch_prob"].any())
 
     def test_p1_changes_every_image(self, tiny, tiles):
         aug = ContriMix(weights=tiny, p=1.0, seed=0)
         out = aug(tiles)
-        assert bool(aug._params["batch_prob"].all())
+        assert bool(aug.params["batch_prob"].all())
         assert bool((out - tiles).flatten(1).abs().amax(1).gt(1e-3).all())
 
     def test_partial_p_changes_exactly_the_selected_images(self, tiny, tiles):
         aug = ContriMix(weights=tiny, p=0.5, seed=1)
         for _ in range(3):
             out = aug(tiles)
-            sel = aug._params["batch_prob"] > 0.5
+            sel = aug.params["batch_prob"] > 0.5
             changed = (out != tiles).flatten(1).any(1)
             assert torch.equal(changed, sel)
 
@@ -194,7 +203,7 @@ class TestColourTransfer:
     def test_batch_of_two_swaps_attributes(self, handset, far_pair):
         aug = ContriMix(weights=handset, p=1.0, seed=0)
         out = aug(far_pair)
-        assert aug._params["donors"].tolist() == [1, 0]
+        assert aug.params["donors"].tolist() == [1, 0]
         mu_in, mu_out = mean_od(far_pair), mean_od(out)
         # each image takes the other's colour: its mean OD is the donor's, far from its own
         torch.testing.assert_close(mu_out, mu_in.flip(0), atol=5e-3, rtol=2e-2)
@@ -211,7 +220,7 @@ class TestColourTransfer:
     def test_batch_donors_are_other_images(self, handset, tiles):
         aug = ContriMix(weights=handset, p=1.0, seed=0)
         out = aug(tiles)
-        donors = aug._params["donors"]
+        donors = aug.params["donors"]
         assert bool((donors != torch.arange(tiles.shape[0])).all())
         torch.testing.assert_close(mean_od(out), mean_od(tiles)[donors], atol=5e-3, rtol=2e-2)
         assert bool((od_luminance_ssim(tiles, out) > 0.9).all())
@@ -222,8 +231,8 @@ class TestColourTransfer:
         found = 0
         for _ in range(10):
             out = aug(tiles)
-            sel = aug._params["batch_prob"] > 0.5
-            donors = aug._params["donors"]
+            sel = aug.params["batch_prob"] > 0.5
+            donors = aug.params["donors"]
             for i in torch.nonzero(sel).flatten().tolist():
                 d = int(donors[i])
                 if not sel[d]:
@@ -248,9 +257,9 @@ class TestColourTransfer:
     def test_strength_range(self, tiny, tiles):
         aug = ContriMix(weights=tiny, p=1.0, strength=(0.2, 0.6), seed=0)
         out = aug(tiles)
-        s = aug._params["strength"]
+        s = aug.params["strength"]
         assert bool(((s >= 0.2) & (s <= 0.6)).all()) and float(s.std()) > 0
-        ref = apply_contrimix(aug.model, tiles, aug._params["donors"], s)
+        ref = apply_contrimix(aug.model, tiles, MixParams.from_dict(aug.params))
         assert torch.equal(out, ref)
 
 
@@ -258,8 +267,8 @@ class TestBankDonors:
     def test_batch_of_one_falls_back_to_bank(self, handset, tiles, bank_images):
         aug = ContriMix(weights=handset, p=1.0, bank=bank_images, seed=0)
         out = aug(tiles[:1])
-        assert aug._params["from_bank"].tolist() == [True]
-        d = int(aug._params["donors"][0])
+        assert aug.params["from_bank"].tolist() == [True]
+        d = int(aug.params["donors"][0])
         assert 0 <= d < bank_images.shape[0]
         torch.testing.assert_close(mean_od(out), mean_od(bank_images[d : d + 1]), atol=5e-3, rtol=2e-2)
 
@@ -267,7 +276,7 @@ class TestBankDonors:
         aug = ContriMix(weights=handset, p=1.0, bank=bank_images, seed=0)
         out = aug(tiles[0])
         assert out.shape == tiles[0].shape
-        d = int(aug._params["donors"][0])
+        d = int(aug.params["donors"][0])
         torch.testing.assert_close(mean_od(out[None]), mean_od(bank_images[d : d + 1]), atol=5e-3, rtol=2e-2)
 
     def test_batch_of_one_without_bank_errors(self, tiny, tiles):
@@ -280,8 +289,8 @@ class TestBankDonors:
     def test_donors_bank(self, handset, tiles, bank_images):
         aug = ContriMix(weights=handset, p=1.0, donors="bank", bank=bank_images, seed=0)
         out = aug(tiles)
-        assert bool(aug._params["from_bank"].all())
-        d = aug._params["donors"]
+        assert bool(aug.params["from_bank"].all())
+        d = aug.params["donors"]
         assert bool(((d >= 0) & (d < bank_images.shape[0])).all())
         torch.testing.assert_close(mean_od(out), mean_od(bank_images)[d], atol=5e-3, rtol=2e-2)
 
@@ -291,7 +300,7 @@ class TestBankDonors:
         seen_bank = seen_batch = False
         for _ in range(5):
             out = aug(tiles)
-            fb, d = aug._params["from_bank"], aug._params["donors"]
+            fb, d = aug.params["from_bank"], aug.params["donors"]
             seen_bank |= bool(fb.any())
             seen_batch |= bool((~fb).any())
             assert bool((d[fb] < bank_images.shape[0]).all())
@@ -314,7 +323,7 @@ class TestBankDonors:
         aug = ContriMix(weights=ca.ContriMixWeights.from_model(model), p=1.0, donors="bank", seed=0)
         assert aug.model.bank.shape[0] == bank_images.shape[0]
         aug(tiles[:2])
-        assert bool(aug._params["from_bank"].all())
+        assert bool(aug.params["from_bank"].all())
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -324,7 +333,7 @@ class TestRandomness:
     def test_replay_bitwise(self, tiny, tiles):
         aug = ContriMix(weights=tiny, p=0.5, strength=(0.3, 1.0), seed=0)
         out = aug(tiles)
-        params = aug._params
+        params = aug.params
         aug(tiles)  # another draw in between
         assert torch.equal(aug(tiles, params=params), out)
 
@@ -332,7 +341,7 @@ class TestRandomness:
         aug = ContriMix(weights=tiny, p=1.0, seed=0)
         aug(tiles[:4])
         with pytest.raises(ValueError, match="another batch size"):
-            aug(tiles[:3], params=aug._params)
+            aug(tiles[:3], params=aug.params)
 
     def test_seed_reproducible(self, tiny, tiles):
         a = ContriMix(weights=tiny, p=0.5, strength=(0.0, 1.0), seed=123)
@@ -407,7 +416,7 @@ class TestKorniaSequential:
         img, m_out = seq(tiles, mask)
         assert torch.equal(m_out, mask.flip(-1))
         cm = seq[1]
-        assert torch.equal(img, ContriMix(weights=tiny, p=1.0)(tiles.flip(-1), params=cm._params))
+        assert torch.equal(img, ContriMix(weights=tiny, p=1.0)(tiles.flip(-1), params=cm.params))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -436,8 +445,8 @@ class TestTorchvisionStyle:
         img = (tiles[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
         out = pipe(img)
         assert out.shape == (3, H, W) and out.dtype == torch.float32
-        d = int(aug._params["donors"][0])
-        assert bool(aug._params["from_bank"][0])
+        d = int(aug.params["donors"][0])
+        assert bool(aug.params["from_bank"][0])
         rendered = out * 0.5 + 0.5
         torch.testing.assert_close(mean_od(rendered[None]), mean_od(bank_images[d : d + 1]), atol=5e-3, rtol=2e-2)
 
@@ -448,33 +457,17 @@ class TestTorchvisionStyle:
         img = (tiles[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
         out = pipe(img)
         assert tuple(out.shape) == (3, H, W)
-        assert bool(aug._params["from_bank"][0])
+        assert bool(aug.params["from_bank"][0])
 
 
 # --------------------------------------------------------------------------------------------------------------
 # DataLoader workers
 # --------------------------------------------------------------------------------------------------------------
-class _TileDataset(Dataset):
-    """Applies the transform per sample (single (C, H, W) image, bank donors) and reports the draw."""
-
-    def __init__(self, tiles: torch.Tensor, aug: ContriMix) -> None:
-        self.tiles = tiles
-        self.aug = aug
-
-    def __len__(self) -> int:
-        return 8
-
-    def __getitem__(self, i: int):
-        out = self.aug(self.tiles[i % self.tiles.shape[0]])
-        info = torch.utils.data.get_worker_info()
-        return out, self.aug._params["donors"][0], self.aug._params["strength"][0], info.id if info else -1
-
-
 def _run_loader(tiles, bank_images, loader_seed):
     aug = ContriMix(weights=make_tiny_model(), p=1.0, strength=(0.0, 1.0), bank=bank_images, seed=0)
-    dl = DataLoader(_TileDataset(tiles, aug), batch_size=2, num_workers=2,
+    dl = DataLoader(AugmentedTiles(tiles, aug), batch_size=2, num_workers=2,
                     generator=torch.Generator().manual_seed(loader_seed))
-    outs, donors, strengths, workers = zip(*[(o, d, s, w) for o, d, s, w in dl])
+    outs, donors, strengths, workers, _ = zip(*dl)
     return torch.cat(outs), torch.cat(donors), torch.cat(strengths), torch.cat(workers)
 
 
@@ -492,6 +485,108 @@ class TestDataLoader:
         # ... and another loader seed gives another run
         assert not torch.equal(s1, s3)
         assert bool(((d1 >= 0) & (d1 < bank_images.shape[0])).all())
+
+
+def _he_loader_run(tile: torch.Tensor, start_method: str):
+    """ContriMix(weights="he") applied per sample in 2 DataLoader workers started with ``start_method``; the same
+    real tile for every item, so any difference between items comes from the donor draws."""
+    aug = ContriMix(weights="he", p=1.0, seed=0)
+    dl = DataLoader(AugmentedTiles(tile[None], aug, length=8, same_input=True), batch_size=2, num_workers=2,
+                    multiprocessing_context=multiprocessing.get_context(start_method),
+                    generator=torch.Generator().manual_seed(0))
+    outs, donors, _, workers, threads = zip(*dl)
+    return torch.cat(outs), torch.cat(donors), torch.cat(workers), torch.cat(threads)
+
+
+@pytest.fixture(scope="module")
+def he_loader_reference(real_tiles):
+    """One fork run, the reference every start method must reproduce."""
+    return _he_loader_run(real_tiles[0, :, :64, :64], "fork")
+
+
+class TestDataLoaderStartMethods:
+    """The bundled weights in DataLoader workers under every start method: the transform crosses into the workers
+    (its generator travels as bytes), each worker draws its own donors, runs reproduce, one thread per worker."""
+
+    @pytest.mark.parametrize("start_method", ["fork", "spawn", "forkserver"])
+    def test_start_method(self, real_tiles, he_loader_reference, start_method):
+        tile = real_tiles[0, :, :64, :64]
+        out, donors, workers, threads = _he_loader_run(tile, start_method)
+        assert out.shape == (8, 3, 64, 64) and set(workers.tolist()) == {0, 1}
+        assert threads.tolist() == [1] * 8, "a DataLoader worker must run torch with one thread"
+        bank = ContriMix(weights="he").model.bank.shape[0]
+        assert bool(((donors >= 0) & (donors < bank)).all())
+        # identical inputs, different workers: different donors, so different outputs
+        w0, w1 = workers == 0, workers == 1
+        assert not torch.equal(donors[w0], donors[w1])
+        assert not torch.equal(out[w0], out[w1])
+        assert not torch.equal(out[0], tile)
+        # two runs (here: this start method and a fork run) give identical batches
+        ref_out, ref_donors, ref_workers, _ = he_loader_reference
+        assert torch.equal(workers, ref_workers) and torch.equal(donors, ref_donors) and torch.equal(out, ref_out)
+        if start_method == "fork":
+            again = _he_loader_run(tile, "fork")
+            assert torch.equal(again[0], out) and torch.equal(again[1], donors)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# params (public spelling) and state dicts of pipelines holding the transform
+# --------------------------------------------------------------------------------------------------------------
+class TestParamsAndStateDict:
+    def test_params_is_the_public_spelling_and_replays(self, tiny, tiles, bank_images):
+        aug = ContriMix(weights=tiny, p=0.7, strength=(0.2, 1.0), donors="both", bank=bank_images, seed=4)
+        out = aug(tiles)
+        params = aug.params
+        assert params is aug._params  # kornia's attribute, under its public name
+        assert set(params) >= {"batch_prob", "donors", "from_bank", "strength"}
+        aug(tiles)  # a new draw in between
+        assert not torch.equal(aug.params["donors"], params["donors"]) or not torch.equal(
+            aug.params["strength"], params["strength"])
+        assert torch.equal(aug(tiles, params=params), out)
+        other = ContriMix(weights=tiny, p=0.1, bank=bank_images, seed=99)  # its own settings do not matter
+        assert torch.equal(other(tiles, params=params), out)
+
+    def test_sequential_state_dict_holds_only_the_net(self, tiny, tiles):
+        net = torch.nn.Conv2d(3, 2, 3)
+        pipe = torch.nn.Sequential(ContriMix(weights=tiny, p=0.5, seed=0), net)
+        sd = pipe.state_dict()
+        assert set(sd) == {"1.weight", "1.bias"}, sorted(sd)
+        # loads strictly into a fresh pipeline, model keys filled in from its own frozen weights
+        fresh_net = torch.nn.Conv2d(3, 2, 3)
+        fresh = torch.nn.Sequential(ContriMix(weights=tiny, p=0.5, seed=1), fresh_net)
+        result = fresh.load_state_dict(sd, strict=True)
+        assert not result.missing_keys and not result.unexpected_keys
+        assert torch.equal(fresh_net.weight, net.weight) and torch.equal(fresh_net.bias, net.bias)
+        assert all(torch.equal(a, b) for a, b in zip(fresh[0].model.state_dict().values(), tiny.state_dict().values()))
+        # strictness is kept: a really unknown key is still refused
+        with pytest.raises(RuntimeError, match="Unexpected key"):
+            fresh.load_state_dict({**sd, "1.extra": torch.zeros(1)}, strict=True)
+        # the augmentation still works after loading
+        assert fresh(tiles).shape == (tiles.shape[0], 2, H - 2, W - 2)
+
+    def test_state_dict_weights_true_includes_the_model(self, tiny):
+        aug = ContriMix(weights=tiny, seed=0, state_dict_weights=True)
+        pipe = torch.nn.Sequential(aug, torch.nn.Conv2d(3, 2, 3))
+        sd = pipe.state_dict()
+        model_keys = {f"0.model.{k}" for k in tiny.state_dict()}
+        assert model_keys and model_keys <= set(sd) and {"1.weight", "1.bias"} <= set(sd)
+        for k, v in tiny.state_dict().items():
+            assert torch.equal(sd[f"0.model.{k}"], v)
+        # and round-trips: changed weights in the dict are loaded into the transform's model
+        changed = {k: (v + 1 if k == "0.model.content_encoder.conv_in.weight" else v) for k, v in sd.items()}
+        other = torch.nn.Sequential(ContriMix(weights=tiny, seed=0, state_dict_weights=True), torch.nn.Conv2d(3, 2, 3))
+        other.load_state_dict(changed, strict=True)
+        torch.testing.assert_close(other[0].model.content_encoder.conv_in.weight, tiny.content_encoder.conv_in.weight + 1)
+        # a full state dict (saved with state_dict_weights=True) still loads strictly into a lean pipeline
+        lean = torch.nn.Sequential(ContriMix(weights=tiny, seed=0), torch.nn.Conv2d(3, 2, 3))
+        lean.load_state_dict(changed, strict=True)
+        torch.testing.assert_close(lean[0].model.content_encoder.conv_in.weight, tiny.content_encoder.conv_in.weight + 1)
+
+    def test_normalize_state_dict(self, tiny, bank_images):
+        pipe = torch.nn.Sequential(ContriMixNormalize(weights=tiny, target=bank_images), torch.nn.Identity())
+        assert pipe.state_dict() == {}
+        full = ContriMixNormalize(weights=tiny, target=bank_images, state_dict_weights=True).state_dict()
+        assert set(full) == {f"model.{k}" for k in tiny.state_dict()}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -516,26 +611,33 @@ class TestModes:
         ref = aug(tiles)
         x = tiles.clone().requires_grad_(mode is torch.enable_grad)
         with mode():
-            out = aug(x, params=aug._params)
+            out = aug(x, params=aug.params)
         assert torch.equal(out.detach(), ref)
 
     @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch 2.11's dynamo touches torch.jit internals
     def test_compile_model_path(self, tiny, tiles):
         torch._dynamo.reset()
-        donors = torch.roll(torch.arange(4), 1)
-        strength = torch.full((4,), 0.7)
-        fn = torch.compile(lambda x, d, s: apply_contrimix(tiny, x, d, s), backend="aot_eager", fullgraph=True)
-        torch.testing.assert_close(fn(tiles[:4], donors, strength), apply_contrimix(tiny, tiles[:4], donors, strength))
+        params = _fixed_params(4)
+        fn = torch.compile(lambda x, p: apply_contrimix(tiny, x, p), backend="aot_eager", fullgraph=True)
+        torch.testing.assert_close(fn(tiles[:4], params), apply_contrimix(tiny, tiles[:4], params))
+
+    @pytest.mark.filterwarnings("ignore::DeprecationWarning")
+    def test_compile_model_path_with_bank_donors(self, tiny, tiles, bank_images):
+        """Bank donors under torch.compile(fullgraph=True): no host sync on the from_bank mask."""
+        torch._dynamo.reset()
+        bank = compute_bank(tiny, bank_images)
+        fb = torch.tensor([True, False, True, False])
+        params = MixParams(torch.ones(4, dtype=torch.bool), torch.tensor([2, 0, 1, 2]), fb, torch.full((4,), 0.7))
+        fn = torch.compile(lambda x, p: apply_contrimix(tiny, x, p, bank=bank), backend="aot_eager", fullgraph=True)
+        torch.testing.assert_close(fn(tiles[:4], params), apply_contrimix(tiny, tiles[:4], params, bank=bank))
 
     @pytest.mark.slow
     @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # inductor internals on torch 2.13
     def test_compile_model_path_inductor(self, tiny, tiles):  # ~2 min on 2 CPU cores
         torch._dynamo.reset()
-        donors = torch.roll(torch.arange(4), 1)
-        strength = torch.full((4,), 0.7)
-        fn = torch.compile(lambda x, d, s: apply_contrimix(tiny, x, d, s), fullgraph=True)
-        torch.testing.assert_close(fn(tiles[:4], donors, strength), apply_contrimix(tiny, tiles[:4], donors, strength),
-                                   atol=1e-4, rtol=1e-4)
+        params = _fixed_params(4)
+        fn = torch.compile(lambda x, p: apply_contrimix(tiny, x, p), fullgraph=True)
+        torch.testing.assert_close(fn(tiles[:4], params), apply_contrimix(tiny, tiles[:4], params), atol=1e-4, rtol=1e-4)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -547,7 +649,7 @@ class TestBatched:
         aug = ContriMix(weights=make_tiny_model(), p=p, seed=0)
         calls = _count_calls(aug.model)
         aug(tiles)
-        n_sel = int((aug._params["batch_prob"] > 0.5).sum())
+        n_sel = int((aug.params["batch_prob"] > 0.5).sum())
         assert len(calls["content"]) == 1 and len(calls["attributes"]) == 1
         assert calls["content"][0] == (tiles.shape[0] if p == 1.0 else n_sel)
 
@@ -619,7 +721,7 @@ class TestErrors:
             (lambda t: t * 255, ValueError, "divide by 255"),
             (lambda t: torch.where(t > 0.5, float("nan"), t), ValueError, "NaN"),
             (lambda t: torch.where(t > 0.5, float("inf"), t), ValueError, "NaN or Inf"),
-            (lambda t: t - 0.5, ValueError, "min"),
+            (lambda t: t - 0.5, ValueError, "mean/std-normalised"),
             (lambda t: t[:0], ValueError, "empty"),
             (lambda t: t[0, 0], ValueError, "2-D"),
             (lambda t: t[None], ValueError, "5-D"),
@@ -697,15 +799,15 @@ class TestCuda:
         assert out.device == x.device and out.dtype == dtype
         assert out.is_contiguous(memory_format=torch.channels_last)
         for k in ("batch_prob", "donors", "strength"):  # same draws: the generator lives on the CPU
-            assert torch.equal(gpu._params[k].cpu(), cpu._params[k])
+            assert torch.equal(gpu.params[k].cpu(), cpu.params[k])
         tol = {torch.float32: 3e-4, torch.float16: 3e-3, torch.bfloat16: 2e-2}[dtype]  # fp32: cuDNN may use TF32
         assert float((out.float().cpu() - ref).abs().mean()) <= tol
-        assert torch.equal(gpu(x, params=gpu._params), out)
+        assert torch.equal(gpu(x, params=gpu.params), out)
 
     def test_cuda_colour_transfer_and_bank(self, handset, tiles, bank_images):
         aug = ContriMix(weights=handset, p=1.0, donors="both", bank=bank_images, seed=0).to("cuda")
         out = aug(tiles.cuda())
-        fb, d = aug._params["from_bank"], aug._params["donors"]
+        fb, d = aug.params["from_bank"], aug.params["donors"]
         n = tiles.shape[0]
         want = torch.where(fb[:, None], mean_od(bank_images)[d.clamp(max=bank_images.shape[0] - 1)],
                            mean_od(tiles)[d.clamp(max=n - 1)])
@@ -742,13 +844,12 @@ class TestCuda:
         torch._dynamo.reset()
         model = copy.deepcopy(tiny).cuda()
         x = tiles[:4].cuda()
-        donors = torch.roll(torch.arange(4, device="cuda"), 1)
-        strength = torch.full((4,), 0.7, device="cuda")
-        fn = torch.compile(lambda x, d, s: apply_contrimix(model, x, d, s), fullgraph=True)
+        params = _fixed_params(4, "cuda")
+        fn = torch.compile(lambda x, p: apply_contrimix(model, x, p), fullgraph=True)
         tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False  # compare true fp32
         try:
-            torch.testing.assert_close(fn(x, donors, strength), apply_contrimix(model, x, donors, strength),
+            torch.testing.assert_close(fn(x, params), apply_contrimix(model, x, params),
                                        atol=1e-4, rtol=1e-4)
         finally:
             torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32

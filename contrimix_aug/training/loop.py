@@ -12,6 +12,7 @@ import inspect
 import json
 import math
 import os
+import re
 import sys
 import time
 from contextlib import nullcontext
@@ -23,24 +24,29 @@ import torch
 from torch.utils.data import DataLoader
 
 from .. import __version__
+from .._io import atomic_write, remove_stale_temp_files
+from .._seeding import derive_seed
 from ..model import ContriMixModel
+from ..quality import psnr, reconstruction
 from ..weights import save_weights
-from .checkpoint import (
-    CheckpointError,
-    atomic_write,
-    load_checkpoint,
-    optimizer_from_tensors,
-    optimizer_to_tensors,
-    remove_stale_temp_files,
-    save_checkpoint,
-)
-from .config import RESUMABLE_CHANGES, TrainConfig
+from ..weights_meta import WeightsMeta
 from .contrimix_loss import ContriMixLoss
-from .data import IndexStream, StepBatches, TrainPatches, center_patch, derive_seed, image_of, open_datasets
-from .metrics import psnr
+from .resume import CheckpointError, load_checkpoint, optimizer_from_tensors, optimizer_to_tensors, save_checkpoint
+from .stream import (
+    IndexStream,
+    StepBatches,
+    TrainPatches,
+    center_patch,
+    check_image_sizes,
+    image_of,
+    open_datasets,
+    split_indices,
+)
+from .train_config import RESUMABLE_CHANGES, TrainConfig
 
 __all__ = ["Trainer", "train", "lr_factor"]
 
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 CHECKPOINT_NAME = "checkpoint.safetensors"
 WEIGHTS_NAME = "weights.safetensors"
 METRICS_NAME = "metrics.json"
@@ -124,7 +130,8 @@ class Trainer:
         step: optimiser steps done.
     """
 
-    def __init__(self, config: TrainConfig, *, resume: bool = False) -> None:
+    def __init__(self, config: TrainConfig, *, resume: bool = False, data: Any = None) -> None:
+        self._data = data
         cfg = self.config = config.validate()
         self.out = Path(cfg.out)
         self.checkpoint_path = self.out / CHECKPOINT_NAME
@@ -145,18 +152,24 @@ class Trainer:
         elif self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
 
-        self.train_set, self.train_idx, self.val_set, self.val_idx = open_datasets(
-            cfg.data, patch_size=cfg.patch_size, seed=cfg.seed, val_size=cfg.val_size,
-            progress=cfg.progress and self.dist.rank == 0,
-        )
+        if self._data is not None:  # images in memory (a Dataset of (C, H, W) tensors): a seeded held-out split
+            self.train_set = self.val_set = self._data
+            self.train_idx, self.val_idx = split_indices(len(self._data), cfg.val_size, cfg.seed)
+        else:
+            self.train_set, self.train_idx, self.val_set, self.val_idx = open_datasets(
+                cfg.data, patch_size=cfg.patch_size, seed=cfg.seed, val_size=cfg.val_size,
+                progress=cfg.progress and self.dist.rank == 0, channels=cfg.channels,
+                data_root=cfg.data_root or None,
+            )
         if not self.train_idx:
             raise ValueError(f"data {cfg.data!r}: no training images left.")
+        check_image_sizes(self.train_set, self.train_idx, cfg.patch_size)  # before step 0, naming the file
         self.model_config = cfg.model_config(in_channels=image_of(self.train_set[self.train_idx[0]]).shape[0])
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(derive_seed(cfg.seed, "init"))
             self.model = ContriMixModel(self.model_config)
         self.model.to(self.device)
-        self.loss_fn = ContriMixLoss(self.model, cfg.loss_weights(), cfg.num_mixes)
+        self.loss_fn = ContriMixLoss(self.model, cfg.loss_weights(), cfg.num_mixes, restain=cfg.restain_config())
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay
         )
@@ -168,6 +181,7 @@ class Trainer:
         self.val_history: list[dict[str, float]] = []
         self._val_cache: torch.Tensor | None = None
         self._train_seconds = 0.0
+        self.last_checkpoint_step: int | None = None
 
         if self.checkpoint_path.is_file():
             if not resume:
@@ -202,7 +216,7 @@ class Trainer:
         if workers < 0:
             cores = os.cpu_count() or 1
             workers = 0 if cores <= 2 else min(8, cores // (2 * self.dist.world_size) or 1)
-        patches = TrainPatches(self.train_set, self.train_idx, cfg.patch_size, cfg.seed)
+        patches = TrainPatches(self.train_set, self.train_idx, cfg.patch_size, cfg.seed, cfg.patch_scale)
         batches = StepBatches(self.stream, self.step, cfg.steps, cfg.batch_size, self.dist.rank, self.dist.world_size)
         return DataLoader(
             patches, batch_sampler=batches, num_workers=workers, pin_memory=self.device.type == "cuda"
@@ -244,12 +258,15 @@ class Trainer:
             opt_tensors, opt_rest = optimizer_to_tensors(self.optimizer)
             save_checkpoint(self.checkpoint_path, {**tensors, **opt_tensors}, self._state(opt_rest))
             self._write_metrics()
+        self.last_checkpoint_step = self.step
         self.dist.barrier()
         return self.checkpoint_path
 
     def _load_checkpoint(self) -> None:
         tensors, state = load_checkpoint(self.checkpoint_path)
-        saved, now = state["config"], self.config.to_dict()
+        # settings added after the checkpoint was written count as their defaults
+        saved = {**TrainConfig().to_dict(), **state["config"]}
+        now = self.config.to_dict()
         diff = sorted(k for k in set(saved) | set(now) if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k))
         if diff:
             detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in diff)
@@ -275,14 +292,13 @@ class Trainer:
         self.history = list(state.get("history", []))
         self.val_history = list(state.get("val_history", []))
         self._train_seconds = float(state.get("train_seconds", 0.0))
+        self.last_checkpoint_step = self.step
         self._note(f"resumed from {self.checkpoint_path} at step {self.step}.")
 
     # -- evaluation and export -----------------------------------------------------------------------
     @torch.no_grad()
     def validate(self) -> dict[str, float] | None:
         """Self-reconstruction PSNR (dB) and SSIM on the held-out images' central patches (fp32)."""
-        from ..quality import reconstruction  # imported here: contrimix_aug.quality imports this package
-
         if not self.val_idx:
             return None
         if self._val_cache is None:
@@ -340,22 +356,26 @@ class Trainer:
         """Write ``out/weights.safetensors`` with the attribute bank and the run's metadata (rank 0)."""
         cfg = self.config
         self.model.bank = self.attribute_bank().to(self.model.bank.device)
-        meta = {
-            "name": self.out.name,
-            "training_data": cfg.data,
-            "command": cfg.command,
-            "seed": cfg.seed,
-            "steps": self.step,
-            "patch_size": cfg.patch_size,
-            "num_mixes": cfg.num_mixes,
-            "loss_weights": cfg.loss_weights().to_dict(),
-            "world_size": self.dist.world_size,
-            "global_batch": cfg.batch_size * self.dist.world_size,
-            "bank": {"size": int(self.model.bank.shape[0]), "source": "central patches of training images"},
-            "metrics": {"val": self.val_history[-1] if self.val_history else None,
-                        "train": self.history[-1] if self.history else None},
-            "train_config": cfg.to_dict(),
-        }
+        lo, hi = cfg.patch_scale
+        um = getattr(self.train_set, "um_per_px", None)
+        name = self.out.name if _NAME_RE.match(self.out.name) else "trained"
+        meta = WeightsMeta(
+            name=name,
+            modality="fluorescence" if self.model_config.mode == "linear" else "he",
+            library_version=__version__,
+            num_params=self.model.num_params,
+            training_data=cfg.data,
+            um_per_px=(um * lo, um * hi) if isinstance(um, (int, float)) else None,
+            bank_source=f"central patches of {int(self.model.bank.shape[0])} training images",
+            training={
+                "command": cfg.command, "seed": cfg.seed, "steps": self.step, "patch_size": cfg.patch_size,
+                "num_mixes": cfg.num_mixes, "loss_weights": cfg.loss_weights().to_dict(),
+                "world_size": self.dist.world_size, "global_batch": cfg.batch_size * self.dist.world_size,
+                "train_config": cfg.to_dict(),
+                "metrics": {"val": self.val_history[-1] if self.val_history else None,
+                            "train": self.history[-1] if self.history else None},
+            },
+        )
         return save_weights(self.model, self.out / WEIGHTS_NAME, meta=meta)
 
     # -- the loop ------------------------------------------------------------------------------------
@@ -432,6 +452,7 @@ class Trainer:
                 sums.zero_()
                 count = 0
                 bar.set_postfix(loss=f"{row['loss']:.4f}", psnr=f"{row['psnr']:.2f}")
+                val = None
                 if _due(cfg.val_every, self.step, cfg.steps) and self.dist.rank == 0:
                     val = self.validate()
                     if val is not None:
@@ -440,6 +461,12 @@ class Trainer:
                                         val_psnr=f"{val['psnr']:.2f}")
                 if _due(cfg.checkpoint_every, self.step, cfg.steps):
                     self.save_checkpoint()
+                if not cfg.progress and (val is not None or _due(cfg.checkpoint_every, self.step, cfg.steps)):
+                    # batch jobs (no bar): one line per validation or checkpoint
+                    vtxt = f", val PSNR {val['psnr']:.2f} dB" if val is not None else ""
+                    ctxt = ", checkpoint saved" if _due(cfg.checkpoint_every, self.step, cfg.steps) else ""
+                    self._note(f"step {self.step}/{cfg.steps}: loss {row['loss']:.4f}, train PSNR {row['psnr']:.2f} dB"
+                               f"{vtxt}, {row['images_per_second']:.1f} img/s{ctxt}")
                 tick = time.perf_counter()
             bar.close()
             path = self.out / WEIGHTS_NAME
@@ -448,15 +475,28 @@ class Trainer:
                 self._write_metrics()
             self.dist.barrier()
             return path
+        except KeyboardInterrupt:
+            bar.close()
+            if self.last_checkpoint_step is None:
+                self._note(f"interrupted at step {self.step}, before the first checkpoint: nothing was kept. "
+                           f"Checkpoints are written every {cfg.checkpoint_every} steps (--checkpoint-every).")
+            else:
+                again = cfg.command or "contrimix-aug train ..."
+                self._note(f"interrupted at step {self.step}; the last checkpoint (step {self.last_checkpoint_step}) is "
+                           f"{self.checkpoint_path}. Continue with: {again}{'' if '--resume' in again else ' --resume'}")
+            raise
         finally:
             if self.dist.owns_group:
                 torch.distributed.destroy_process_group()
 
 
-def train(config: TrainConfig, *, resume: bool = False) -> Path:
+def train(config: TrainConfig, *, resume: bool = False, data: Any = None) -> Path:
     """Train a ContriMix model as ``config`` says; returns the path of the exported ``weights.safetensors``.
+
+    ``data``: train on these images instead of ``config.data`` (any ``Dataset`` whose items are (C, H, W) float
+    tensors in [0, 1], or (image, ...) tuples); ``config.data`` then only names them in the metadata.
 
     With ``resume=True`` an existing ``out/checkpoint.safetensors`` is continued (same settings required;
     ``steps`` may grow); without it an existing checkpoint is an error, so runs are never overwritten.
     """
-    return Trainer(config, resume=resume).run()
+    return Trainer(config, resume=resume, data=data).run()

@@ -45,6 +45,11 @@ class LossWeights:
         attr_repulsion: attribute repulsion ("attribute similarity" in the reference),
             :func:`attribute_repulsion_loss`.
         ce: classification cross-entropy on all M + 1 views (joint training only).
+        pair_recon: paired cross-reconstruction (not in the authors' method): each image ``x`` and a random
+            re-staining ``x'`` of it (:mod:`.restain`) swap attributes, and ``decode(content(x), attributes(x'))``
+            must reproduce ``x'`` (and the other way round), :func:`self_reconstruction_loss` of both.
+        pair_content: paired content invariance (not in the authors' method): ``content(x) = content(x')``,
+            :func:`content_consistency_loss`.
 
     A term whose weight is 0 is not computed (except the self-reconstruction, which is always reported).
     """
@@ -54,6 +59,8 @@ class LossWeights:
     cont_cons: float = 0.2
     attr_repulsion: float = 0.05
     ce: float = 0.0
+    pair_recon: float = 0.0
+    pair_content: float = 0.0
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

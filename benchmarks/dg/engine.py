@@ -1,0 +1,130 @@
+"""The domain-generalisation engine shared by the tasks: one fold (training domains -> held-out domain), every
+method, every seed, the same classifier; then the summary table and the paired comparisons.
+
+A fold gives training crops (x, y) and test crops (x, y, item id); test predictions are averaged over the crops of
+an item (a patch) when items have several crops. Every run records per-item correctness and scores, so paired
+differences with bootstrap intervals can be computed afterwards (:mod:`.stats`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from . import classifier as CL
+from .methods import Method, to_float
+from .stats import mean_std, paired_bootstrap
+
+__all__ = ["Fold", "paired_table", "run_fold", "summarise"]
+
+
+@dataclass
+class Fold:
+    """One train -> test split. Arrays are (N, H, W, C) images (uint8, uint16 or float) and (N,) labels; ``test_item``
+    groups test crops into items (patches); ``pretransformed`` maps a method name to its own (train_x, test_x)."""
+
+    dataset: str
+    heldout: str
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    test_item: np.ndarray
+    num_classes: int = 2
+    pretransformed: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+
+def _apply(m: Method, x: torch.Tensor, bs: int = 128) -> torch.Tensor:
+    return torch.cat([m(x[i : i + bs]) for i in range(0, len(x), bs)]) if len(x) else x
+
+
+def run_fold(fold: Fold, methods: Callable[[int], list[Method]], seeds: Sequence[int], *, epochs: int,
+             device: torch.device, batch_size: int, log: Callable[[str], None],
+             joint: Callable[[int], Any] | None = None) -> list[dict[str, Any]]:
+    """Train and score every method of ``methods(seed)`` (and the joint protocol ``joint(seed)``, if given) for
+    every seed. Returns one row per (method, seed) with item-level correctness and scores."""
+    rows: list[dict[str, Any]] = []
+    train_x, test_x = to_float(fold.train_x), to_float(fold.test_x)
+    train_y = torch.from_numpy(fold.train_y).long()
+    for seed in seeds:
+        ms = methods(seed)
+        entries: list[tuple[Method | None, str]] = [(m, m.name) for m in ms]
+        if joint is not None:
+            entries.append((None, "contrimix-joint"))
+        for m, name in entries:
+            t0 = time.perf_counter()
+            prepare = None
+            hook = None
+            if m is None:  # the authors' joint protocol
+                hook = joint(seed)
+                prepare = hook.prepare
+                method = Method("contrimix-joint", "none", "batch", "contrimix_aug", "joint", _batch_fn=lambda x: x)
+                xtr, xte = train_x, test_x
+            elif name in fold.pretransformed:
+                method = m
+                xtr, xte = (to_float(a) for a in fold.pretransformed[name])
+            elif m.kind == "normalise":
+                method, xtr, xte = m, _apply(m, train_x), _apply(m, test_x)
+            else:
+                method, xtr, xte = m, train_x, test_x
+            model = CL.train_classifier(xtr, train_y, fold.num_classes, method, epochs=epochs, seed=seed,
+                                        device=device, bs=batch_size, step_hook=hook)
+            logits = CL.predict_logits(model, xte, device, prepare=prepare)
+            item_logits, items = CL.group_mean(logits, fold.test_item)
+            item_y = np.array([fold.test_y[fold.test_item == i][0] for i in items])
+            pred = item_logits.argmax(1).numpy()
+            prob = torch.softmax(item_logits, 1)[:, 1].numpy() if fold.num_classes == 2 else None
+            acc, bacc = CL.accuracy(pred, item_y, fold.num_classes)
+            row = {"dataset": fold.dataset, "heldout": fold.heldout, "method": name,
+                   "kind": "joint" if m is None else m.kind, "seed": seed, "acc": acc, "bacc": bacc,
+                   "auroc": CL.auroc(prob, item_y) if prob is not None else float("nan"),
+                   "crop_acc": float((logits.argmax(1).numpy() == fold.test_y).mean()),
+                   "n_train": int(len(fold.train_y)), "n_test_items": int(len(items)),
+                   "peer_failures": 0 if m is None else m.failures, "seconds": round(time.perf_counter() - t0, 1),
+                   "correct": (pred == item_y).astype(int).tolist(),
+                   "score": prob.round(4).tolist() if prob is not None else None}
+            rows.append(row)
+            log(f"[{fold.dataset}] {fold.heldout:12s} seed {seed} {name:22s} acc {acc:.3f}  AUROC {row['auroc']:.3f}"
+                f"  ({row['seconds']:.1f}s{', peer failures %d' % row['peer_failures'] if row['peer_failures'] else ''})")
+    return rows
+
+
+def summarise(rows: list[dict[str, Any]], methods: Sequence[str]) -> list[dict[str, Any]]:
+    """Per dataset × held-out domain × method: mean ± std over seeds of accuracy, balanced accuracy and AUROC."""
+    out = []
+    for ds in dict.fromkeys(r["dataset"] for r in rows):
+        for held in dict.fromkeys(r["heldout"] for r in rows if r["dataset"] == ds):
+            for m in methods:
+                rm = [r for r in rows if r["dataset"] == ds and r["heldout"] == held and r["method"] == m]
+                if not rm:
+                    continue
+                row = {"dataset": ds, "heldout": held, "method": m, "kind": rm[0]["kind"], "seeds": len(rm)}
+                for k in ("acc", "bacc", "auroc", "crop_acc"):
+                    row[f"{k}_mean"], row[f"{k}_std"] = mean_std([r[k] for r in rm])
+                out.append(row)
+    return out
+
+
+def paired_table(rows: list[dict[str, Any]], reference: str, *, exclude: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Per dataset × held-out domain: every method against ``reference`` (paired over seeds and test items)."""
+    out = []
+    keys = dict.fromkeys((r["dataset"], r["heldout"]) for r in rows)
+    for ds, held in keys:
+        rs = [r for r in rows if r["dataset"] == ds and r["heldout"] == held]
+        ref = {r["seed"]: r for r in rs if r["method"] == reference}
+        for m in dict.fromkeys(r["method"] for r in rs):
+            if m == reference or m in exclude:
+                continue
+            mine = {r["seed"]: r for r in rs if r["method"] == m}
+            seeds = sorted(set(ref) & set(mine))
+            if not seeds:
+                continue
+            a = np.array([mine[s]["correct"] for s in seeds])
+            b = np.array([ref[s]["correct"] for s in seeds])
+            res = paired_bootstrap(a, b)
+            out.append({"dataset": ds, "heldout": held, "method": m, "versus": reference, **res})
+    return out

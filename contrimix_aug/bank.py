@@ -1,0 +1,97 @@
+"""Attribute banks: the attribute matrices of reference images, donors for single images and normalisation targets.
+
+:func:`resolve_bank` is the one place where a ``bank=`` argument is validated (the kornia/torchvision module,
+the albumentations adapter, checkpoint import and training all call it); :func:`compute_bank` encodes images.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from ._checks import check_image, check_image_values
+from .model import ContriMixModel
+
+__all__ = ["compute_bank", "resolve_bank", "images_from_numpy"]
+
+
+def _model_device_dtype(model: ContriMixModel) -> tuple[torch.device, torch.dtype]:
+    p = next(model.parameters(), None)
+    return (p.device, p.dtype) if p is not None else (torch.device("cpu"), torch.float32)
+
+
+@torch.no_grad()
+def compute_bank(model: ContriMixModel, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """Attribute bank of reference images: (N, C, H, W) in [0, 1] -> (N, C, K) float32 on the CPU."""
+    check_image(images, model.config.in_channels, name="bank images", min_size=model.min_size)
+    check_image_values(images, name="bank images", value_range=model.value_range)
+    dev, dtype = _model_device_dtype(model)
+    return torch.cat(
+        [model.encode_attributes(chunk.to(dev, dtype)).float().cpu() for chunk in images.split(batch_size)]
+    )
+
+
+def images_from_numpy(arr: np.ndarray, channels: int, name: str = "bank") -> torch.Tensor:
+    """Numpy images (N, H, W, C) or (N, H, W) for one channel, uint8 (0-255), uint16 (0-65535) or float in [0, 1]
+    -> float32 (N, C, H, W) in [0, 1]."""
+    a = np.asarray(arr)
+    if not a.flags.writeable:  # e.g. np.asarray of a PIL image: torch.from_numpy warns on read-only memory
+        a = a.copy()
+    if a.ndim == 3 and channels == 1:
+        a = a[..., None]
+    if a.ndim != 4 or a.shape[-1] != channels:
+        hint = " It looks channels-first: use np.transpose(x, (0, 2, 3, 1))." if a.ndim == 4 and a.shape[1] == channels else ""
+        raise ValueError(f"{name}: expected reference images (N, H, W, {channels}) as numpy, got shape {a.shape}.{hint}")
+    if a.dtype == np.uint8:
+        x = torch.from_numpy(np.ascontiguousarray(a)).float().div_(255.0)
+    elif a.dtype == np.uint16:
+        x = torch.from_numpy(np.ascontiguousarray(a).astype(np.float32)).div_(65535.0)
+    elif np.issubdtype(a.dtype, np.floating):
+        x = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+    else:
+        raise TypeError(f"{name}: expected uint8, uint16 or float images, got dtype {a.dtype}.")
+    return x.permute(0, 3, 1, 2).contiguous()
+
+
+def resolve_bank(model: ContriMixModel, bank: Any) -> torch.Tensor | None:
+    """A ``bank=`` argument -> (N, C, K) float32 attributes on the CPU (None stays None).
+
+    Accepted: (N, C, K) attribute tensors; reference images as a (N, C, H, W) float tensor in [0, 1], a numpy
+    stack (N, H, W, C) or a list of (H, W, C) numpy images (any sizes; uint8, uint16 or float).
+
+    Raises:
+        TypeError / ValueError: anything else, an empty bank, NaN/Inf attributes, images outside [0, 1].
+    """
+    if bank is None:
+        return None
+    c, k = model.config.in_channels, model.config.num_attributes
+    if isinstance(bank, torch.Tensor):
+        if bank.ndim == 3 and tuple(bank.shape[1:]) == (c, k):
+            if bank.shape[0] == 0:
+                raise ValueError("bank: the attribute bank is empty; pass at least one attribute matrix or image.")
+            if not bank.is_floating_point() or not bool(torch.isfinite(bank).all()):
+                raise ValueError("bank: attributes must be finite floating-point values (NaN, Inf or integers found).")
+            return bank.detach().float().cpu()
+        if bank.ndim == 4:
+            return compute_bank(model, bank)
+        raise ValueError(
+            f"bank: expected attributes (N, {c}, {k}) or reference images (N, {c}, H, W), got {tuple(bank.shape)}."
+        )
+    if isinstance(bank, np.ndarray):
+        return compute_bank(model, images_from_numpy(bank, c))
+    if isinstance(bank, (list, tuple)):
+        if not bank:
+            raise ValueError("bank: the list of reference images is empty.")
+        return torch.cat([_one_numpy(model, img, i) for i, img in enumerate(bank)])
+    raise TypeError(
+        f"bank: expected attributes ((N, C, K) tensor) or reference images ((N, C, H, W) tensor, (N, H, W, C) numpy, "
+        f"or a list of (H, W, C) numpy images), got {type(bank).__name__}."
+    )
+
+
+def _one_numpy(model: ContriMixModel, img: Any, i: int) -> torch.Tensor:
+    if not isinstance(img, np.ndarray):
+        raise TypeError(f"bank[{i}]: expected a numpy (H, W, C) image, got {type(img).__name__}.")
+    return compute_bank(model, images_from_numpy(img[None], model.config.in_channels, f"bank[{i}]"))

@@ -1,0 +1,57 @@
+"""``contrimix-aug`` command line: one module per subcommand, one error style for all of them.
+
+Every subcommand module has ``add_parser(subparsers)`` (which sets ``func``: ``args -> int``). Errors the user
+can fix (bad arguments, missing files or data, corrupted weights) print one line,
+``contrimix-aug COMMAND: error: MESSAGE``, and exit with status 2, like argparse's own usage errors; Ctrl-C exits
+with 130 after the subcommand has said what was kept. Library modules hold no argparse code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import cmd_data, cmd_demo, cmd_import_checkpoint, cmd_train
+
+__all__ = ["main", "build_parser", "EXIT_USAGE", "EXIT_INTERRUPTED"]
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+_SUBCOMMANDS = (cmd_demo, cmd_train, cmd_import_checkpoint, cmd_data)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="contrimix-aug", description="ContriMix stain augmentation: demo, training, checkpoint import, data."
+    )
+    parser.add_argument("--version", action="version", version=f"contrimix_aug {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in _SUBCOMMANDS:
+        module.add_parser(sub)
+    return parser
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from ..data.cache import ChecksumError, SourceUnavailableError
+
+    return (ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError, NotADirectoryError,
+            SourceUnavailableError, ChecksumError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print(f"contrimix-aug {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except _user_errors() as err:
+        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"contrimix-aug {args.command}: error: {msg}", file=sys.stderr)
+        return EXIT_USAGE

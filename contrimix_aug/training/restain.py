@@ -1,0 +1,137 @@
+"""Random re-staining of a batch: the same tissue in another stain, for the paired training terms.
+
+ContriMix's own losses only ask that a swap be *consistent*; nothing tells the model what the same tissue looks
+like in another stain, so the content is free to keep part of the stain. A paired term fixes that: ``x`` and
+``restain(x)`` show identical tissue, so the content of both must agree and ``decode(content(x),
+attributes(restain(x)))`` must reproduce ``restain(x)``.
+
+Two independent, label-free families of random stain changes are drawn per image (never a real source's stain):
+
+* **Beer–Lambert**: optical density is unmixed into haematoxylin / eosin / residual concentrations with the fixed
+  Ruifrok–Johnston basis; each stain vector is perturbed (``basis_jitter``), each concentration scaled
+  (log-normal, ``od_scale``) and shifted (``od_shift``), and the pixel re-mixed. A linear map of optical density:
+  what a different stain batch or staining time does.
+* **CIELAB tone curves**: L* goes through a random gamma curve, a* and b* are scaled and shifted. A monotone,
+  non-linear colour change: what a different scanner or colour pipeline does.
+
+Shapes: (B, 3, H, W) float in [0, 1] -> same (3-channel absorbance models only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+
+from ..optical_density import RUIFROK_HED, T_MIN_UINT8, rgb_to_od
+
+__all__ = ["RestainConfig", "restain"]
+
+
+@dataclass(frozen=True)
+class RestainConfig:
+    """Strength of the random re-staining (all spreads are standard deviations of normal draws).
+
+    Args:
+        p_beer_lambert: probability that an image gets a Beer–Lambert stain change.
+        p_lab: probability that an image gets a CIELAB tone change (independently; an image drawn for neither
+            gets the Beer–Lambert one, so every image changes).
+        od_scale: spread of the log concentration scale of each stain.
+        od_shift: spread of the additive concentration shift (optical density units).
+        basis_jitter: spread of the perturbation of each unit stain vector.
+        lab_gamma: spread of the log gamma of L*.
+        lab_ab_scale: spread of the log scale of a* and b*.
+        lab_ab_shift: spread of the shift of a* and b* (CIELAB units).
+    """
+
+    p_beer_lambert: float = 0.7
+    p_lab: float = 0.5
+    od_scale: float = 0.3
+    od_shift: float = 0.03
+    basis_jitter: float = 0.12
+    lab_gamma: float = 0.25
+    lab_ab_scale: float = 0.25
+    lab_ab_shift: float = 6.0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0 or v == float("inf"):
+                raise ValueError(f"RestainConfig.{f.name}: expected a finite number >= 0, got {v!r}.")
+            if f.name.startswith("p_") and v > 1:
+                raise ValueError(f"RestainConfig.{f.name}: expected a probability in [0, 1], got {v!r}.")
+            object.__setattr__(self, f.name, float(v))
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> "RestainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d or {}) - known)
+        if unknown:
+            raise ValueError(f"restain: unknown keys {unknown}; valid keys: {sorted(known)}.")
+        return cls(**(d or {}))
+
+
+def _randn(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    dev = generator.device if generator is not None else device
+    return torch.randn(shape, generator=generator, device=dev).to(device)
+
+
+def _rand(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    dev = generator.device if generator is not None else device
+    return torch.rand(shape, generator=generator, device=dev).to(device)
+
+
+def _beer_lambert(x: torch.Tensor, cfg: RestainConfig, g: torch.Generator | None) -> torch.Tensor:
+    b = x.shape[0]
+    dev = x.device
+    basis = RUIFROK_HED.to(dev, torch.float32)
+    od = rgb_to_od(x.float(), T_MIN_UINT8).flatten(2)  # (B, 3, N)
+    conc = torch.linalg.solve(basis.T, od)  # (B, 3 stains, N): od = basis^T @ conc
+    new_basis = basis.unsqueeze(0) + cfg.basis_jitter * _randn((b, 3, 3), g, dev)
+    new_basis = new_basis.abs() / new_basis.abs().norm(dim=2, keepdim=True).clamp_min(1e-6)
+    scale = torch.exp(cfg.od_scale * _randn((b, 3, 1), g, dev))
+    shift = cfg.od_shift * _randn((b, 3, 1), g, dev)
+    # shift only where there is stain, so glass stays glass
+    conc = conc * scale + shift * (conc.clamp_min(0) > 0.02)
+    od2 = torch.bmm(new_basis.transpose(1, 2), conc).clamp_min(0)
+    return torch.exp(-od2 * torch.log(torch.tensor(10.0, device=dev))).view_as(x).clamp(0, 1)
+
+
+def _lab(x: torch.Tensor, cfg: RestainConfig, g: torch.Generator | None) -> torch.Tensor:
+    from kornia.color import lab_to_rgb, rgb_to_lab
+
+    b = x.shape[0]
+    dev = x.device
+    lab = rgb_to_lab(x.float().clamp(0, 1))
+    gamma = torch.exp(cfg.lab_gamma * _randn((b, 1, 1), g, dev))
+    ab_scale = torch.exp(cfg.lab_ab_scale * _randn((b, 2, 1, 1), g, dev))
+    ab_shift = cfg.lab_ab_shift * _randn((b, 2, 1, 1), g, dev)
+    light = 100.0 * (lab[:, 0] / 100.0).clamp(0, 1).pow(gamma)
+    ab = lab[:, 1:] * ab_scale + ab_shift
+    return lab_to_rgb(torch.cat([light.unsqueeze(1), ab], 1), clip=True)
+
+
+@torch.no_grad()
+def restain(x: torch.Tensor, config: RestainConfig | None = None, *, generator: torch.Generator | None = None
+            ) -> torch.Tensor:
+    """The batch ``x`` (B, 3, H, W) in [0, 1] re-stained at random, image by image (see the module docstring).
+
+    Draws only from ``generator`` (torch's global RNG when None). Returns a new tensor of the same shape, dtype
+    and device; the tissue (every pixel's position) is unchanged.
+    """
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"restain: expected (B, 3, H, W) RGB images, got {tuple(x.shape)}.")
+    cfg = config or RestainConfig()
+    b = x.shape[0]
+    dev = x.device
+    u = _rand((b, 2), generator, dev)
+    use_lab = u[:, 1] < cfg.p_lab
+    use_bl = (u[:, 0] < cfg.p_beer_lambert) | ~use_lab
+    out = x.float()
+    out = torch.where(use_bl.view(-1, 1, 1, 1), _beer_lambert(out, cfg, generator), out)
+    out = torch.where(use_lab.view(-1, 1, 1, 1), _lab(out, cfg, generator), out)
+    return out.to(x.dtype)

@@ -1,0 +1,324 @@
+"""Quality measures (contrimix_aug.quality) on real tissue: PSNR/SSIM against independent float64 oracles, the
+optical-density luminance and colour statistics by their definitions, the sliced Wasserstein distance, the colour
+gap closed by a re-staining, nucleus Dice, and the model-level reports with the bundled ``he`` weights."""
+
+from __future__ import annotations
+
+import kornia
+import numpy as np
+import pytest
+import torch
+
+import contrimix_aug as ca
+from contrimix_aug.data.readers import load_demo_tiles
+from contrimix_aug.optical_density import T_MIN_UINT8, rgb_to_od
+from contrimix_aug.quality import (
+    SwapReport,
+    colour_stats,
+    gap_closed,
+    nucleus_dice,
+    od_luminance,
+    psnr,
+    reconstruction,
+    sliced_wasserstein,
+    ssim,
+    stain_transfer,
+    structure_ssim,
+    swap_report,
+)
+from contrimix_aug.tissue import tissue_mask_tensor
+from contrimix_aug.training.restain import restain
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# oracles
+# ---------------------------------------------------------------------------------------------------------------
+def _ssim_oracle(x: np.ndarray, y: np.ndarray, win: int = 11, sigma: float = 1.5, data_range: float = 1.0) -> float:
+    """SSIM (Wang et al. 2004) of two (C, H, W) float64 images, written out in numpy: Gaussian-weighted local
+    moments over every window that lies fully inside the image, averaged over channels and windows."""
+    r = np.arange(win) - (win - 1) / 2
+    g1 = np.exp(-(r**2) / (2 * sigma**2))
+    g = np.outer(g1, g1)
+    g /= g.sum()
+
+    def local_mean(a: np.ndarray) -> np.ndarray:
+        windows = np.lib.stride_tricks.sliding_window_view(a, (win, win), axis=(-2, -1))  # (C, H', W', win, win)
+        return (windows * g).sum(axis=(-2, -1))
+
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    mx, my = local_mean(x), local_mean(y)
+    vx, vy, cxy = local_mean(x * x) - mx**2, local_mean(y * y) - my**2, local_mean(x * y) - mx * my
+    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+    return float(s.mean())
+
+
+def _w1_sorted(a: np.ndarray, b: np.ndarray) -> float:
+    """1-D Wasserstein-1 distance of two equal-size samples: the mean gap between their sorted values."""
+    return float(np.abs(np.sort(a) - np.sort(b)).mean())
+
+
+@pytest.fixture(scope="module")
+def demo() -> torch.Tensor:
+    """The 16 bundled real H&E tiles, (16, 3, 96, 96) float32 in [0, 1]."""
+    tiles, _ = load_demo_tiles()
+    return torch.from_numpy(tiles).permute(0, 3, 1, 2).float() / 255
+
+
+@pytest.fixture(scope="module")
+def restained(demo: torch.Tensor) -> torch.Tensor:
+    """The same tissue in other stains (training.restain, seeded)."""
+    return restain(demo, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture(scope="module")
+def small(demo: torch.Tensor, restained: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """8 of the tiles (both sources), 64 px crops, and their re-stainings: the sliced Wasserstein distances sort
+    every pixel's projections, so the gap tests use fewer pixels."""
+    return demo[::2, :, 16:80, 16:80].contiguous(), restained[::2, :, 16:80, 16:80].contiguous()
+
+
+@pytest.fixture
+def pair(real_tiles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    x = real_tiles[:4, :, :40, :37].contiguous()  # non-square on purpose
+    g = torch.Generator().manual_seed(1)
+    y = (x * 0.9 + 0.05 + 0.03 * torch.randn(x.shape, generator=g)).clamp(0, 1)
+    return x, y
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# PSNR and SSIM
+# ---------------------------------------------------------------------------------------------------------------
+def test_ssim_matches_numpy_oracle(pair):
+    x, y = pair
+    got = ssim(x, y)
+    expected = [_ssim_oracle(x[i].double().numpy(), y[i].double().numpy()) for i in range(len(x))]
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-4, atol=1e-5)
+    assert (got < 1).all() and (got > 0.3).all()
+
+
+def test_ssim_matches_kornia_on_the_valid_interior(pair, restained, demo):
+    """A second, independent implementation: kornia's SSIM map with padding='valid' (windows fully inside)."""
+    for x, y in (pair, (demo, restained)):
+        want = kornia.metrics.ssim(x, y, 11, max_val=1.0, padding="valid").mean((1, 2, 3))
+        torch.testing.assert_close(ssim(x, y), want, rtol=1e-4, atol=1e-5)
+
+
+def test_ssim_data_range(pair):
+    x, y = pair
+    np.testing.assert_allclose(ssim(x * 255, y * 255, data_range=255.0).numpy(), ssim(x, y).numpy(), rtol=1e-4)
+    expected = _ssim_oracle(x[0].double().numpy() * 4, y[0].double().numpy() * 4, data_range=4.0)
+    assert float(ssim(x[:1] * 4, y[:1] * 4, data_range=4.0)) == pytest.approx(expected, rel=1e-4)
+
+
+def test_ssim_identity_and_symmetry(pair):
+    x, y = pair
+    torch.testing.assert_close(ssim(x, x), torch.ones(len(x)))
+    torch.testing.assert_close(ssim(x, y), ssim(y, x))
+
+
+def test_psnr_matches_numpy(pair):
+    x, y = pair
+    mse = ((x.double().numpy() - y.double().numpy()) ** 2).reshape(len(x), -1).mean(1)
+    np.testing.assert_allclose(psnr(x, y).numpy(), 10 * np.log10(1 / mse), rtol=1e-5)
+    np.testing.assert_allclose(psnr(x * 255, y * 255, data_range=255.0).numpy(), 10 * np.log10(1 / mse), rtol=1e-4)
+    assert float(psnr(x, x).min()) == pytest.approx(100.0)  # MSE floored at 1e-10
+
+
+def test_exception(pair):
+    x, _ = pair
+    with pytest.raises(ValueError, match="at least 11"):
+        ssim(x[..., :10, :10], x[..., :10, :10])
+    with pytest.raises(ValueError, match="one shape"):
+        psnr(x, x[:2])
+    with pytest.raises(ValueError, match="one shape"):
+        ssim(x, x[:2])
+
+
+def test_metrics_left_training():
+    import contrimix_aug.training as T
+
+    assert not hasattr(T, "psnr") and not hasattr(T, "ssim")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# luminance, structure, colour statistics (by their definitions)
+# ---------------------------------------------------------------------------------------------------------------
+def test_od_luminance_definition(demo):
+    x = demo[:4]
+    lum = od_luminance(x)
+    assert lum.shape == (4, 1, 96, 96) and float(lum.min()) >= 0 and float(lum.max()) <= 1
+    od = -np.log10(np.maximum(x.double().numpy(), 1 / 255)).mean(1)  # mean OD over the channels, 8-bit floor
+    for i in range(4):
+        lo, hi = np.quantile(od[i], [0.01, 0.99])
+        want = np.clip((od[i] - lo) / max(hi - lo, 1e-3), 0, 1)
+        np.testing.assert_allclose(lum[i, 0].numpy(), want, atol=1e-5)
+    # linear mode (fluorescence): the intensity, rescaled the same way
+    fluo, _ = load_demo_tiles(modality="fluorescence")
+    f = torch.from_numpy(fluo[:2]).permute(0, 3, 1, 2).float() / 255
+    lin = od_luminance(f, mode="linear")
+    lo, hi = np.quantile(f[0, 0].numpy(), [0.01, 0.99])
+    np.testing.assert_allclose(lin[0, 0].numpy(), np.clip((f[0, 0].numpy() - lo) / (hi - lo), 0, 1), atol=1e-5)
+
+
+def test_structure_ssim_definition_and_stain_invariance(demo, restained):
+    s = structure_ssim(demo, restained)
+    torch.testing.assert_close(s, ssim(od_luminance(demo), od_luminance(restained)))
+    torch.testing.assert_close(structure_ssim(demo, demo), torch.ones(len(demo)))
+    # the same tissue in another stain keeps its structure far better than another tissue in the same stain
+    other = structure_ssim(demo, demo.roll(1, 0))
+    assert float(s.mean()) > 0.6 and float(other.mean()) < 0.3 and bool((s > other).float().mean() > 0.9)
+
+
+def test_colour_stats_definition(demo):
+    x = demo[:3]
+    cs = colour_stats(x)
+    assert cs.shape == (3, 6)
+    od = rgb_to_od(x.double(), T_MIN_UINT8).flatten(2).numpy()
+    np.testing.assert_allclose(cs[:, :3].numpy(), od.mean(2), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(cs[:, 3:].numpy(), od.std(2, ddof=1), rtol=1e-4, atol=1e-6)
+    lin = colour_stats(x, mode="linear")
+    np.testing.assert_allclose(lin[:, :3].numpy(), x.flatten(2).mean(2).numpy(), rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# sliced Wasserstein and the colour gap closed
+# ---------------------------------------------------------------------------------------------------------------
+def _od_pixels(img: torch.Tensor, n: int | None = None) -> torch.Tensor:
+    """(3, H, W) image -> (N, 3) optical densities of its pixels (every k-th pixel when n is given)."""
+    p = rgb_to_od(img.double(), T_MIN_UINT8).flatten(1).T
+    return p if n is None else p[:: p.shape[0] // n][:n]
+
+
+def test_sliced_wasserstein_identity_and_symmetry(demo):
+    a, b = _od_pixels(demo[0], 2000), _od_pixels(demo[9], 1500)  # two sources, different sizes
+    assert float(sliced_wasserstein(a, a)) == 0.0
+    assert float(sliced_wasserstein(a, a[torch.randperm(len(a), generator=torch.Generator().manual_seed(0))])) == 0.0
+    d = sliced_wasserstein(a, b)
+    assert d.dtype == torch.float64 and d.ndim == 0 and float(d) > 0.01
+    torch.testing.assert_close(sliced_wasserstein(b, a), d, rtol=1e-12, atol=1e-12)
+
+
+def test_sliced_wasserstein_is_w1_in_one_dimension(demo):
+    """1-D data: every direction is ±1, and 256 quantile levels of 256 points are the sorted points, so the distance
+    is exactly the 1-D W1 distance computed by sorting."""
+    a = _od_pixels(demo[0], 256)[:, 1:2]  # green optical density of a cmu1 tile
+    b = _od_pixels(demo[12], 256)[:, 1:2]  # ... and of a skin tile
+    want = _w1_sorted(a.numpy()[:, 0], b.numpy()[:, 0])
+    assert want > 0.01
+    assert float(sliced_wasserstein(a, b)) == pytest.approx(want, rel=1e-10, abs=1e-12)
+    assert float(sliced_wasserstein(a, a + 0.3)) == pytest.approx(0.3, rel=1e-9)  # a shift moves it by the shift
+    # unequal sizes: still the W1 distance up to the 256-level quantile approximation
+    c = _od_pixels(demo[12], 4096)[:, 1:2]
+    exact = float(np.mean(np.abs(np.quantile(a.numpy()[:, 0], np.linspace(0, 1, 4096)) - np.sort(c.numpy()[:, 0]))))
+    assert float(sliced_wasserstein(a, c)) == pytest.approx(exact, rel=0.05)
+
+
+def test_sliced_wasserstein_of_a_shift(demo):
+    a = _od_pixels(demo[3], 1000)
+    shift = torch.tensor([0.2, -0.1, 0.05], dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)  # the function's own fixed directions (seed 0, 64 directions)
+    d = torch.randn(3, 64, generator=g, dtype=torch.float64)
+    d = d / d.norm(dim=0, keepdim=True)
+    want = float((shift @ d).abs().mean())
+    assert float(sliced_wasserstein(a, a + shift)) == pytest.approx(want, rel=1e-9)
+    assert float(sliced_wasserstein(a, a + shift, seed=1)) != pytest.approx(want, rel=1e-6)
+    with pytest.raises(ValueError, match="point sets"):
+        sliced_wasserstein(a, a[:, :2])
+    with pytest.raises(ValueError, match="point sets"):
+        sliced_wasserstein(a[:0], a)
+
+
+def test_gap_closed_endpoints_on_restained_tiles(small):
+    """Output = reference: the whole gap closed (1); output = source: nothing closed (0)."""
+    src, ref = small
+    n = src.shape[0]
+    torch.testing.assert_close(gap_closed(src, ref, ref), torch.ones(n, dtype=torch.float64))
+    torch.testing.assert_close(gap_closed(src, ref, src), torch.zeros(n, dtype=torch.float64))
+    # halfway in optical density: part of the gap, neither end
+    od_s, od_r = rgb_to_od(src, T_MIN_UINT8), rgb_to_od(ref, T_MIN_UINT8)
+    half = torch.exp(-0.5 * (od_s + od_r) * np.log(10))
+    mid = gap_closed(src, ref, half.float())
+    assert bool(((mid > 0.2) & (mid < 0.8)).all()), mid
+    # further away than the source: negative
+    worse = torch.exp(-(2 * od_s - od_r).clamp_min(0) * np.log(10))
+    assert float(gap_closed(src, ref, worse.float()).mean()) < 0
+
+
+def test_gap_closed_mask(small):
+    src, ref = small
+    out = src.flip(0)
+    mask = tissue_mask_tensor(src)
+    default = gap_closed(src, ref, out)
+    torch.testing.assert_close(default, gap_closed(src, ref, out, mask))  # the default: the source's tissue
+    everything = torch.ones_like(mask)
+    assert not torch.allclose(gap_closed(src, ref, out, everything), default)
+    with pytest.raises(ValueError, match="three"):
+        gap_closed(src, ref[:2], src)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# nucleus Dice
+# ---------------------------------------------------------------------------------------------------------------
+def test_nucleus_dice(demo, restained):
+    torch.testing.assert_close(nucleus_dice(demo, demo), torch.ones(16))
+    d = nucleus_dice(demo, restained)
+    torch.testing.assert_close(d, nucleus_dice(restained, demo))  # symmetric
+    other = nucleus_dice(demo, demo.roll(1, 0))
+    assert d.shape == (16,) and float(d.min()) >= 0 and float(d.max()) <= 1
+    # the same nuclei in another stain overlap far better than the nuclei of another tile
+    assert float(d.median()) > 0.85 and float(other.median()) < 0.4
+    shifted = nucleus_dice(demo, demo.roll(7, -1))  # the same tile moved by 7 px: the nuclei no longer overlap
+    assert float(shifted.mean()) < 0.8
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# model-level reports with the bundled weights
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def he() -> ca.ContriMixModel:
+    return ca.load_model("he")
+
+
+def test_stain_transfer_with_the_bundled_he_model(he, small):
+    demo, restained = small
+    out = stain_transfer(he, demo, restained, batch_size=3)  # several batches
+    assert set(out) == {"gap_closed", "content_agreement"}
+    g, c = out["gap_closed"], out["content_agreement"]
+    assert g.shape == c.shape == (8,) and g.dtype == torch.float64
+    assert bool(torch.isfinite(g).all()) and float(g.max()) <= 1.0
+    assert float(c.min()) >= -1 - 1e-6 and float(c.max()) <= 1 + 1e-6
+    # the trained model moves the colour towards the same tissue's other stain, and its content ignores the stain
+    assert float(g.mean()) > 0.2 and float(c.mean()) > 0.8
+    # by definition: the gap closed by decode(content(source), attributes(reference))
+    with torch.no_grad():
+        swapped = he.decode(he.encode(demo)[0], he.encode_attributes(restained))
+    torch.testing.assert_close(g, gap_closed(demo, restained, swapped), rtol=1e-4, atol=1e-4)
+    # a reference equal to the source: the content agrees exactly
+    same = stain_transfer(he, demo[:4], demo[:4])
+    torch.testing.assert_close(same["content_agreement"], torch.ones(4), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="same tissue"):
+        stain_transfer(he, demo, restained[:, :, :48])
+
+
+def test_reconstruction(he, demo):
+    rec = reconstruction(he, demo, batch_size=6)
+    with torch.no_grad():
+        out = he(demo)
+    torch.testing.assert_close(rec["psnr"], psnr(out, demo), rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(rec["ssim"], ssim(out, demo), rtol=1e-5, atol=1e-5)
+    assert float(rec["psnr"].mean()) > 25 and float(rec["ssim"].mean()) > 0.8
+
+
+def test_swap_report(he, demo):
+    donors = demo.roll(8, 0)  # every cmu1 tile gets a skin donor and the other way round
+    rep = swap_report(he, demo, donors, batch_size=7)
+    assert isinstance(rep, SwapReport) and rep.structure.shape == rep.closer_to_donor.shape == (16,)
+    assert rep.closer_to_donor.dtype == torch.bool
+    torch.testing.assert_close(rep.closer_to_donor, rep.donor_distance < rep.source_distance)
+    s = rep.summary()
+    assert set(s) == {"structure_ssim_mean", "structure_ssim_min", "closer_to_donor", "n"} and s["n"] == 16
+    assert s["closer_to_donor"] > 0.9 and s["structure_ssim_mean"] > 0.9
+    self_swap = swap_report(he, demo, demo)
+    assert float(self_swap.source_distance.max()) < float(rep.source_distance.min())
+    with pytest.raises(ValueError, match="as many donors as sources"):
+        swap_report(he, demo, demo[:3])
