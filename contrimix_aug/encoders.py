@@ -2,6 +2,7 @@
 
 ContentEncoder:   (B, C, H, W) signal -> (B, K, H, W) content, full resolution.
 AttributeEncoder: (B, C, H, W) signal -> (B, C, K) attributes, one matrix per image.
+least_squares_attributes: (B, K, H, W) content, (B, C, H, W) signal -> (B, C, K), the parameter-free alternative.
 
 With the default :class:`~contrimix_aug.config.ModelConfig` these are exactly the authors' k = 1 networks
 (reflect padding, InstanceNorm(affine=False), LeakyReLU 0.01 / 0.2, LayerNorm head); parameter names
@@ -16,7 +17,7 @@ from torch import nn
 
 from .model_config import ModelConfig
 
-__all__ = ["ContentEncoder", "AttributeEncoder"]
+__all__ = ["ContentEncoder", "AttributeEncoder", "least_squares_attributes"]
 
 
 def _conv(cin: int, cout: int, k: int, stride: int = 1, bias: bool = True) -> nn.Conv2d:
@@ -215,3 +216,21 @@ class AttributeEncoder(nn.Module):
 
     def forward(self, signal: torch.Tensor) -> torch.Tensor:
         return self.forward_prepared(*self.prepare(signal))
+
+
+def least_squares_attributes(content: torch.Tensor, signal: torch.Tensor, ridge: float = 1e-3) -> torch.Tensor:
+    """The attribute matrix that best rebuilds each image's signal from its own content: A = S Cᵀ (C Cᵀ + λI)⁻¹.
+
+    Two products over the pixels (C Cᵀ is K × K, S Cᵀ is C × K) and a K × K solve per image, in float32;
+    λ = ``ridge`` times the mean diagonal of C Cᵀ keeps it well posed. Gradients flow to the content.
+
+    Shape: content (B, K, H, W), signal (B, C, H, W) -> (B, C, K).
+    """
+    b, k = content.shape[:2]
+    c = content.float().reshape(b, k, -1)
+    s = signal.float().reshape(b, signal.shape[1], -1)
+    gram = torch.bmm(c, c.transpose(1, 2))
+    lam = ridge * gram.diagonal(dim1=1, dim2=2).mean(-1).clamp_min(1e-12)
+    gram = gram + lam.view(b, 1, 1) * torch.eye(k, device=gram.device, dtype=gram.dtype)
+    rhs = torch.bmm(c, s.transpose(1, 2))  # (B, K, C)
+    return torch.linalg.solve(gram, rhs).transpose(1, 2).to(signal.dtype)

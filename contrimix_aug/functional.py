@@ -125,7 +125,8 @@ def _render(model, image, donors, strength, selected, from_bank, bank, target):
     need_rows = need.nonzero().flatten()
     c_, k_ = model.config.in_channels, model.config.num_attributes
     attrs = torch.zeros(b, c_, k_, device=dev, dtype=cdtype)
-    if need_rows.numel():
+    contents: dict[int, torch.Tensor] = {}  # least-squares attributes: the content of a row, computed once
+    if need_rows.numel() and model.attribute_encoder is not None:
         # pass 1: the attribute encoder's full-resolution reads chunk by chunk, its small network once
         enc = model.attribute_encoder
         small, stats = [], []
@@ -135,6 +136,14 @@ def _render(model, image, donors, strength, selected, from_bank, bank, target):
             stats.append(st)
         attrs_need = enc.forward_prepared(torch.cat(small), None if stats[0] is None else torch.cat(stats))
         attrs.index_copy_(0, need_rows.to(dev), attrs_need.to(cdtype))
+    elif need_rows.numel():
+        # pass 1: content of the rows whose attributes are needed, then their least-squares attributes
+        for c in _chunks(need_rows, image):
+            signal = model.image_to_signal(image.index_select(0, c.to(dev)).to(cdtype))
+            content = model.content_encoder(signal)
+            attrs.index_copy_(0, c.to(dev), model.attributes_of(signal, content).to(cdtype))
+            if bool(sel[c].any()):
+                contents.update({int(r): content[i] for i, r in enumerate(c.tolist()) if sel[r]})
     # pass 2: content and rendering of the selected images, chunk by chunk
     out = image.clone() if rows.numel() < b else torch.empty_like(image, memory_format=torch.contiguous_format)
     for c in _chunks(rows, image):
@@ -143,7 +152,10 @@ def _render(model, image, donors, strength, selected, from_bank, bank, target):
         donor_attrs = _donor_attributes(attrs, donors[c].to(dev), None if from_bank is None else from_bank[c].to(dev),
                                         bank, target)
         mixed = mix_attributes(own, donor_attrs, strength[c].to(dev))
-        content = model.content_encoder(model.image_to_signal(image.index_select(0, cd).to(cdtype)))
+        if contents and all(int(r) in contents for r in c.tolist()):
+            content = torch.stack([contents.pop(int(r)) for r in c.tolist()])
+        else:
+            content = model.content_encoder(model.image_to_signal(image.index_select(0, cd).to(cdtype)))
         out.index_copy_(0, cd, model.decode(content, mixed).to(image.dtype))
     return _like(out, image)
 

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ._checks import check_image
-from .encoders import AttributeEncoder, ContentEncoder
+from .encoders import AttributeEncoder, ContentEncoder, least_squares_attributes
 from .generator import generate
 from .model_config import ModelConfig
 from .optical_density import from_signal, to_signal
@@ -36,7 +36,8 @@ class ContriMixModel(nn.Module):
         super().__init__()
         self.config = config or ModelConfig()
         self.content_encoder = ContentEncoder(self.config)
-        self.attribute_encoder = AttributeEncoder(self.config)
+        # least-squares attributes have no network: the matrix is solved from the image's own content
+        self.attribute_encoder = AttributeEncoder(self.config) if self.config.attributes == "encoder" else None
         c, k = self.config.in_channels, self.config.num_attributes
         if bank is None:
             bank = torch.zeros(0, c, k)
@@ -72,9 +73,18 @@ class ContriMixModel(nn.Module):
         """Generated signal (B, C, H, W) in the weights' channel order -> image in [0, 1], RGB order."""
         return self.order(from_signal(signal, self.config.mode))
 
+    def attributes_of(self, signal: torch.Tensor, content: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, C, H, W) signal -> (B, C, K) attributes: the attribute encoder, or (``config.attributes ==
+        "least_squares"``) the least-squares fit of the signal on its content (computed here when not given)."""
+        if self.attribute_encoder is not None:
+            return self.attribute_encoder(signal)
+        content = self.content_encoder(signal) if content is None else content
+        return least_squares_attributes(content, signal, self.config.attr_ridge)
+
     def encode_signal(self, signal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, C, H, W) signal (OD) in the weights' channel order -> (content, attributes)."""
-        return self.content_encoder(signal), self.attribute_encoder(signal)
+        content = self.content_encoder(signal)
+        return content, self.attributes_of(signal, content)
 
     def encode(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Image (B, C, H, W) in [0, 1] -> content (B, K, H, W), attributes (B, C, K)."""
@@ -82,9 +92,10 @@ class ContriMixModel(nn.Module):
         return self.encode_signal(self.image_to_signal(image))
 
     def encode_attributes(self, image: torch.Tensor) -> torch.Tensor:
-        """Image (B, C, H, W) in [0, 1] -> attributes (B, C, K) only (skips the full-resolution content net)."""
+        """Image (B, C, H, W) in [0, 1] -> attributes (B, C, K) only (with an attribute encoder, the full-resolution
+        content net is skipped)."""
         check_image(image, self.config.in_channels, min_size=self.min_size)
-        return self.attribute_encoder(self.image_to_signal(image))
+        return self.attributes_of(self.image_to_signal(image))
 
     def decode_signal(self, content: torch.Tensor, attributes: torch.Tensor) -> torch.Tensor:
         """Content (B, K, H, W), attributes (B, C, K) -> generated signal (B, C, H, W), unclipped."""

@@ -27,6 +27,11 @@ class ModelConfig:
             (the content may be negative, so no information is lost to the slope-0.01 tail). Not in the authors' net.
         content_constant: if True the last content channel is a constant 1, so the generator gets a per-image
             offset column (the background optical density). Not in the authors' net.
+        attributes: how an image's attribute matrix is obtained: ``"encoder"`` (authors: the attribute encoder
+            network below) or ``"least_squares"`` (no parameters: the matrix that best rebuilds the image's signal
+            from its own content maps, A = S Cᵀ (C Cᵀ + λI)⁻¹ over the image's pixels, with λ = ``attr_ridge`` times
+            the mean diagonal of C Cᵀ). Not in the authors' net.
+        attr_ridge: relative ridge λ of the least-squares attributes.
         attr_widths: attribute-encoder widths: a 4×4/s2 stem to ``attr_widths[0]``, then one downsampling
             residual block per further width. The authors use (16, 32, 64, 128, 256, 512): minimum input 64 px.
         attr_input_size: if set, attributes are computed on a copy resized to this square size (cheap and
@@ -52,6 +57,8 @@ class ModelConfig:
     content_bias_before_norm: bool = True
     content_activation: str = "leaky_relu"
     content_constant: bool = False
+    attributes: str = "encoder"
+    attr_ridge: float = 1e-3
     attr_widths: tuple[int, ...] = (16, 32, 64, 128, 256, 512)
     attr_input_size: int | None = None
     attr_stats: bool = False
@@ -79,6 +86,10 @@ class ModelConfig:
             bad("content_hidden must be >= 1 and content_res_blocks >= 0")
         if len(self.attr_widths) < 1 or any(int(w) < 1 for w in self.attr_widths):
             bad(f"attr_widths must be a non-empty tuple of positive ints, got {self.attr_widths}")
+        if self.attributes not in ("encoder", "least_squares"):
+            bad(f"attributes must be 'encoder' or 'least_squares', got {self.attributes!r}")
+        if not self.attr_ridge > 0:
+            bad(f"attr_ridge must be > 0, got {self.attr_ridge}")
         if self.attr_head not in ("layernorm", "linear", "mlp"):
             bad(f"attr_head must be 'layernorm', 'linear' or 'mlp', got {self.attr_head!r}")
         if self.attr_head_hidden < 1:

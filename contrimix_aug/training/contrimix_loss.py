@@ -179,11 +179,13 @@ class ContriMixLoss(nn.Module):
             terms["self_recon"] = self_reconstruction_loss(recon, target)
         if train_model and (w.attr_cons or w.cont_cons):
             flat = gen.reshape(b * views, c, h, wd)  # image-major, one batch of (M + 1)·B
+            lstsq = model.attribute_encoder is None  # least-squares attributes are solved from the content
+            re_content_flat = model.content_encoder(flat) if w.cont_cons or lstsq else None
             if w.attr_cons:
-                re_attr = model.attribute_encoder(flat).view(b, views, c, k)
+                re_attr = model.attributes_of(flat, re_content_flat).view(b, views, c, k)
                 terms["attr_cons"] = attribute_consistency_loss(re_attr, stack.transpose(0, 1))
             if w.cont_cons:
-                re_content = model.content_encoder(flat).view(b, views, k, h, wd)
+                re_content = re_content_flat.view(b, views, k, h, wd)
                 terms["cont_cons"] = content_consistency_loss(re_content.transpose(0, 1), content)
         if train_model and w.attr_repulsion and self.num_mixes:
             terms["attr_repulsion"] = attribute_repulsion_loss(stack, self.tau)

@@ -11,8 +11,9 @@ Two independent, label-free families of random stain changes are drawn per image
   Ruifrok–Johnston basis; each stain vector is perturbed (``basis_jitter``), each concentration scaled
   (log-normal, ``od_scale``) and shifted (``od_shift``), and the pixel re-mixed. A linear map of optical density:
   what a different stain batch or staining time does.
-* **CIELAB tone curves**: L* goes through a random gamma curve, a* and b* are scaled and shifted. A monotone,
-  non-linear colour change: what a different scanner or colour pipeline does.
+* **CIELAB tone curves**: L* goes through a random gamma curve and a random monotone piecewise-linear curve
+  (``lab_curve``: spread of its knots), a* and b* are scaled and shifted. A monotone, non-linear colour change:
+  what a different scanner or colour pipeline does.
 
 Shapes: (B, 3, H, W) float in [0, 1] -> same (3-channel absorbance models only).
 """
@@ -43,6 +44,7 @@ class RestainConfig:
         lab_gamma: spread of the log gamma of L*.
         lab_ab_scale: spread of the log scale of a* and b*.
         lab_ab_shift: spread of the shift of a* and b* (CIELAB units).
+        lab_curve: spread of the 3 inner knots of the monotone piecewise-linear curve applied to L* / 100 (0 = none).
     """
 
     p_beer_lambert: float = 0.7
@@ -53,6 +55,7 @@ class RestainConfig:
     lab_gamma: float = 0.25
     lab_ab_scale: float = 0.25
     lab_ab_shift: float = 6.0
+    lab_curve: float = 0.05
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -110,7 +113,19 @@ def _lab(x: torch.Tensor, cfg: RestainConfig, g: torch.Generator | None) -> torc
     gamma = torch.exp(cfg.lab_gamma * _randn((b, 1, 1), g, dev))
     ab_scale = torch.exp(cfg.lab_ab_scale * _randn((b, 2, 1, 1), g, dev))
     ab_shift = cfg.lab_ab_shift * _randn((b, 2, 1, 1), g, dev)
-    light = 100.0 * (lab[:, 0] / 100.0).clamp(0, 1).pow(gamma)
+    light = (lab[:, 0] / 100.0).clamp(0, 1).pow(gamma)
+    if cfg.lab_curve:
+        # a monotone piecewise-linear curve through (0, 0), 3 jittered inner knots and (1, 1)
+        knots_x = torch.linspace(0, 1, 5, device=dev)
+        inner = knots_x[1:4] + cfg.lab_curve * _randn((b, 3), g, dev)
+        knots_y = torch.cat([torch.zeros(b, 1, device=dev), inner.clamp(0, 1).sort(1).values,
+                             torch.ones(b, 1, device=dev)], 1)  # (B, 5), non-decreasing
+        seg = (light * 4).clamp(0, 3.999).floor().long()  # which of the 4 segments
+        t = light * 4 - seg
+        y0 = knots_y.gather(1, seg.flatten(1)).view_as(light)
+        y1 = knots_y.gather(1, (seg + 1).flatten(1)).view_as(light)
+        light = y0 + t * (y1 - y0)
+    light = 100.0 * light
     ab = lab[:, 1:] * ab_scale + ab_shift
     return lab_to_rgb(torch.cat([light.unsqueeze(1), ab], 1), clip=True)
 
