@@ -247,10 +247,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.tiny:
         args.quick = True
         args.warmup, args.repeats, args.min_time = 1, 2, 0.0
-        args.methods = args.methods or ["hestain-preset", "torchstain-macenko", "hed-jitter"]
+        args.methods = args.methods or ["hestain-preset", "torchstain-macenko", "hed-light"]
     elif args.quick:
         args.warmup, args.repeats, args.min_time = 2, 4, 0.0
-        args.methods = args.methods or ["hestain-preset", "torchstain-macenko", "torchstain-reinhard", "hed-jitter",
+        args.methods = args.methods or ["hestain-preset", "torchstain-macenko", "torchstain-reinhard", "hed-light",
                                         "kornia-colorjitter"]
     if args.threads:
         torch.set_num_threads(args.threads)

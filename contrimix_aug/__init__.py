@@ -1,6 +1,6 @@
 """contrimix_aug: ContriMix as a drop-in, label-free stain augmentation for microscopy."""
 
-__version__ = "0.2.0"
+from ._version import __version__  # noqa: E402
 
 from .model_config import ModelConfig, authors_config  # noqa: E402
 from .model import ContriMixModel  # noqa: E402

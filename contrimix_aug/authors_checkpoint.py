@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 
-from . import __version__
+from ._version import __version__
 from ._io import sha256_file
 from ._paths import weights_dir
 from .model import ContriMixModel
@@ -415,7 +415,7 @@ def import_authors_checkpoint(
 def _reference_bank(model: ContriMixModel, folder: str | os.PathLike | None) -> tuple[torch.Tensor, str]:
     """(N, C, K) attributes of reference images and a description of them."""
     from .bank import resolve_bank
-    from .data.datasets import IMAGE_EXTENSIONS, read_image
+    from .data.readers import IMAGE_EXTENSIONS, read_image
     from .data.readers import load_demo_tiles
 
     c = model.config.in_channels

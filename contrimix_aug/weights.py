@@ -24,7 +24,7 @@ from typing import Any, Union
 
 import torch
 
-from . import __version__
+from ._version import __version__
 from ._io import atomic_write
 from ._paths import weights_dir
 from .model import ContriMixModel

@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from contrimix_aug import load_model  # noqa: E402
 from contrimix_aug.data import load_camelyon16_patches, load_camelyon17_tiles  # noqa: E402
-from contrimix_aug.data.datasets import FLUO_SOURCES, FluorescenceSourcesDataset, HESourcesDataset  # noqa: E402
+from contrimix_aug.data.source_datasets import FLUO_SOURCES, FluorescenceSourcesDataset, HESourcesDataset  # noqa: E402
 from contrimix_aug.data.patches import resample_to_mpp  # noqa: E402
 from contrimix_aug.data.registry import HE_SOURCES  # noqa: E402
 from contrimix_aug.quality import reconstruction, swap_report  # noqa: E402

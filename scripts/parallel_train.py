@@ -20,25 +20,28 @@ from pathlib import Path
 HE = ["cmu1", "prostate", "skin", "hgsc_nest", "hgsc_stroma", "tcia"]
 
 
-def jobs(steps: int, device: str, seed: int, configs: list[str]) -> dict[str, list[str]]:
+def jobs(steps: int, device: str, seed: int, configs: list[str], checkpoint_every: int = 250) -> dict[str, list[str]]:
     """Job name -> `contrimix-aug train` arguments.
 
-    For each ``configs/NAME.json``: the final run ``NAME`` on every source and, for H&E configs, one
-    leave-one-source-out run ``loso-SHORT-SOURCE`` per source (SHORT = NAME without its ``he-`` prefix).
-    Configs whose name starts with ``fluorescence`` train on ``fluo-sources`` (no LOSO runs).
+    For each recipe NAME (``contrimix_aug/recipes/NAME.json`` or a path): the final run ``NAME`` and, for the
+    H&E recipe, one leave-one-source-out run ``loso-SOURCE`` per source. ``fluorescence*`` recipes train on
+    ``fluo-sources`` and ``camelyon*`` on ``camelyon17-tiles`` (no LOSO runs: hospitals 1 and 2 are never seen).
     """
     base = ["--steps", str(steps), "--device", device, "--seed", str(seed), "--no-progress",
-            "--checkpoint-every", "250", "--val-every", "500", "--num-workers", "0"]
+            "--checkpoint-every", str(checkpoint_every), "--val-every", str(checkpoint_every), "--num-workers", "0"]
     out: dict[str, list[str]] = {}
     for name in configs:
-        cfg = ["--config", f"configs/{name}.json", *base]
-        if name.startswith("fluorescence"):
-            out[name] = ["fluo-sources", *cfg]
+        cfg = ["--config", name, *base]
+        tag = Path(name).stem
+        if tag.startswith("fluorescence"):
+            out[tag] = ["fluo-sources", *cfg]
             continue
-        out[name] = ["he-sources", *cfg]
-        short = name[3:] if name.startswith("he-") else name
+        if tag.startswith("camelyon"):
+            out[tag] = ["camelyon17-tiles", *cfg]
+            continue
+        out[tag] = ["he-sources", *cfg]
         for h in HE:
-            out[f"loso-{short}-{h}"] = ["he-sources:" + ",".join(s for s in HE if s != h), *cfg]
+            out[f"loso-{tag}-{h}"] = ["he-sources:" + ",".join(s for s in HE if s != h), *cfg]
     return out
 
 
@@ -49,19 +52,22 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--configs", nargs="+", default=["he-lite", "fluorescence-lite"],
-                    help="names of configs/NAME.json to train (each H&E config also gets its 6 LOSO runs)")
+    ap.add_argument("--configs", nargs="+", default=["he-lite", "camelyon", "fluorescence-lite"],
+                    help="recipes to train (shipped names or JSON paths; the H&E recipe also gets its 6 LOSO runs)")
+    ap.add_argument("--checkpoint-every", type=int, default=250)
     ap.add_argument("--only", nargs="*", help="run only these job names")
     a = ap.parse_args()
     out = Path(a.out)
     procs = {}
     t0 = time.time()
-    for name, args in jobs(a.steps, a.device, a.seed, a.configs).items():
+    for name, args in jobs(a.steps, a.device, a.seed, a.configs, a.checkpoint_every).items():
         if a.only and name not in a.only:
             continue
         d = out / name
         d.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "contrimix_aug.cli", "train", *args, "--out", str(d)]
+        if (d / "checkpoint.safetensors").exists():
+            cmd.append("--resume")
         (d / "command.txt").write_text(" ".join(cmd[2:]) + "\n")
         log = open(d / "log.txt", "w")
         procs[name] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ)), log)

@@ -13,6 +13,8 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from contrimix_aug.data import datasets as D
+from contrimix_aug.data import readers as RD
+from contrimix_aug.data import source_datasets as SD
 from contrimix_aug.data import patches as P
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -183,7 +185,7 @@ def test_image_folder_lists_and_crops(tmp_path):
     assert len(D.ImageFolderDataset(root, recursive=False)) == 4
     img, meta = ds[[p.name for p in ds.paths].index("tile_0.png")]
     assert img.shape == (3, 64, 64) and (meta["y"], meta["x"]) == (16, 16)
-    full = D.to_tensor(D.read_image(meta["path"]))
+    full = RD.to_tensor(RD.read_image(meta["path"]))
     torch.testing.assert_close(img, full[:, 16:80, 16:80])
     # 16-bit grey TIFF -> RGB in [0, 1], scaled by 65535
     tif = next(i for i, p in enumerate(ds.paths) if p.suffix == ".tif")
@@ -214,16 +216,16 @@ def test_read_image_channels(tmp_path):
     Image.fromarray(rgb[..., 1]).save(tmp_path / "grey.png")
     Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])).save(tmp_path / "rgba.png")
     # channels=1: one grey channel; a grey file as stored, an RGB file converted to luminance (PIL's "L")
-    g = D.read_image(tmp_path / "grey.png", channels=1)
+    g = RD.read_image(tmp_path / "grey.png", channels=1)
     assert g.shape == (96, 96, 1) and g.dtype == np.uint8 and np.array_equal(g[..., 0], rgb[..., 1])
-    lum = D.read_image(tmp_path / "rgb.png", channels=1)
+    lum = RD.read_image(tmp_path / "rgb.png", channels=1)
     want = np.asarray(Image.fromarray(rgb).convert("L"))
     assert lum.shape == (96, 96, 1) and np.array_equal(lum[..., 0], want)
     # channels=3: grey repeated, alpha dropped; None: as stored
-    assert np.array_equal(D.read_image(tmp_path / "grey.png"), np.repeat(g, 3, axis=-1))
-    assert np.array_equal(D.read_image(tmp_path / "rgba.png"), rgb)
-    assert D.read_image(tmp_path / "rgba.png", channels=None).shape == (96, 96, 4)
-    assert D.read_image(tmp_path / "grey.png", channels=None).shape == (96, 96, 1)
+    assert np.array_equal(RD.read_image(tmp_path / "grey.png"), np.repeat(g, 3, axis=-1))
+    assert np.array_equal(RD.read_image(tmp_path / "rgba.png"), rgb)
+    assert RD.read_image(tmp_path / "rgba.png", channels=None).shape == (96, 96, 4)
+    assert RD.read_image(tmp_path / "grey.png", channels=None).shape == (96, 96, 1)
 
 
 def test_image_folder_grey_and_sizes(tmp_path):
@@ -289,17 +291,17 @@ def fixture_sources(monkeypatch):
 
 
 def test_he_sources_dataset(fixture_sources):
-    ds = D.HESourcesDataset(["cmu1", "skin"], size=48, n_per_source=6, seed=1, split="train")
+    ds = SD.HESourcesDataset(["cmu1", "skin"], size=48, n_per_source=6, seed=1, split="train")
     assert len(ds) == 12 and ds.source_ids == ("cmu1", "skin")
     img, meta = ds[7]
     assert img.shape == (3, 48, 48) and meta == {"source": "skin", "domain": 1, "y": meta["y"], "x": meta["x"]}
-    val = D.HESourcesDataset(["cmu1", "skin"], size=48, n_per_source=6, seed=1, split="val")
+    val = SD.HESourcesDataset(["cmu1", "skin"], size=48, n_per_source=6, seed=1, split="val")
     for d in (0, 1):
         a = ds.coords[ds.domains == d]
         b = val.coords[val.domains == d]
         assert not any(abs(p[0] - q[0]) < 48 and abs(p[1] - q[1]) < 48 for p in a for q in b)
     with pytest.raises(ValueError, match="unknown source"):
-        D.HESourcesDataset(["cmu1", "nope"])
+        SD.HESourcesDataset(["cmu1", "nope"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -316,7 +318,7 @@ def test_make_dataset_specs(tmp_path, fixture_sources):
     assert isinstance(D.make_dataset(str(folder), size=32), D.ImageFolderDataset)
     assert isinstance(D.make_dataset(f"folder:{folder}"), D.ImageFolderDataset)
     he = D.make_dataset("he-sources:cmu1, skin", size=32, n_per_source=2)
-    assert isinstance(he, D.HESourcesDataset) and he.source_ids == ("cmu1", "skin")
+    assert isinstance(he, SD.HESourcesDataset) and he.source_ids == ("cmu1", "skin")
 
 
 def test_make_dataset_default_he_sources(monkeypatch):
@@ -325,7 +327,7 @@ def test_make_dataset_default_he_sources(monkeypatch):
     def fake(self, source_ids, **kw):
         seen["ids"] = tuple(source_ids)
 
-    monkeypatch.setattr(D.HESourcesDataset, "__init__", fake)
+    monkeypatch.setattr(SD.HESourcesDataset, "__init__", fake)
     D.make_dataset("he-sources")
     assert seen["ids"] == ("cmu1", "prostate", "skin", "hgsc_nest", "hgsc_stroma", "tcia")
 
@@ -344,10 +346,10 @@ def test_make_dataset_errors(spec):
 
 
 def test_camelyon17_tiles_dataset_spatial_split(data_root):
-    train = D.Camelyon17TilesDataset(split="train", data_root=data_root, progress=False)
-    val = D.Camelyon17TilesDataset(split="val", data_root=data_root, progress=False)
-    whole = D.Camelyon17TilesDataset(data_root=data_root, progress=False)
-    assert D.WILDS_TRAIN_HOSPITALS == (0, 3, 4)
+    train = SD.Camelyon17TilesDataset(split="train", data_root=data_root, progress=False)
+    val = SD.Camelyon17TilesDataset(split="val", data_root=data_root, progress=False)
+    whole = SD.Camelyon17TilesDataset(data_root=data_root, progress=False)
+    assert SD.WILDS_TRAIN_HOSPITALS == (0, 3, 4)
     assert len(train) == len(val) == len(whole) == 15 and set(train.hospitals.tolist()) == {0, 3, 4}
     x, meta = train[0]
     assert x.shape == (3, 410, 512) and x.dtype == torch.float32 and set(meta) == {"hospital", "name"}
@@ -358,9 +360,9 @@ def test_camelyon17_tiles_dataset_spatial_split(data_root):
     assert torch.equal(torch.cat([x, v], 1), full) and full.shape == (3, 512, 512)
     assert train.um_per_px == pytest.approx(0.25)
     spec = D.make_dataset("camelyon17-tiles:1, 2", data_root=data_root, progress=False)
-    assert isinstance(spec, D.Camelyon17TilesDataset) and set(spec.hospitals.tolist()) == {1, 2} and len(spec) == 10
+    assert isinstance(spec, SD.Camelyon17TilesDataset) and set(spec.hospitals.tolist()) == {1, 2} and len(spec) == 10
     assert set(D.make_dataset("camelyon17-tiles", data_root=data_root, progress=False).hospitals.tolist()) == {0, 3, 4}
     with pytest.raises(ValueError, match="hospitals are integers 0-4"):
         D.make_dataset("camelyon17-tiles:a,b")
     with pytest.raises(ValueError, match="split"):
-        D.Camelyon17TilesDataset(split="test", data_root=data_root)
+        SD.Camelyon17TilesDataset(split="test", data_root=data_root)

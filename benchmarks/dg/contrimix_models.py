@@ -104,7 +104,7 @@ class JointObjective(nn.Module):
     the self-reconstruction and M = 4 re-renderings of every image. At test time the classifier sees the
     self-reconstruction (:meth:`prepare`), as in the paper."""
 
-    def __init__(self, config_overrides: dict[str, Any] | None = None, *, recipe: str = "he-lite", num_mixes: int = 4,
+    def __init__(self, config_overrides: dict[str, Any] | None = None, *, recipe: str = "camelyon", num_mixes: int = 4,
                  seed: int = 0, in_channels: int = 3) -> None:
         super().__init__()
         from contrimix_aug import ContriMixModel

@@ -21,7 +21,7 @@ _SUBCOMMANDS = (cmd_demo, cmd_train, cmd_import_checkpoint, cmd_data)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
+    from .._version import __version__
 
     parser = argparse.ArgumentParser(
         prog="contrimix-aug", description="ContriMix stain augmentation: demo, training, checkpoint import, data."

@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from .datasets import make_dataset, read_image, to_tensor
+from .datasets import make_dataset
 from .cache import DATA_ROOT_ENV, ChecksumError, DataUnavailableError, SourceUnavailableError, fetch
 from .patches import sample_source_patches
 from .readers import (
@@ -21,6 +21,8 @@ from .readers import (
     load_demo_tiles,
     load_hgsc_nuclei,
     load_image,
+    read_image,
+    to_tensor,
 )
 from .registry import COLLECTIONS, HE_SOURCES, SOURCES, list_sources
 

@@ -1,5 +1,5 @@
-"""Torch datasets: image folders, the WILDS Camelyon17 and RxRx1 layouts, the real H&E and fluorescence sources,
-and the CAMELYON17 tiles.
+"""Torch datasets of the user's own data: an image folder and the WILDS Camelyon17 and RxRx1 layouts, and
+:func:`make_dataset`, which builds any dataset (these and :mod:`.source_datasets`) from a short spec.
 
 Every dataset returns ``(image, meta)``: ``image`` a float32 ``(C, H, W)`` tensor in [0, 1] (after the
 optional ``transform``), ``meta`` a dict of plain ints/strings (collates with the default collate).
@@ -17,91 +17,19 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .patches import sample_source_patches
-from .readers import load_camelyon17_tiles, load_image
-from .registry import HE_SOURCES, SOURCES
+from .readers import IMAGE_EXTENSIONS, read_image, to_tensor
+from .registry import HE_SOURCES
+from .source_datasets import (
+    FLUO_SOURCES,
+    WILDS_TRAIN_HOSPITALS,
+    Camelyon17TilesDataset,
+    FluorescenceSourcesDataset,
+    HESourcesDataset,
+)
 
-__all__ = [
-    "IMAGE_EXTENSIONS",
-    "FLUO_SOURCES",
-    "Camelyon17Dataset",
-    "Camelyon17TilesDataset",
-    "FluorescenceSourcesDataset",
-    "HESourcesDataset",
-    "ImageFolderDataset",
-    "RxRx1Dataset",
-    "make_dataset",
-    "read_image",
-    "to_tensor",
-]
-
-IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+__all__ = ["Camelyon17Dataset", "ImageFolderDataset", "RxRx1Dataset", "make_dataset"]
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
-
-
-def read_image(path: str | os.PathLike, channels: int | None = 3) -> np.ndarray:
-    """``(H, W, C)`` array of an image file (PNG/JPEG via PIL; TIFF via tifffile), native dtype.
-
-    ``channels=3``: grey is repeated, alpha dropped (RGB). ``1``: one grey channel (RGB files are converted to
-    luminance). ``None``: keep the file's channels.
-
-    Raises:
-        ValueError: the file cannot be decoded (names the file).
-    """
-    path = Path(path)
-    try:
-        if path.suffix.lower() in (".tif", ".tiff"):
-            import tifffile
-
-            arr = tifffile.imread(path)
-            if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
-                arr = np.moveaxis(arr, 0, -1)  # (C, H, W) TIFF
-        else:
-            from PIL import Image
-
-            with Image.open(path) as im:
-                if channels == 1 and im.mode not in ("L", "I", "I;16", "I;16B", "F"):
-                    im = im.convert("L")
-                elif channels == 3 or im.mode in ("P", "CMYK", "YCbCr", "LAB", "HSV"):
-                    im = im.convert("RGB")
-                arr = np.asarray(im)
-    except FileNotFoundError:
-        raise
-    except Exception as err:  # noqa: BLE001 - decoders raise many types; name the file instead
-        raise ValueError(f"cannot read image {path}: {type(err).__name__}: {err}. "
-                         "Remove or re-export the file (PNG/JPEG/TIFF are supported).") from None
-    if arr.ndim == 2:
-        arr = arr[..., None]
-    if arr.ndim != 3:
-        raise ValueError(f"{path}: expected a 2-D image (H, W[, C]), got shape {arr.shape}")
-    if channels == 1 and arr.shape[-1] != 1:
-        raise ValueError(f"{path}: has {arr.shape[-1]} channels, 1 was asked for; pass channels=None or 3")
-    if channels == 3:
-        if arr.shape[-1] == 1:
-            arr = np.repeat(arr, 3, axis=-1)
-        elif arr.shape[-1] == 4:
-            arr = arr[..., :3]
-        elif arr.shape[-1] != 3:
-            raise ValueError(f"{path}: cannot make RGB from {arr.shape[-1]} channels; pass channels=None")
-    return arr
-
-
-def to_tensor(arr: np.ndarray) -> torch.Tensor:
-    """``(H, W, C)`` array -> float32 ``(C, H, W)`` tensor in [0, 1].
-
-    8/16-bit integers are divided by their dtype's maximum (uint8 / 255, uint16 / 65535); wider integers
-    by the array's maximum; floats are clipped to [0, 1].
-    """
-    arr = np.ascontiguousarray(arr)
-    if arr.dtype == np.bool_:
-        f = arr.astype(np.float32)
-    elif np.issubdtype(arr.dtype, np.integer):
-        scale = float(np.iinfo(arr.dtype).max) if arr.dtype.itemsize <= 2 else max(float(arr.max(initial=1)), 1.0)
-        f = np.clip(arr.astype(np.float32) / scale, 0.0, 1.0)
-    else:
-        f = np.clip(arr.astype(np.float32), 0.0, 1.0)
-    return torch.from_numpy(f).permute(2, 0, 1).contiguous()
 
 
 def _crop_offsets(h: int, w: int, size: int, mode: str, rng: np.random.Generator | None) -> tuple[int, int]:
@@ -222,6 +150,7 @@ def _load_file(path: Path, channels: int | None) -> np.ndarray:
             f"image {path} listed in metadata.csv is missing; re-download or re-extract the dataset"
         )
     return read_image(path, channels)
+
 
 
 class _MetadataImageDataset(Dataset):
@@ -354,144 +283,6 @@ class RxRx1Dataset(_MetadataImageDataset):
                 "cell_type": r["cell_type"], "plate": int(r["plate"]), "well": r["well"], "site": int(r["site"])}
 
 
-class HESourcesDataset(Dataset):
-    """Balanced real H&E patches of the registered sources (see :func:`sample_source_patches`).
-
-    Patches are sampled once at construction (``n_per_source`` per source, ``size`` px at ``target_mpp``
-    µm/px, spatial ``split``), so the dataset is fixed for a given ``seed``.
-
-    Items: ``(image (3, size, size), {"source": id, "domain": int, "y": int, "x": int})``.
-    """
-
-    def __init__(self, source_ids: Sequence[str] = HE_SOURCES, size: int = 96, n_per_source: int = 256, *,
-                 split: Literal["train", "val"] | None = None, seed: int = 0, target_mpp: float | None = 0.5,
-                 transform: Transform | None = None, cache_dir: str | os.PathLike | None = None,
-                 progress: bool = True, **sample_kwargs: Any) -> None:
-        unknown = [s for s in source_ids if s not in SOURCES]
-        if unknown:
-            raise ValueError(f"unknown source id(s) {', '.join(unknown)}; H&E sources: {', '.join(HE_SOURCES)}")
-        sample = sample_source_patches(source_ids, size, n_per_source, target_mpp=target_mpp, seed=seed,
-                                       split=split, cache_dir=cache_dir, progress=progress, **sample_kwargs)
-        self.images, self.domains, self.coords = sample.images, sample.labels, sample.coords
-        self.source_ids, self.transform = sample.source_ids, transform
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
-        img = to_tensor(self.images[index])
-        if self.transform is not None:
-            img = self.transform(img)
-        d = int(self.domains[index])
-        y, x = (int(v) for v in self.coords[index])
-        return img, {"source": self.source_ids[d], "domain": d, "y": y, "x": x}
-
-
-FLUO_SOURCES = ("dsb", "cells3d", "ctc")
-
-
-def _fluorescence_planes(source_id: str, arr: np.ndarray) -> list[np.ndarray]:
-    """2-D planes of a fluorescence source, each scaled to [0, 1] by its 0.5-99.8 percentiles."""
-    planes = [arr] if arr.ndim == 2 else [arr[i] for i in range(0, arr.shape[0], max(1, arr.shape[0] // 8))]
-    out = []
-    for p in planes:
-        p = p.astype(np.float32)
-        lo, hi = np.percentile(p, (0.5, 99.8))
-        out.append(np.clip((p - lo) / max(float(hi - lo), 1e-6), 0.0, 1.0).astype(np.float32))
-    return out
-
-
-class FluorescenceSourcesDataset(Dataset):
-    """Balanced random patches of the real single-channel nuclear-stain sources (dsb, cells3d, ctc).
-
-    Each source is read once, split into 2-D planes (up to 8 z-slices / frames of a stack), each plane scaled
-    to [0, 1] by its 0.5-99.8 percentiles, and ``n_per_source`` patches of ``size`` px are drawn with a fixed
-    ``seed``. Splits: stacks hold out their last sampled plane (``"val"``); single images their right 20 %.
-
-    Items: ``(image (1, size, size), {"source": id, "domain": int})``.
-    """
-
-    def __init__(self, source_ids: Sequence[str] = FLUO_SOURCES, size: int = 96, n_per_source: int = 256, *,
-                 split: Literal["train", "val"] | None = None, seed: int = 0, transform: Transform | None = None,
-                 cache_dir: str | os.PathLike | None = None, progress: bool = True) -> None:
-        bad = [s for s in source_ids if s not in FLUO_SOURCES]
-        if bad:
-            raise ValueError(f"unknown fluorescence source id(s) {', '.join(bad)}; choose from {', '.join(FLUO_SOURCES)}")
-        if split not in (None, "train", "val"):
-            raise ValueError(f"split must be None, 'train' or 'val', got {split!r}")
-        rng = np.random.default_rng(seed)
-        images, domains = [], []
-        for d, sid in enumerate(source_ids):
-            planes = _fluorescence_planes(sid, load_image(sid, cache_dir=cache_dir, progress=progress))
-            by_plane = len(planes) > 1  # stacks split by plane (last plane held out), single images by region
-            if by_plane and split is not None:
-                planes = planes[:-1] if split == "train" else planes[-1:]
-            for k in range(n_per_source):
-                p = planes[int(rng.integers(len(planes)))]
-                h, w = p.shape
-                lo_x, hi_x = 0, w
-                if not by_plane and split is not None:
-                    lo_x, hi_x = (0, int(w * 0.8)) if split == "train" else (int(w * 0.8), w)
-                if hi_x - lo_x < size or h < size:
-                    raise ValueError(f"{sid}: planes of {h}x{w} px are too small for {size} px patches of split {split}")
-                y = int(rng.integers(0, h - size + 1))
-                x = int(rng.integers(lo_x, hi_x - size + 1))
-                images.append(p[y : y + size, x : x + size])
-                domains.append(d)
-        self.images = np.stack(images)[:, None]
-        self.domains = np.asarray(domains)
-        self.source_ids = list(source_ids)
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
-        img = torch.from_numpy(self.images[index].copy())
-        if self.transform is not None:
-            img = self.transform(img)
-        d = int(self.domains[index])
-        return img, {"source": self.source_ids[d], "domain": d}
-
-
-WILDS_TRAIN_HOSPITALS = (0, 3, 4)
-"""The Camelyon17-WILDS training hospitals (1 is its validation hospital, 2 its test hospital)."""
-
-
-class Camelyon17TilesDataset(Dataset):
-    """The real CAMELYON17 tiles (512 px, about 0.25 µm/px) of some hospitals, with a spatial train/val split.
-
-    ``split="train"``: the top 80 % of every tile (410 rows); ``"val"``: the bottom 20 % (102 rows), so that train
-    and val never overlap; ``None``: whole tiles. Read through a data root (``CONTRIMIX_AUG_DATA``), the cache or
-    the public URL (:func:`contrimix_aug.data.readers.load_camelyon17_tiles`).
-
-    Items: ``(image (3, h, 512), {"hospital": int, "name": str})``.
-    """
-
-    VAL_FRACTION = 0.2
-
-    def __init__(self, hospitals: Sequence[int] = WILDS_TRAIN_HOSPITALS, *,
-                 split: Literal["train", "val"] | None = None, transform: Transform | None = None,
-                 data_root: str | os.PathLike | None = None, progress: bool = True, **_: Any) -> None:
-        if split not in (None, "train", "val"):
-            raise ValueError(f"split must be None, 'train' or 'val', got {split!r}")
-        tiles = load_camelyon17_tiles(tuple(hospitals), data_root=data_root, progress=progress)
-        h = tiles.images.shape[1]
-        cut = round(h * (1 - self.VAL_FRACTION))
-        rows = {None: slice(0, h), "train": slice(0, cut), "val": slice(cut, h)}[split]
-        self.images = tiles.images[:, rows]
-        self.hospitals, self.names, self.um_per_px = tiles.hospitals, tiles.names, tiles.um_per_px
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
-        img = to_tensor(self.images[index])
-        if self.transform is not None:
-            img = self.transform(img)
-        return img, {"hospital": int(self.hospitals[index]), "name": self.names[index]}
-
 
 _SPEC_FORMS = (
     "'camelyon17:ROOT' (WILDS Camelyon17 layout), 'rxrx1:ROOT' (WILDS RxRx1 layout), "
@@ -541,3 +332,4 @@ def make_dataset(spec: str, **kwargs: Any) -> Dataset:
     if sep and kind in ("camelyon17", "camelyon", "rxrx1", "folder"):
         raise ValueError(f"dataset spec {spec!r} lacks a path after ':'. Forms: {_SPEC_FORMS}")
     raise ValueError(f"unknown dataset spec {spec!r} (not a known form, and no such folder). Forms: {_SPEC_FORMS}")
+

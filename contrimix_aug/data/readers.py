@@ -1,5 +1,6 @@
-"""Readers: pixels and labels of the registered data (TIFF/SVS, PNG/JPEG, npz, parquet polygons), the
-bundled demo tiles, and the labelled collections (CAMELYON17 tiles, CAMELYON16 patches, BBBC021 crops).
+"""Readers: image files (:func:`read_image`, :func:`to_tensor`), pixels and labels of the registered data
+(TIFF/SVS, PNG/JPEG, npz, parquet polygons), the bundled demo tiles, and the labelled collections (CAMELYON17
+tiles, CAMELYON16 patches, BBBC021 crops).
 
 H&E images come back as ``(H, W, 3)`` uint8 RGB; fluorescence and labels as their native arrays.
 """
@@ -15,11 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .cache import collection_file, fetch
 from .registry import NUCLEUS_CLASSES, get_collection, get_source
 
 __all__ = [
+    "IMAGE_EXTENSIONS",
     "BBBC021",
     "BBBC021_CHANNELS",
     "DEMO_TILES",
@@ -32,6 +35,8 @@ __all__ = [
     "load_demo_tiles",
     "load_hgsc_nuclei",
     "load_image",
+    "read_image",
+    "to_tensor",
 ]
 
 def _read_tiff(path: Path) -> np.ndarray:
@@ -350,3 +355,76 @@ def load_bbbc021(*, data_root: str | os.PathLike | None = None, cache_dir: str |
     return BBBC021(images, (moa == "Protein synthesis").astype(np.int64),
                    np.array([r["plate"].removeprefix("Week4_") for r in rows]), np.array([r["well"] for r in rows]),
                    np.array([r["compound"] for r in rows]))
+
+
+# ------------------------------------------------------------------------------------------------
+# image files
+# ------------------------------------------------------------------------------------------------
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+"""File suffixes :func:`read_image` reads."""
+
+
+def read_image(path: str | os.PathLike, channels: int | None = 3) -> np.ndarray:
+    """``(H, W, C)`` array of an image file (PNG/JPEG via PIL; TIFF via tifffile), native dtype.
+
+    ``channels=3``: grey is repeated, alpha dropped (RGB). ``1``: one grey channel (RGB files are converted to
+    luminance). ``None``: keep the file's channels.
+
+    Raises:
+        ValueError: the file cannot be decoded (names the file).
+    """
+    path = Path(path)
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+
+            arr = tifffile.imread(path)
+            if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
+                arr = np.moveaxis(arr, 0, -1)  # (C, H, W) TIFF
+        else:
+            from PIL import Image
+
+            with Image.open(path) as im:
+                if channels == 1 and im.mode not in ("L", "I", "I;16", "I;16B", "F"):
+                    im = im.convert("L")
+                elif channels == 3 or im.mode in ("P", "CMYK", "YCbCr", "LAB", "HSV"):
+                    im = im.convert("RGB")
+                arr = np.asarray(im)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # noqa: BLE001 - decoders raise many types; name the file instead
+        raise ValueError(f"cannot read image {path}: {type(err).__name__}: {err}. "
+                         "Remove or re-export the file (PNG/JPEG/TIFF are supported).") from None
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3:
+        raise ValueError(f"{path}: expected a 2-D image (H, W[, C]), got shape {arr.shape}")
+    if channels == 1 and arr.shape[-1] != 1:
+        raise ValueError(f"{path}: has {arr.shape[-1]} channels, 1 was asked for; pass channels=None or 3")
+    if channels == 3:
+        if arr.shape[-1] == 1:
+            arr = np.repeat(arr, 3, axis=-1)
+        elif arr.shape[-1] == 4:
+            arr = arr[..., :3]
+        elif arr.shape[-1] != 3:
+            raise ValueError(f"{path}: cannot make RGB from {arr.shape[-1]} channels; pass channels=None")
+    return arr
+
+
+def to_tensor(arr: np.ndarray) -> torch.Tensor:
+    """``(H, W, C)`` array -> float32 ``(C, H, W)`` tensor in [0, 1].
+
+    8/16-bit integers are divided by their dtype's maximum (uint8 / 255, uint16 / 65535); wider integers
+    by the array's maximum; floats are clipped to [0, 1].
+    """
+    arr = np.ascontiguousarray(arr)
+    if arr.dtype == np.bool_:
+        f = arr.astype(np.float32)
+    elif np.issubdtype(arr.dtype, np.integer):
+        scale = float(np.iinfo(arr.dtype).max) if arr.dtype.itemsize <= 2 else max(float(arr.max(initial=1)), 1.0)
+        f = np.clip(arr.astype(np.float32) / scale, 0.0, 1.0)
+    else:
+        f = np.clip(arr.astype(np.float32), 0.0, 1.0)
+    return torch.from_numpy(f).permute(2, 0, 1).contiguous()
+
+

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from .. import __version__
+from .._version import __version__
 from .._io import atomic_write, remove_stale_temp_files
 from .._seeding import derive_seed
 from ..model import ContriMixModel
