@@ -34,9 +34,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dg import engine, plots  # noqa: E402
 from dg import report as R  # noqa: E402
 from dg.contrimix_models import JointObjective, fold_model, load_bundled  # noqa: E402
-from dg.methods import FLUO_PEERS, HE_PEERS, Method, build_peers, contrimix_augment, to_float, to_uint8_hwc  # noqa: E402
+from dg.methods import (  # noqa: E402
+    HE_PEERS,
+    Method,
+    build_peers,
+    contrimix_augment,
+    contrimix_normalise,
+    to_float,
+    to_uint8_hwc,
+)
 
-CONTRIMIX_HE = ["contrimix-camelyon", "contrimix-he", "contrimix-fold", "contrimix-joint"]
+CONTRIMIX_HE = ["contrimix-camelyon", "contrimix-camelyon-both", "contrimix-camelyon-normalise", "contrimix-he",
+                "contrimix-fold", "contrimix-joint"]
 METHODS = {
     "camelyon16": HE_PEERS + CONTRIMIX_HE,
     "hgsc": HE_PEERS + ["contrimix-camelyon", "contrimix-he", "contrimix-fold"],
@@ -64,8 +73,8 @@ TARGET_DB = {"he": 32.0, "fluorescence": 45.0}
 def _contrimix(name: str, fold_images: np.ndarray, key: str, args, notes: dict, log, recipe: str,
                target: float) -> Any:
     """The model behind a ContriMix method name (bundled weights, or the per-fold model, trained once per fold)."""
-    if name in ("contrimix-camelyon", "contrimix-he"):
-        model, label = load_bundled(name.split("-", 1)[1])
+    if name.startswith(("contrimix-camelyon", "contrimix-he")):
+        model, label = load_bundled(name.split("-")[1])
         notes.setdefault("contrimix", {})[name] = label
         return model
     cache = notes.setdefault("_fold_models", {})
@@ -91,13 +100,27 @@ def methods_for(names: Sequence[str], fold_images: np.ndarray, key: str, args, n
             ms.insert(1, Method("plate-zscore", "normalise", "batch", "own (standard of high-content screening)",
                                 "every channel z-scored with its plate's statistics", _batch_fn=lambda x: x))
         for n, m in models.items():
-            if m is not None:
-                ms.append(contrimix_augment(n, m, seed=seed, p=p, note=f"ContriMix(p={p}, donors='batch')"))
+            if m is None:
+                continue
+            if n.endswith("-normalise"):
+                ms.append(contrimix_normalise(n, m, to_float(fold_images[_sample(len(fold_images), 64)]),
+                                              note="ContriMixNormalize, target = mean attributes of 64 training "
+                                                   "crops"))
+            else:
+                donors = "both" if n.endswith("-both") else "batch"
+                ms.append(contrimix_augment(n, m, seed=seed, p=p, donors=donors,
+                                            note=f"ContriMix(p={p}, donors={donors!r})"
+                                            + (": other images of the batch and the weights' bank" if donors == "both"
+                                               else "")))
         for n in peers:
             notes.setdefault("methods", {})[n] = next(x.describe() for x in ms if x.name == n)
         return ms
 
     return build
+
+
+def _sample(n: int, k: int, seed: int = 0) -> np.ndarray:
+    return np.sort(np.random.default_rng(seed).choice(n, min(n, k), replace=False))
 
 
 def _joint(names: Sequence[str], channels: int = 3):
