@@ -56,7 +56,7 @@ AUG_P = 0.5  # every augmentation (peers and ContriMix) is applied to an image w
 # pre-registered protocol (fixed before any held-out result was seen; docs/benchmarks.md says when and how)
 FULL = {
     "camelyon16": dict(seeds=list(range(10)), epochs=30, batch_size=32, fold_steps=600, fold_max_steps=2400),
-    "bbbc021": dict(seeds=list(range(10)), epochs=8, batch_size=64, fold_steps=600, fold_max_steps=1800,
+    "bbbc021": dict(seeds=list(range(10)), epochs=8, batch_size=64, fold_steps=300, fold_max_steps=900,
                     max_per_plate=1000),
     "hgsc": dict(seeds=list(range(10)), epochs=8, batch_size=32, fold_steps=300, fold_max_steps=900,
                  max_per_split=160),
