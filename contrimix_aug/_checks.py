@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["check_image", "check_image_values", "check_probability", "check_strength"]
+__all__ = ["check_image", "check_image_values", "check_nonnegative", "check_probability", "check_strength"]
 
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
@@ -87,6 +87,13 @@ def check_image_values(x: torch.Tensor, *, name: str = "image", value_range: tup
             hint = ("Not an 8-bit image: an earlier float step (interpolation, brightness or contrast jitter) most "
                     "likely pushed values past 1. Apply ContriMix before it, or clamp with x.clamp(0, 1).")
         raise ValueError(f"{name}: expected values in [{vlo:g}, {vhi:g}], {got}. {hint}")
+
+
+def check_nonnegative(v: Any, name: str) -> float:
+    """Return ``v`` as float after checking it is a finite number >= 0 (not a bool)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0 or v == float("inf"):
+        raise ValueError(f"{name}: expected a finite number >= 0, got {v!r}.")
+    return float(v)
 
 
 def check_probability(p: Any, name: str = "p") -> float:

@@ -149,3 +149,39 @@ def data_root(_default_data_root) -> Path:
             pytest.fail(msg)
         pytest.skip(msg)
     return root
+
+
+def fixture_png(name: str) -> np.ndarray:
+    """(H, W, 3) uint8 of a real crop in tests/fixtures."""
+    with Image.open(FIXTURES / name) as im:
+        return np.asarray(im.convert("RGB")).copy()
+
+
+@pytest.fixture(scope="session")
+def cmu1_edge() -> np.ndarray:
+    """256 px real CMU-1 crop with glass, tissue and green marking ink."""
+    return fixture_png("cmu1_edge_256.png")
+
+
+@pytest.fixture(scope="session")
+def skin_edge() -> np.ndarray:
+    """256 px real skin crop across the epidermis/glass border."""
+    return fixture_png("skin_edge_256.png")
+
+
+@pytest.fixture(scope="session")
+def fixture_tiles_u8() -> dict[str, list[np.ndarray]]:
+    """The 8 real tissue crops of each vendorable source, uint8 (H, W, 3)."""
+    return {s: [fixture_png(f"{s}_tile_{i:02d}.png") for i in range(8)] for s in ("cmu1", "skin")}
+
+
+@pytest.fixture(scope="module")
+def grey_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled real fluorescence tiles (dsb nuclei) as a plain folder of 8-bit grey PNGs."""
+    from contrimix_aug.data.readers import load_demo_tiles
+
+    tiles, _ = load_demo_tiles(modality="fluorescence")
+    root = tmp_path_factory.mktemp("grey")
+    for i, t in enumerate(tiles):
+        Image.fromarray(t[..., 0]).save(root / f"nuclei_{i:02d}.png")
+    return root

@@ -35,17 +35,6 @@ def tiny_config_file(tmp_path):
     return path
 
 
-@pytest.fixture(scope="module")
-def grey_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The bundled real fluorescence tiles (dsb nuclei) as a folder of 8-bit grey PNGs."""
-    from contrimix_aug.data.readers import load_demo_tiles
-
-    tiles, _ = load_demo_tiles(modality="fluorescence")
-    root = tmp_path_factory.mktemp("grey")
-    for i, t in enumerate(tiles):
-        Image.fromarray(t[..., 0]).save(root / f"nuclei_{i:02d}.png")
-    return root
-
 
 def _one_error_line(err: str, command: str) -> str:
     """The stderr of a user error: exactly one line, in the one style, without a traceback."""

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from contrimix_aug import tissue as T
 from contrimix_aug.data import cache as C
@@ -16,27 +15,8 @@ from contrimix_aug.data import patches as P
 from contrimix_aug.data import readers as RD
 from contrimix_aug.data import registry as R
 
-FIXTURES = Path(__file__).parent / "fixtures"
+from conftest import fixture_png
 
-
-def _png(name: str) -> np.ndarray:
-    with Image.open(FIXTURES / name) as im:
-        return np.asarray(im.convert("RGB")).copy()
-
-
-@pytest.fixture(scope="module")
-def cmu1_edge() -> np.ndarray:
-    return _png("cmu1_edge_256.png")
-
-
-@pytest.fixture(scope="module")
-def skin_edge() -> np.ndarray:
-    return _png("skin_edge_256.png")
-
-
-@pytest.fixture(scope="module")
-def tiles() -> dict[str, list[np.ndarray]]:
-    return {s: [_png(f"{s}_tile_{i:02d}.png") for i in range(8)] for s in ("cmu1", "skin")}
 
 
 def _overlap(a: tuple[int, int], b: tuple[int, int], size: int) -> bool:
@@ -144,7 +124,7 @@ def test_spatial_split_is_disjoint(skin_edge, cmu1_edge):
 
 def _mosaic(sid: str) -> np.ndarray:
     """(192, 384, 3): the 8 real tissue tiles of a source in 2 rows of 4."""
-    t = [_png(f"{sid}_tile_{i:02d}.png") for i in range(8)]
+    t = [fixture_png(f"{sid}_tile_{i:02d}.png") for i in range(8)]
     return np.concatenate([np.concatenate(t[:4], axis=1), np.concatenate(t[4:], axis=1)], axis=0)
 
 
@@ -256,5 +236,5 @@ def test_committed_fixtures_are_reproducible_from_the_sources():
     for path, data in pngs.items():
         assert path.is_file(), path
         assert mod._same_pixels(path.read_bytes(), data), path
-    manifest = json.loads((FIXTURES / "manifest.json").read_text())
+    manifest = json.loads((Path(__file__).parent / "fixtures" / "manifest.json").read_text())
     assert manifest["sources"]["cmu1"]["sha256"] == R.get_source("cmu1").sha256

@@ -3,37 +3,14 @@ the 8-bit optical density table, summed-area tables and the batch mask of float 
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from contrimix_aug import tissue as T
 from contrimix_aug.optical_density import T_MIN_UINT8, rgb_to_od
 
-FIXTURES = Path(__file__).parent / "fixtures"
-
-
-def _png(name: str) -> np.ndarray:
-    with Image.open(FIXTURES / name) as im:
-        return np.asarray(im.convert("RGB")).copy()
-
-
-@pytest.fixture(scope="module")
-def cmu1_edge() -> np.ndarray:
-    return _png("cmu1_edge_256.png")
-
-
-@pytest.fixture(scope="module")
-def skin_edge() -> np.ndarray:
-    return _png("skin_edge_256.png")
-
-
-@pytest.fixture(scope="module")
-def tiles() -> dict[str, list[np.ndarray]]:
-    return {s: [_png(f"{s}_tile_{i:02d}.png") for i in range(8)] for s in ("cmu1", "skin")}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -41,8 +18,8 @@ def tiles() -> dict[str, list[np.ndarray]]:
 # ---------------------------------------------------------------------------------------------
 
 
-def test_tissue_mask_on_real_tiles_and_glass(tiles, skin_edge):
-    for crops in tiles.values():
+def test_tissue_mask_on_real_tiles_and_glass(fixture_tiles_u8, skin_edge):
+    for crops in fixture_tiles_u8.values():
         for t in crops:
             assert T.tissue_mask(t).mean() >= 0.9  # the fixtures were cut with >= 90 % tissue
     glass = np.full((32, 32, 3), (236, 236, 232), np.uint8)
@@ -55,7 +32,7 @@ def test_tissue_mask_on_real_tiles_and_glass(tiles, skin_edge):
     assert T.tissue_mask(px).tolist() == [[False, True, True]]
 
 
-def test_ink_mask_finds_cmu1_green_ink_and_spares_stain(cmu1_edge, skin_edge, tiles):
+def test_ink_mask_finds_cmu1_green_ink_and_spares_stain(cmu1_edge, skin_edge, fixture_tiles_u8):
     ink = T.ink_mask(cmu1_edge)
     assert 0.05 < ink.mean() < 0.4
     od = T.optical_density(cmu1_edge)
@@ -63,7 +40,7 @@ def test_ink_mask_finds_cmu1_green_ink_and_spares_stain(cmu1_edge, skin_edge, ti
     assert (od[..., 0] - od[..., 1])[ink].mean() > 0.1
     assert not (ink & ~T.tissue_mask(cmu1_edge)).any()  # glass is never ink
     assert T.ink_mask(skin_edge).mean() < 1e-3
-    for crops in tiles.values():
+    for crops in fixture_tiles_u8.values():
         for t in crops:
             assert not T.ink_mask(t).any()
 

@@ -61,17 +61,6 @@ def _emulate(cfg: TrainConfig) -> dict[str, torch.Tensor]:
     return t.model.state_dict()
 
 
-@pytest.fixture(scope="module")
-def grey_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The bundled real fluorescence tiles (dsb nuclei) as a plain folder of 8-bit grey PNGs."""
-    from contrimix_aug.data.readers import load_demo_tiles
-
-    tiles, _ = load_demo_tiles(modality="fluorescence")
-    root = tmp_path_factory.mktemp("grey")
-    for i, t in enumerate(tiles):
-        Image.fromarray(t[..., 0]).save(root / f"nuclei_{i:02d}.png")
-    return root
-
 
 def _recipe_config(recipe: str, data: Path, out: Path, **overrides) -> TrainConfig:
     """A shipped recipe, cut down to a couple of small steps (the architecture and loss stay the recipe's)."""

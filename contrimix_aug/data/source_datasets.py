@@ -25,7 +25,26 @@ __all__ = ["FLUO_SOURCES", "WILDS_TRAIN_HOSPITALS", "Camelyon17TilesDataset", "F
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
 
-class HESourcesDataset(Dataset):
+class _UInt8Images(Dataset):
+    """Items ``(to_tensor(images[i]) after transform, meta(i))`` of (N, H, W, C) uint8 ``images``."""
+
+    images: np.ndarray
+    transform: Transform | None
+
+    def meta(self, index: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        img = to_tensor(self.images[index])
+        if self.transform is not None:
+            img = self.transform(img)
+        return img, self.meta(index)
+
+
+class HESourcesDataset(_UInt8Images):
     """Balanced real H&E patches of the registered sources (see :func:`sample_source_patches`).
 
     Patches are sampled once at construction (``n_per_source`` per source, ``size`` px at ``target_mpp``
@@ -46,16 +65,10 @@ class HESourcesDataset(Dataset):
         self.images, self.domains, self.coords = sample.images, sample.labels, sample.coords
         self.source_ids, self.transform = sample.source_ids, transform
 
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
-        img = to_tensor(self.images[index])
-        if self.transform is not None:
-            img = self.transform(img)
+    def meta(self, index: int) -> dict[str, Any]:
         d = int(self.domains[index])
         y, x = (int(v) for v in self.coords[index])
-        return img, {"source": self.source_ids[d], "domain": d, "y": y, "x": x}
+        return {"source": self.source_ids[d], "domain": d, "y": y, "x": x}
 
 
 FLUO_SOURCES = ("dsb", "cells3d", "ctc")
@@ -129,7 +142,7 @@ WILDS_TRAIN_HOSPITALS = (0, 3, 4)
 """The Camelyon17-WILDS training hospitals (1 is its validation hospital, 2 its test hospital)."""
 
 
-class Camelyon17TilesDataset(Dataset):
+class Camelyon17TilesDataset(_UInt8Images):
     """The real CAMELYON17 tiles (512 px, about 0.25 µm/px) of some hospitals, with a spatial train/val split.
 
     ``split="train"``: the top 80 % of every tile (410 rows); ``"val"``: the bottom 20 % (102 rows), so that train
@@ -154,13 +167,7 @@ class Camelyon17TilesDataset(Dataset):
         self.hospitals, self.names, self.um_per_px = tiles.hospitals, tiles.names, tiles.um_per_px
         self.transform = transform
 
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
-        img = to_tensor(self.images[index])
-        if self.transform is not None:
-            img = self.transform(img)
-        return img, {"hospital": int(self.hospitals[index]), "name": self.names[index]}
+    def meta(self, index: int) -> dict[str, Any]:
+        return {"hospital": int(self.hospitals[index]), "name": self.names[index]}
 
 

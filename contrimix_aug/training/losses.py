@@ -18,6 +18,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .._checks import check_nonnegative
+
 __all__ = [
     "LossWeights",
     "LOSS_PRESETS",
@@ -64,10 +66,7 @@ class LossWeights:
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0.0 or v == float("inf"):
-                raise ValueError(f"LossWeights.{f.name}: expected a finite number >= 0, got {v!r}.")
-            object.__setattr__(self, f.name, float(v))
+            object.__setattr__(self, f.name, check_nonnegative(getattr(self, f.name), f"LossWeights.{f.name}"))
 
     def to_dict(self) -> dict[str, float]:
         return dataclasses.asdict(self)

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from .._checks import check_nonnegative, check_probability
 from ..optical_density import RUIFROK_HED, T_MIN_UINT8, rgb_to_od
 
 __all__ = ["RestainConfig", "restain"]
@@ -59,12 +60,10 @@ class RestainConfig:
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            v = getattr(self, f.name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0 or v == float("inf"):
-                raise ValueError(f"RestainConfig.{f.name}: expected a finite number >= 0, got {v!r}.")
-            if f.name.startswith("p_") and v > 1:
-                raise ValueError(f"RestainConfig.{f.name}: expected a probability in [0, 1], got {v!r}.")
-            object.__setattr__(self, f.name, float(v))
+            name = f"RestainConfig.{f.name}"
+            v = check_probability(getattr(self, f.name), name) if f.name.startswith("p_") else check_nonnegative(
+                getattr(self, f.name), name)
+            object.__setattr__(self, f.name, v)
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)

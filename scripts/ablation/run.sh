@@ -6,7 +6,7 @@
 set -eu
 cd "$(dirname "$0")/../.."
 OUT=${1:-/tmp/contrimix-ablation}; shift || true
-VARIANTS=${*:-base noact mlp mlpcov}
+VARIANTS=${*:-base noact mlp mlpcov lstsq}
 export OMP_NUM_THREADS=1
 mkdir -p "$OUT"
 one() {
