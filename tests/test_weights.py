@@ -369,8 +369,6 @@ def test_every_bundled_file_is_registered() -> None:
 def test_registered_weights_schema(name: str) -> None:
     entry = REGISTRY[name]
     path = weights_path(name)
-    if path is None and name == "camelyon":
-        pytest.skip("camelyon weights not packaged yet")
     assert path is not None and path.is_file(), f"registered weights {name!r} have no file"
     if entry.bundled:
         assert path == BUNDLED_DIR / f"{name}.safetensors"
@@ -429,8 +427,6 @@ def test_bundled_weights_reconstruct_real_tiles(name: str) -> None:
     from contrimix_aug.data.readers import load_demo_tiles
     from contrimix_aug.quality import psnr
 
-    if weights_path(name) is None and name == "camelyon":
-        pytest.skip("camelyon weights not packaged yet")
     model = load_model(name)
     tiles, _ = load_demo_tiles(modality="he" if model.config.in_channels == 3 else "fluorescence")
     x = torch.from_numpy(tiles).permute(0, 3, 1, 2).float() / 255
