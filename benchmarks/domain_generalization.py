@@ -20,6 +20,7 @@ correctness, summary, paired differences with 95 % bootstrap intervals), CSVs an
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dg import engine, plots  # noqa: E402
+from dg import diagnostics, engine, plots  # noqa: E402
 from dg import report as R  # noqa: E402
 from dg.contrimix_models import JointObjective, fold_model, load_bundled  # noqa: E402
 from dg.methods import (  # noqa: E402
@@ -51,6 +52,13 @@ METHODS = {
     "hgsc": HE_PEERS + ["contrimix-camelyon", "contrimix-he", "contrimix-fold"],
     "bbbc021": ["erm", "plate-zscore", "gain-gamma", "contrimix-fold"],
 }
+# post-hoc variants (--post-hoc): tried after the pre-registered results, because of what the coverage diagnostic
+# showed (docs/benchmarks/preregistration.md, "Post-hoc"); reported apart, paired against the registered rows
+POST_HOC = {
+    "camelyon16": ["contrimix-camelyon-bank"],  # donors from the weights' bank only: stains the training hospital lacks
+    "bbbc021": ["contrimix-fold-ls8"],  # per-fold model of the `fluorescence-ls` recipe (K = 8, least-squares)
+}
+FOLD_RECIPES = {"contrimix-fold-ls8": "fluorescence-ls"}  # per-fold variants with their own recipe
 AUG_P = 0.5  # every augmentation (peers and ContriMix) is applied to an image with this probability
 
 # pre-registered protocol (fixed before any held-out result was seen; docs/benchmarks.md says when and how)
@@ -77,6 +85,8 @@ def _contrimix(name: str, fold_images: np.ndarray, key: str, args, notes: dict, 
         model, label = load_bundled(name.split("-")[1])
         notes.setdefault("contrimix", {})[name] = label
         return model
+    if name in FOLD_RECIPES:
+        recipe, key = FOLD_RECIPES[name], f"{key}-{name.removeprefix('contrimix-fold-')}"
     cache = notes.setdefault("_fold_models", {})
     if key not in cache:
         log(f"training the per-fold ContriMix on {len(fold_images)} training-domain images ({key})")
@@ -107,11 +117,11 @@ def methods_for(names: Sequence[str], fold_images: np.ndarray, key: str, args, n
                                               note="ContriMixNormalize, target = mean attributes of 64 training "
                                                    "crops"))
             else:
-                donors = "both" if n.endswith("-both") else "batch"
+                donors = {"both": "both", "bank": "bank"}.get(n.rsplit("-", 1)[-1], "batch")
                 ms.append(contrimix_augment(n, m, seed=seed, p=p, donors=donors,
-                                            note=f"ContriMix(p={p}, donors={donors!r})"
-                                            + (": other images of the batch and the weights' bank" if donors == "both"
-                                               else "")))
+                                            note=f"ContriMix(p={p}, donors={donors!r})" + {
+                                                "both": ": other images of the batch and the weights' bank",
+                                                "bank": ": the weights' bank only"}.get(donors, "")))
         for n in peers:
             notes.setdefault("methods", {})[n] = next(x.describe() for x in ms if x.name == n)
         return ms
@@ -133,17 +143,30 @@ def run_camelyon16(args, log) -> dict[str, Any]:
     from dg.tasks import camelyon16 as T
 
     hs = T.hospitals()
-    rows, notes = [], {}
+    rows, notes, cov = [], {}, []
     for direction in args.heldout or T.DIRECTIONS:
         src, tgt = direction.split("->")
         fold = engine.Fold("camelyon16", direction, hs[src].x, hs[src].y, hs[tgt].x, hs[tgt].y, hs[tgt].patch)
         build = methods_for(args.methods, hs[src].x, f"camelyon16-{src}", args, notes, log)
-        rows += engine.run_fold(fold, build, args.seeds, epochs=args.epochs, device=args.device_t,
-                                batch_size=args.batch_size, log=log, joint=_joint(args.methods))
+        cov += _coverage(fold, build, log)
+        if not args.coverage_only:
+            rows += engine.run_fold(fold, build, args.seeds, epochs=args.epochs, device=args.device_t,
+                                    batch_size=args.batch_size, log=log, joint=_joint(args.methods),
+                                    journal=args.journal)
         if not args.no_plot and direction == (args.heldout or T.DIRECTIONS)[0]:
             pic = methods_for(args.methods, hs[src].x, f"camelyon16-{src}", args, notes, log, p=1.0)(0)
             examples(pic, hs, args.out_dir / f"{args.stem}_examples.png", log)
-    return {**T.describe(), "rows": rows, "notes": _public(notes)}
+    return {**T.describe(), "rows": rows, "coverage": cov, "notes": _public(notes)}
+
+
+def _coverage(fold: engine.Fold, build, log) -> list[dict[str, Any]]:
+    """Does each method's training set (seed 0) cover the held-out domain's look? (dg/diagnostics.py)"""
+    rows = diagnostics.coverage(build(0), fold.train_x, fold.test_x, heldout=fold.heldout,
+                                pretransformed=fold.pretransformed)
+    for r in rows:
+        log(f"[coverage] {fold.heldout:12s} {r['method']:28s} nearest-training distance, median "
+            f"{r['nn_distance_median']:.3f}")
+    return rows
 
 
 def examples(methods: list[Method], hs: dict, path: Path, log) -> None:
@@ -164,7 +187,7 @@ def examples(methods: list[Method], hs: dict, path: Path, log) -> None:
 def run_bbbc021(args, log) -> dict[str, Any]:
     from dg.tasks import bbbc021 as T
 
-    rows, notes = [], {}
+    rows, notes, cov = [], {}, []
     for f in T.folds(args.max_per_plate):
         if args.heldout and f["test_plate"] not in args.heldout:
             continue
@@ -172,9 +195,11 @@ def run_bbbc021(args, log) -> dict[str, Any]:
                            np.arange(len(f["test_y"])), pretransformed={"plate-zscore": (f["train_z"], f["test_z"])})
         build = methods_for(args.methods, f["contrimix_x"], f"bbbc021-{f['test_plate']}", args, notes, log,
                             recipe="fluorescence-lite", target=TARGET_DB["fluorescence"])
-        rows += engine.run_fold(fold, build, args.seeds, epochs=args.epochs, device=args.device_t,
-                                batch_size=args.batch_size, log=log)
-    return {**T.describe(), "rows": rows, "notes": _public(notes)}
+        cov += _coverage(fold, build, log)
+        if not args.coverage_only:
+            rows += engine.run_fold(fold, build, args.seeds, epochs=args.epochs, device=args.device_t,
+                                    batch_size=args.batch_size, log=log, journal=args.journal)
+    return {**T.describe(), "rows": rows, "coverage": cov, "notes": _public(notes)}
 
 
 def run_hgsc(args, log) -> dict[str, Any]:
@@ -187,7 +212,7 @@ def run_hgsc(args, log) -> dict[str, Any]:
             build = methods_for(args.methods, fold.train_x, f"hgsc-{r}-{fold.heldout}", args, notes, log,
                                 recipe="he-lite")
             rows += engine.run_fold(fold, build, args.seeds, epochs=args.epochs, device=args.device_t,
-                                    batch_size=args.batch_size, log=log)
+                                    batch_size=args.batch_size, log=log, journal=args.journal)
     return {**T.describe(), "rows": rows, "notes": _public(notes)}
 
 
@@ -200,6 +225,21 @@ def run_stain_transfer(args, log) -> dict[str, Any]:
         if m is not None:
             models[name] = m
     return T.run(models, log)
+
+
+def _completeness(args, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Which runs of the registered protocol (every method x held-out domain x seed) are in ``rows``."""
+    from dg.tasks import bbbc021, camelyon16
+
+    heldouts = {"camelyon16": camelyon16.DIRECTIONS, "bbbc021": bbbc021.MIXED_PLATES}.get(args.dataset)
+    heldouts = list(heldouts or dict.fromkeys(r["heldout"] for r in rows))
+    seeds = (QUICK if args.quick else FULL)[args.dataset]["seeds"]
+    have = {(r["heldout"], r["method"], int(r["seed"])) for r in rows}
+    names = POST_HOC[args.dataset] if args.post_hoc else METHODS[args.dataset]
+    planned = [(h, m, s) for h in heldouts for m in names for s in seeds]
+    missing = [f"{h} {m} seed {s}" for h, m, s in planned if (h, m, s) not in have]
+    return {"runs_planned": len(planned), "runs_done": len(planned) - len(missing), "complete": not missing,
+            "missing": missing}
 
 
 def _public(notes: dict) -> dict:
@@ -220,13 +260,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-per-split", type=int, default=None, help="hgsc: nuclei per split")
     p.add_argument("--fold-steps", type=int, default=None, help="per-fold ContriMix: steps per training round")
     p.add_argument("--fold-max-steps", type=int, default=None, help="per-fold ContriMix: step cap")
-    p.add_argument("--fold-dir", default=None, help="cache of per-fold ContriMix models (loaded if present)")
+    p.add_argument("--fold-dir", default=None,
+                   help="cache of per-fold ContriMix models, loaded if present (default: WORK/<stem>/folds)")
+    p.add_argument("--work", default=None,
+                   help="resumable state (default runs/benchmarks for full runs; --quick keeps none unless given): "
+                        "WORK/<stem>/runs.jsonl holds every finished run, so a killed benchmark restarted with the "
+                        "same command continues where it stopped")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--quick", action="store_true", help="CI-sized run: every method, one seed, few epochs")
     p.add_argument("--out", default=str(R.DOCS_DIR), help="output folder")
     p.add_argument("--name", default=None, help="output file stem (default dg_<dataset>[_quick])")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--post-hoc", action="store_true",
+                   help="camelyon16/bbbc021: the variants tried after the pre-registered run (POST_HOC), paired "
+                        "against its rows; writes dg_<dataset>_posthoc*")
+    p.add_argument("--coverage-only", action="store_true",
+                   help="camelyon16/bbbc021: only the colour-coverage diagnostic (no classifiers); writes "
+                        "<stem>_coverage.json")
     return p
 
 
@@ -237,7 +288,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for k, v in (QUICK if args.quick else FULL)[args.dataset].items():
             if getattr(args, k, None) is None:
                 setattr(args, k, v)
-        known = METHODS[args.dataset]
+        if args.post_hoc and args.dataset not in POST_HOC:
+            raise SystemExit(f"--post-hoc applies to --dataset {' or '.join(POST_HOC)}")
+        known = POST_HOC[args.dataset] if args.post_hoc else METHODS[args.dataset]
         args.methods = args.methods or known
         unknown = [m for m in args.methods if m not in known]
         if unknown:
@@ -245,7 +298,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(args.threads or max(1, os.cpu_count() or 1))
     args.device_t = torch.device(args.device)
     args.out_dir = Path(args.out)
-    args.stem = args.name or f"dg_{args.dataset.replace('-', '_')}" + ("" if mode == "full" else f"_{mode}")
+    registered_stem = f"dg_{args.dataset.replace('-', '_')}" + ("" if mode == "full" else f"_{mode}")
+    args.stem = args.name or registered_stem.replace(args.dataset.replace("-", "_"),
+                                                     args.dataset.replace("-", "_") + "_posthoc" * args.post_hoc)
+    if args.coverage_only:
+        if args.dataset not in ("camelyon16", "bbbc021"):
+            raise SystemExit("--coverage-only applies to --dataset camelyon16 or bbbc021")
+        args.stem += "_coverage"
+        args.no_plot = True
+    keep = not (args.quick and args.work is None)
+    work = Path(args.work or "runs/benchmarks") / args.stem
+    if keep:
+        args.fold_dir = args.fold_dir or str(work / "folds")
+    affects = ("dataset", "mode", "epochs", "batch_size", "fold_steps", "fold_max_steps", "max_per_plate",
+               "max_per_split")
+    args.journal = None if not keep or args.coverage_only or args.dataset == "stain-transfer" else engine.Journal(
+        work / "runs.jsonl", {"mode": mode, **{k: getattr(args, k, None) for k in affects if k != "mode"}})
     t0 = time.perf_counter()
     env = R.environment(["benchmarks/domain_generalization.py", *(argv if argv is not None else sys.argv[1:])])
 
@@ -256,12 +324,28 @@ def main(argv: Sequence[str] | None = None) -> int:
               "stain-transfer": run_stain_transfer}[args.dataset]
     result: dict[str, Any] = {"benchmark": "domain_generalization", "dataset": args.dataset, "mode": mode,
                               "environment": env,
-                              "settings": {k: v for k, v in vars(args).items() if k not in ("device_t", "out_dir")},
+                              "settings": {k: v for k, v in vars(args).items()
+                                           if k not in ("device_t", "out_dir", "journal")},
                               "augmentation_p": AUG_P, "classifier": "SmallCNN 16-32-64-128 (dg/classifier.py), AdamW "
                               "lr 2e-3 one-cycle, last epoch (no model selection)"}
     result.update(runner(args, log))
-    if "rows" in result:
-        result["summary"] = engine.summarise(result["rows"], args.methods)
+    if args.journal is not None:  # runs of earlier invocations (other --methods / --seeds / --heldout) count too
+        args.journal.reload()
+        result["rows"] = list(args.journal.rows.values())
+        result.update(_completeness(args, result["rows"]))
+        if args.post_hoc:  # the registered runs, read only, to pair the variants with
+            reg = Path(args.work or "runs/benchmarks") / registered_stem / "runs.jsonl"
+            lines = [json.loads(x) for x in reg.read_text().splitlines()[1:] if x.strip()] if reg.is_file() else []
+            result["post_hoc"] = True
+            result["registered_rows_from"] = str(reg)
+            result["rows"] = lines + result["rows"]
+            log(f"post-hoc: paired with {len(lines)} registered runs from {reg}")
+        log(f"{result['runs_done']} of {result['runs_planned']} registered runs done"
+            + ("" if result["complete"] else f"; missing, e.g. {result['missing'][:3]}"))
+    if result.get("rows"):
+        order = list(dict.fromkeys([*METHODS.get(args.dataset, []), *POST_HOC.get(args.dataset, []),
+                                    *(r["method"] for r in result["rows"])]))
+        result["summary"] = engine.summarise(result["rows"], order)
         result["paired_vs_erm"] = engine.paired_table(result["rows"], "erm")
         peers = [s for s in result["summary"] if not s["method"].startswith("contrimix") and s["method"] != "erm"]
         best = {}
@@ -276,7 +360,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     result["wall_seconds"] = round(time.perf_counter() - t0, 1)
     out = args.out_dir
     R.write_json(out / f"{args.stem}.json", result)
-    if "rows" in result:
+    if result.get("coverage"):
+        R.write_csv(out / f"{args.stem}_coverage.csv", result["coverage"])
+    if result.get("rows"):
         R.write_csv(out / f"{args.stem}_summary.csv", result["summary"])
         R.write_csv(out / f"{args.stem}_paired.csv", result["paired_vs_erm"] + result["paired_vs_best_peer"])
         R.write_csv(out / f"{args.stem}_runs.csv", [{k: v for k, v in r.items() if k not in ("correct", "score")}

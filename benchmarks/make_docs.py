@@ -32,8 +32,11 @@ def _load(paths: list[Path]) -> list[dict[str, Any]]:
     return out
 
 
-def _pick(runs: list[dict], dataset: str) -> dict | None:
-    have = [r for r in runs if r.get("dataset") == dataset]
+def _pick(runs: list[dict], dataset: str, key: str = "summary", post_hoc: bool = False) -> dict | None:
+    """The latest full run of ``dataset`` that holds ``key`` (quick runs only when no full run does); the
+    pre-registered run, or with ``post_hoc`` the run of the variants tried afterwards."""
+    have = [r for r in runs if r.get("dataset") == dataset and (r.get(key) or key == "any")
+            and bool(r.get("post_hoc")) == post_hoc]
     full = [r for r in have if r.get("mode") == "full"]
     chosen = full or [r for r in have if r.get("mode") == "quick"]
     return max(chosen, key=lambda r: r["environment"]["date_utc"]) if chosen else None
@@ -69,6 +72,12 @@ def real_section(run: dict, item: str) -> str:
     st = run["settings"]
     out.append(f"- seeds {st['seeds']}, {st['epochs']} epochs, batch {st['batch_size']}, augmentation p = "
                f"{run['augmentation_p']}; classifier: {run['classifier']}\n")
+    if "complete" in run:
+        what = "post-hoc" if run.get("post_hoc") else "registered"
+        out.append(f"- **{run['runs_done']} of the {run['runs_planned']} {what} runs are done**"
+                   + ("" if run["complete"] else
+                      f" (the run continues where it stopped: same command; missing: {_missing(run['missing'])})")
+                   + "\n")
     for key, info in (run.get("notes", {}).get("contrimix_fold") or {}).items():
         out.append(f"- per-fold ContriMix `{key}`: {info['steps']} steps on {info['train_images']} images "
                    f"({info['train_s']} s), held-out PSNR {info['heldout_psnr_db']:.2f} dB against the target "
@@ -92,6 +101,49 @@ def real_section(run: dict, item: str) -> str:
         if (R.DOCS_DIR / png).is_file():
             out.append(f"\n![{alt}](benchmarks/{png})\n")
     return "".join(out) + "\n"
+
+
+def _missing(missing: list[str]) -> str:
+    """'RUMC->UMCU contrimix-fold seed 0', ... -> 'RUMC->UMCU contrimix-fold: seeds 0-9; ...'."""
+    groups: dict[str, list[int]] = {}
+    for m in missing:
+        head, seed = m.rsplit(" seed ", 1)
+        groups.setdefault(head, []).append(int(seed))
+    parts = []
+    for head, seeds in groups.items():
+        seeds = sorted(seeds)
+        span = (f"{seeds[0]}-{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) and len(seeds) > 1
+                else ", ".join(map(str, seeds)))
+        parts.append(f"`{head}` seed{'s' if len(seeds) > 1 else ''} {span}")
+    return "; ".join(parts)
+
+
+def post_hoc_section(run: dict, item: str) -> str:
+    """The variants tried after the pre-registered run, paired with its rows (not pre-registered)."""
+    return ("\n### After: variants tried post hoc (not pre-registered)\n\n"
+            "Tried because of the coverage diagnostic above, after the pre-registered results were seen; the "
+            "registered rows are the same runs as above, repeated so that the variants can be paired with them "
+            "([preregistration.md](benchmarks/preregistration.md), \"Post-hoc\").\n\n" + real_section(run, item))
+
+
+def coverage_section(run: dict) -> str:
+    """The colour-coverage diagnostic (dg/diagnostics.py): median nearest-training distance per method and domain."""
+    cov = run["coverage"]
+    helds = list(dict.fromkeys(c["heldout"] for c in cov))
+    rows = []
+    for m in dict.fromkeys(c["method"] for c in cov):
+        row = {"method": m}
+        for h in helds:
+            c = next((x for x in cov if x["method"] == m and x["heldout"] == h), None)
+            row[h] = c["nn_distance_median"] if c else None
+        rows.append(row)
+    return ("\n**Why, measured: does the training set after each method cover the held-out domain's look?** "
+            "Median over held-out crops of the distance to the nearest training-set feature vector (H&E: CIELAB "
+            "mean and std over tissue; fluorescence: per-channel mean and std of log intensity; z-scored; "
+            "augmentations: the training crops plus two augmented passes at the benchmark's p, seed 0; normalisers: "
+            "both sides normalised). Lower = seen in training. Reinhard matches exactly these CIELAB statistics, so "
+            f"it scores near 0 by construction. From `{run['_file']}` "
+            f"(`{run['environment']['command']}`).\n\n" + markdown_table(rows) + "\n")
 
 
 def stain_transfer_section(run: dict) -> str:
@@ -211,11 +263,17 @@ export CONTRIMIX_AUG_DATA=../shared/data          # the labelled collections (do
 python benchmarks/domain_generalization.py --dataset camelyon16
 python benchmarks/domain_generalization.py --dataset bbbc021
 python benchmarks/domain_generalization.py --dataset stain-transfer
+python benchmarks/domain_generalization.py --dataset camelyon16 --post-hoc   # the variants tried afterwards
+python benchmarks/domain_generalization.py --dataset bbbc021 --post-hoc
 python benchmarks/throughput.py --weights camelyon
 python benchmarks/make_docs.py && python scripts/readme_results.py
 ```
 
-`--quick` gives the CI-sized run of the same code (every method, one seed, a few epochs; CI runs it).
+`--quick` gives the CI-sized run of the same code (every method, one seed, a few epochs; CI runs it). Full runs
+journal every finished (method, held-out domain, seed) run under `runs/benchmarks/`: a killed or stopped run
+restarted with the same command continues where it stopped, and `--methods` / `--heldout` / `--seeds` subsets run
+in separate invocations (or processes) add up to one result. A table that is not complete says so and lists what is
+missing.
 
 ## What is real, what was fixed in advance, what was not run
 
@@ -260,8 +318,14 @@ def main(argv=None) -> int:
             continue
         parts.append(f"Task: {run['task']}. Shift: {run['shift']}. Inputs: {run['inputs']}. Metrics: {run['metrics']}.\n\n")
         parts.append(real_section(run, item))
+        cov = _pick(dg, dataset, "coverage")
+        if cov is not None:
+            parts.append(coverage_section(cov))
+        after = _pick(dg, dataset, post_hoc=True)
+        if after is not None:
+            parts.append(post_hoc_section(after, item))
     parts.append("\n## Do the attributes carry the whole stain?\n\n")
-    st = _pick(dg, "stain-transfer")
+    st = _pick(dg, "stain-transfer", "any")
     parts.append(stain_transfer_section(st) if st else "No result file yet.\n")
     parts.append("\n## Secondary: HGSC nuclei, leave one stain out (semi-synthetic, release 0.1)\n\n")
     hg = [r for r in dg if "hgsc" in r and r.get("mode") == "full"]

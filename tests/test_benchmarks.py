@@ -147,6 +147,31 @@ def test_group_mean_averages_crops():
     assert ids.tolist() == [5, 7] and torch.equal(mean, torch.tensor([[2.0, 0.0], [0.0, 2.0]]))
 
 
+def test_coverage_sees_what_a_method_brings_into_training(crops):
+    """Normalising both hospitals to one target brings UMCU's look into RUMC's training set; ERM does not; an
+    augmentation that paints training crops with the test hospital's mean colour lowers the distance too."""
+    from dg.diagnostics import colour_features, coverage
+    from dg.methods import Method, build_peers, to_float
+
+    tr, te = crops["RUMC"].x[::5], crops["UMCU"].x[::5]
+    f = colour_features(to_float(te[:4]))
+    assert f.shape == (4, 6) and np.isfinite(f).all()
+    mean_te = to_float(te).mean((0, 2, 3), keepdim=True)
+
+    def towards_test(x):
+        return (x - x.mean((2, 3), keepdim=True) + mean_te).clamp(0, 1)
+
+    ms = build_peers(["erm", "torchstain-reinhard"], tr) + [
+        Method("towards-test", "augment", "batch", "test", "test", _batch_fn=towards_test)]
+    rows = {r["method"]: r for r in coverage(ms, tr, te, heldout="RUMC->UMCU")}
+    erm = rows["erm"]["nn_distance_median"]
+    assert rows["torchstain-reinhard"]["nn_distance_median"] < 0.5 * erm
+    assert rows["towards-test"]["nn_distance_median"] < erm
+    assert rows["towards-test"]["n_train_features"] == 3 * len(tr) and rows["erm"]["n_test"] == len(te)
+    fluo = colour_features(torch.rand(2, 2, 8, 8))
+    assert fluo.shape == (2, 4)
+
+
 def test_bbbc021_folds(data_root):
     from dg.tasks import bbbc021 as T
 
@@ -177,9 +202,56 @@ def test_domain_generalization_quick(dataset, data_root, tmp_path):
         assert len(row["correct"]) == row["n_test_items"]
     assert res["paired_vs_erm"] and res["environment"]["versions"]["torch"]
     assert (tmp_path / f"dg_{dataset}_quick.png").is_file()
+    assert {c["method"] for c in res["coverage"]} >= set(DG.METHODS[dataset]) - {"contrimix-joint"}
     if dataset == "camelyon16":
         fold = next(iter(res["notes"]["contrimix_fold"].values()))
         assert fold["steps"] > 0 and "heldout_psnr_db" in fold and "target_met" in fold
+
+
+def test_journal_resumes_and_refuses_other_settings(tmp_path):
+    from dg.engine import Journal
+
+    j = Journal(tmp_path / "runs.jsonl", {"epochs": 30})
+    row = {"dataset": "d", "heldout": "A->B", "method": "erm", "seed": 3, "acc": 0.75}
+    j.add(row)
+    again = Journal(tmp_path / "runs.jsonl", {"epochs": 30})
+    assert again.get("d", "A->B", "erm", 3) == row and again.get("d", "A->B", "erm", 4) is None
+    with pytest.raises(SystemExit, match="other settings"):
+        Journal(tmp_path / "runs.jsonl", {"epochs": 8})
+
+
+def test_a_killed_benchmark_resumes_its_finished_runs(data_root, tmp_path):
+    args = ["benchmarks/domain_generalization.py", "--dataset", "bbbc021", "--quick", "--out", str(tmp_path),
+            "--threads", "2", "--methods", "erm", "gain-gamma", "--heldout", "27801", "--no-plot",
+            "--work", str(tmp_path / "work")]
+    r = _run(args)
+    assert r.returncode == 0, r.stderr[-3000:] + r.stdout[-3000:]
+    first = json.loads((tmp_path / "dg_bbbc021_quick.json").read_text())
+    journal = tmp_path / "work" / "dg_bbbc021_quick" / "runs.jsonl"
+    lines = journal.read_text().splitlines()
+    assert len(lines) == 3  # settings + two runs
+    journal.write_text("\n".join(lines[:2]) + "\n")  # as if killed during the second run
+    r = _run(args)
+    assert r.returncode == 0, r.stderr[-3000:] + r.stdout[-3000:]
+    assert r.stdout.count("(resumed)") == 1 and "gain-gamma" in r.stdout
+    second = json.loads((tmp_path / "dg_bbbc021_quick.json").read_text())
+    assert [x["method"] for x in second["rows"]] == [x["method"] for x in first["rows"]]
+    assert second["rows"][0]["correct"] == first["rows"][0]["correct"]
+    assert not second["complete"] and second["runs_done"] == 2 and second["runs_planned"] == 12
+
+
+def test_post_hoc_variants_pair_with_the_registered_runs(data_root, tmp_path):
+    common = ["--dataset", "camelyon16", "--quick", "--out", str(tmp_path), "--threads", "2", "--no-plot",
+              "--heldout", "RUMC->UMCU", "--work", str(tmp_path / "work")]
+    r = _run(["benchmarks/domain_generalization.py", *common, "--methods", "erm", "torchstain-reinhard"])
+    assert r.returncode == 0, r.stderr[-3000:] + r.stdout[-3000:]
+    r = _run(["benchmarks/domain_generalization.py", *common, "--post-hoc"])
+    assert r.returncode == 0, r.stderr[-3000:] + r.stdout[-3000:]
+    res = json.loads((tmp_path / "dg_camelyon16_posthoc_quick.json").read_text())
+    assert res["post_hoc"] and res["complete"] is False  # one of the two directions
+    assert {s["method"] for s in res["summary"]} == {"erm", "torchstain-reinhard", "contrimix-camelyon-bank"}
+    assert res["best_peer"] == {"RUMC->UMCU": "torchstain-reinhard"}
+    assert [d["method"] for d in res["paired_vs_best_peer"]] == ["contrimix-camelyon-bank"]
 
 
 def test_throughput_quick(tmp_path):

@@ -88,16 +88,16 @@ def test_recipes_ship_in_the_package():
     import contrimix_aug
 
     folder = Path(contrimix_aug.__file__).parent / "recipes"
-    assert set(RECIPES) == {"he-lite", "fluorescence-lite", "camelyon", "authors"}
+    assert set(RECIPES) == {"he-lite", "fluorescence-lite", "fluorescence-ls", "camelyon", "authors"}
     assert {p.stem for p in folder.glob("*.json")} == set(RECIPES)
     assert not (Path(contrimix_aug.__file__).parents[1] / "configs").exists()  # the old top-level folder is gone
 
 
-@pytest.mark.parametrize("name", ["he-lite", "fluorescence-lite", "camelyon", "authors"])
+@pytest.mark.parametrize("name", ["he-lite", "fluorescence-lite", "fluorescence-ls", "camelyon", "authors"])
 def test_every_recipe_validates(name):
     settings = load_recipe(name)
     cfg = TrainConfig.from_dict({**settings, "data": "he-sources", "out": "o"}).validate()
-    channels = 1 if name == "fluorescence-lite" else 3
+    channels = 1 if name.startswith("fluorescence") else 3
     mc = cfg.model_config(in_channels=channels)
     assert mc.in_channels == channels
 
@@ -107,7 +107,8 @@ def test_recipes_match_the_bundled_weights():
     biases before InstanceNorm (content_bias_before_norm=False in the recipes)."""
     import contrimix_aug as ca
 
-    for recipe, weights, channels in (("he-lite", "he", 3), ("fluorescence-lite", "fluorescence", 1)):
+    for recipe, weights, channels in (("he-lite", "he", 3), ("camelyon", "camelyon", 3),
+                                      ("fluorescence-lite", "fluorescence", 1)):
         cfg = TrainConfig.from_dict({**load_recipe(recipe), "data": "x", "out": "o"}).validate()
         mc = cfg.model_config(in_channels=channels)
         shipped = ca.load_model(weights).config
@@ -132,7 +133,7 @@ def test_load_recipe_files_and_errors(tmp_path):
     (tmp_path / "mine.toml").write_text("steps = 12\n")
     assert load_recipe(tmp_path / "mine.toml") == {"steps": 12}
     assert load_recipe(str(tmp_path / "mine.toml")) == {"steps": 12}
-    with pytest.raises(ValueError, match="neither a shipped recipe \\(he-lite, camelyon, fluorescence-lite, authors\\)"):
+    with pytest.raises(ValueError, match="neither a shipped recipe \\(he-lite, camelyon, fluorescence-lite, fluorescence-ls, authors\\)"):
         load_recipe("he-heavy")
     with pytest.raises(FileNotFoundError):
         load_recipe(str(tmp_path / "missing.json"))

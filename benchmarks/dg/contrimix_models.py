@@ -70,23 +70,32 @@ def fold_model(key: str, images: np.ndarray, *, recipe: str, target_db: float, s
         return model, info
     x = to_float(images)
     size = patch or min(x.shape[-2:])
-    work = Path(tempfile.mkdtemp(prefix="cmx_fold_"))
+    # with a fold_dir the training folder persists beside the cache, so a killed benchmark resumes the fold model
+    work = Path(fold_dir) / f"{fname[: -len('.safetensors')]}.work" if fold_dir else Path(tempfile.mkdtemp(
+        prefix="cmx_fold_"))
+    work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    done, val = 0, None
-    while True:
-        done = min(max_steps, steps if done == 0 else done + steps)
+    done, val = 0, float("nan")
+    if (work / "checkpoint.safetensors").is_file():
+        from contrimix_aug.training.resume import load_checkpoint
+
+        _, state = load_checkpoint(work / "checkpoint.safetensors")
+        done = int(state["step"])
+        val = state["val_history"][-1]["psnr"] if state.get("val_history") else float("nan")
+        log(f"  fold model {key}: resuming its training from step {done} ({work})")
+    while not (done and (val >= target_db or done >= max_steps) and (work / "weights.safetensors").is_file()):
+        if not (done and (val >= target_db or done >= max_steps)):
+            done = min(max_steps, steps if done == 0 else done + steps)
         cfg = TrainConfig.from_dict({
             **settings, "data": f"fold:{key}", "out": str(work), "steps": done, "patch_size": size, "seed": seed,
             "progress": False, "checkpoint_every": done, "val_every": done, "log_every": 0, "device": "auto",
             "val_size": min(64, max(4, len(x) // 10)), "bank_size": 256, "num_workers": 0,
             "channels": x.shape[1] if x.shape[1] in (1, 3) else None,
         })
-        trainer = Trainer(cfg, resume=done != steps, data=_Images(x))
+        trainer = Trainer(cfg, resume=(work / "checkpoint.safetensors").is_file(), data=_Images(x))
         trainer.run()
         val = trainer.val_history[-1]["psnr"] if trainer.val_history else float("nan")
         log(f"  fold model {key}: {done} steps, held-out PSNR {val:.2f} dB (target {target_db:.2f})")
-        if val >= target_db or done >= max_steps:
-            break
     model = contrimix_aug.load_model(str(work / "weights.safetensors"))
     info = {"recipe": recipe, "recipe_sha": tag, "steps": done, "train_images": int(len(x)),
             "train_s": round(time.perf_counter() - t0, 1), "heldout_psnr_db": round(float(val), 2),

@@ -8,8 +8,12 @@ differences with bootstrap intervals can be computed afterwards (:mod:`.stats`).
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -19,7 +23,7 @@ from . import classifier as CL
 from .methods import Method, to_float
 from .stats import mean_std, paired_bootstrap
 
-__all__ = ["Fold", "paired_table", "run_fold", "summarise"]
+__all__ = ["Fold", "Journal", "paired_table", "run_fold", "summarise"]
 
 
 @dataclass
@@ -38,15 +42,72 @@ class Fold:
     pretransformed: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
+class Journal:
+    """Finished runs, one JSON line each, so a killed benchmark resumes where it stopped.
+
+    The first line records the settings the runs were made with; a journal written under other settings is refused
+    (delete it, or pass another ``--work``/``--name``). A run is keyed by (dataset, held-out domain, method, seed).
+    """
+
+    def __init__(self, path: str | Path, settings: dict[str, Any]) -> None:
+        self.path = Path(path)
+        self.settings_sha = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        self.rows: dict[tuple, dict[str, Any]] = {}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        header = json.dumps({"settings_sha": self.settings_sha, "settings": settings}, default=str) + "\n"
+        try:  # exclusive create: two processes sharing a journal (e.g. one per held-out domain) write one header
+            with self.path.open("x") as f:
+                f.write(header)
+        except FileExistsError:
+            lines = self._lines()
+            if not lines or lines[0].get("settings_sha") != self.settings_sha:
+                raise SystemExit(f"{self.path} holds runs made with other settings (settings "
+                                 f"{lines[0].get('settings_sha') if lines else 'missing'}, now {self.settings_sha}); "
+                                 "delete it to start afresh, or write elsewhere with --work/--name")
+            for r in lines[1:]:
+                self.rows[self.key(r)] = r
+
+    @staticmethod
+    def key(r: dict[str, Any]) -> tuple:
+        return (r["dataset"], r["heldout"], r["method"], int(r["seed"]))
+
+    def get(self, dataset: str, heldout: str, method: str, seed: int) -> dict[str, Any] | None:
+        return self.rows.get((dataset, heldout, method, int(seed)))
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.rows[self.key(row)] = row
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        try:  # one write of one line: appends of concurrent processes do not interleave
+            os.write(fd, (json.dumps(row) + "\n").encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def reload(self) -> None:
+        """Re-read the rows (another process may have added some)."""
+        for r in self._lines()[1:]:
+            self.rows[self.key(r)] = r
+
+    def _lines(self) -> list[dict[str, Any]]:
+        out = []
+        for x in self.path.read_text().splitlines():
+            try:
+                out.append(json.loads(x))
+            except json.JSONDecodeError:  # a line torn by a kill during its write: that run is simply redone
+                continue
+        return out
+
+
 def _apply(m: Method, x: torch.Tensor, bs: int = 128) -> torch.Tensor:
     return torch.cat([m(x[i : i + bs]) for i in range(0, len(x), bs)]) if len(x) else x
 
 
 def run_fold(fold: Fold, methods: Callable[[int], list[Method]], seeds: Sequence[int], *, epochs: int,
              device: torch.device, batch_size: int, log: Callable[[str], None],
-             joint: Callable[[int], Any] | None = None) -> list[dict[str, Any]]:
+             joint: Callable[[int], Any] | None = None, journal: Journal | None = None) -> list[dict[str, Any]]:
     """Train and score every method of ``methods(seed)`` (and the joint protocol ``joint(seed)``, if given) for
-    every seed. Returns one row per (method, seed) with item-level correctness and scores."""
+    every seed. Returns one row per (method, seed) with item-level correctness and scores. Runs already in
+    ``journal`` are taken from it (logged as resumed); new ones are appended to it as they finish."""
     rows: list[dict[str, Any]] = []
     train_x, test_x = to_float(fold.train_x), to_float(fold.test_x)
     train_y = torch.from_numpy(fold.train_y).long()
@@ -56,6 +117,11 @@ def run_fold(fold: Fold, methods: Callable[[int], list[Method]], seeds: Sequence
         if joint is not None:
             entries.append((None, "contrimix-joint"))
         for m, name in entries:
+            done = journal.get(fold.dataset, fold.heldout, name, seed) if journal is not None else None
+            if done is not None:
+                rows.append(done)
+                log(f"[{fold.dataset}] {fold.heldout:12s} seed {seed} {name:22s} acc {done['acc']:.3f}  (resumed)")
+                continue
             t0 = time.perf_counter()
             prepare = None
             hook = None
@@ -88,6 +154,8 @@ def run_fold(fold: Fold, methods: Callable[[int], list[Method]], seeds: Sequence
                    "correct": (pred == item_y).astype(int).tolist(),
                    "score": prob.round(4).tolist() if prob is not None else None}
             rows.append(row)
+            if journal is not None:
+                journal.add(row)
             log(f"[{fold.dataset}] {fold.heldout:12s} seed {seed} {name:22s} acc {acc:.3f}  AUROC {row['auroc']:.3f}"
                 f"  ({row['seconds']:.1f}s{', peer failures %d' % row['peer_failures'] if row['peer_failures'] else ''})")
     return rows

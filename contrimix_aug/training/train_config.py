@@ -254,7 +254,7 @@ def load_config(path: str | os.PathLike) -> dict[str, Any]:
     return d
 
 
-RECIPES = ("he-lite", "camelyon", "fluorescence-lite", "authors")
+RECIPES = ("he-lite", "camelyon", "fluorescence-lite", "fluorescence-ls", "authors")
 """The recipes shipped in ``contrimix_aug/recipes`` (see its README)."""
 
 
