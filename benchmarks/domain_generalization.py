@@ -272,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="output file stem (default dg_<dataset>[_quick])")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--from-journal", action="store_true",
+                   help="train nothing: write the result files from the runs already journaled (e.g. to publish "
+                        "a partial run; the files say what is missing)")
     p.add_argument("--post-hoc", action="store_true",
                    help="camelyon16/bbbc021: the variants tried after the pre-registered run (POST_HOC), paired "
                         "against its rows; writes dg_<dataset>_posthoc*")
@@ -314,6 +317,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                "max_per_split")
     args.journal = None if not keep or args.coverage_only or args.dataset == "stain-transfer" else engine.Journal(
         work / "runs.jsonl", {"mode": mode, **{k: getattr(args, k, None) for k in affects if k != "mode"}})
+    if args.from_journal:
+        if args.journal is None:
+            raise SystemExit("--from-journal needs a journal: a full run, or --work with --quick")
+        have = {r["method"] for r in args.journal.rows.values()}
+        args.methods, args.seeds = [m for m in args.methods if m in have], []  # no method trains its fold model
     t0 = time.perf_counter()
     env = R.environment(["benchmarks/domain_generalization.py", *(argv if argv is not None else sys.argv[1:])])
 
@@ -332,6 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.journal is not None:  # runs of earlier invocations (other --methods / --seeds / --heldout) count too
         args.journal.reload()
         result["rows"] = list(args.journal.rows.values())
+        result["settings"]["seeds"] = (QUICK if args.quick else FULL)[args.dataset]["seeds"]  # the registered ones
         result.update(_completeness(args, result["rows"]))
         if args.post_hoc:  # the registered runs, read only, to pair the variants with
             reg = Path(args.work or "runs/benchmarks") / registered_stem / "runs.jsonl"

@@ -91,7 +91,8 @@ def real_section(run: dict, item: str) -> str:
         out.append(f"\n**{held}**" + (f" (best peer: `{bp}`)" if bp else "") + f": per-{item} accuracy and AUROC, "
                    f"mean ± std over seeds; paired difference in accuracy [95 % bootstrap interval over seeds and "
                    f"{item}s]\n\n")
-        rows = [{"method": s["method"], "kind": s["kind"], "accuracy": _pm(s["acc_mean"], s["acc_std"]),
+        rows = [{"method": s["method"], "kind": s["kind"], "seeds": s["seeds"],
+                 "accuracy": _pm(s["acc_mean"], s["acc_std"]),
                  "AUROC": _pm(s["auroc_mean"], s["auroc_std"]), "vs ERM": _ci(erm.get((held, s["method"]))),
                  "vs best peer": _ci(best.get((held, s["method"]))) if s["method"].startswith("contrimix") else ""}
                 for s in run["summary"] if s["heldout"] == held]
@@ -305,6 +306,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(DOCS / "benchmarks.md"))
     p.add_argument("--dg-dir", default=str(R.DOCS_DIR), help="where the dg_*.json files are")
     p.add_argument("--tp-dir", default=str(R.RESULTS_DIR), help="where the throughput_*.json files are")
+    p.add_argument("--check", action="store_true", help="exit 1 if --out differs from what the JSON files give")
     args = p.parse_args(argv)
     dg = _load(list(Path(args.dg_dir).glob("dg_*.json")))
     tp = _load(list(Path(args.tp_dir).glob("throughput_*.json")))
@@ -341,7 +343,15 @@ def main(argv=None) -> int:
     parts.append("\n## Throughput\n\n")
     tps = [r for r in tp if r.get("mode") == "full"] or tp
     parts.append(throughput_section(tps) if tps else "No result file yet.\n")
-    Path(args.out).write_text("".join(parts))
+    text = "".join(parts)
+    if args.check:
+        now = Path(args.out).read_text() if Path(args.out).is_file() else ""
+        if now != text:
+            print(f"{args.out} is stale: run python benchmarks/make_docs.py")
+            return 1
+        print(f"{args.out} matches the result files")
+        return 0
+    Path(args.out).write_text(text)
     print(f"wrote {args.out}")
     return 0
 

@@ -173,7 +173,7 @@ def per_sample(cmx_model: Any, tiles96: np.ndarray, args) -> dict[str, float]:
     torch.set_num_threads(1)
     try:
         aug = contrimix_module(cmx_model, "bank", 0, torch.device("cpu"))
-        xs = [to_float(t) for t in tiles96[:32]]
+        xs = list(to_float(tiles96[:32]))  # 32 single (3, 96, 96) images
         with torch.no_grad():
             r = bench(lambda: [aug(x) for x in xs], len(xs), torch.device("cpu"), args.warmup, args.repeats,
                       args.min_time)

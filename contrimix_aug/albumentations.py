@@ -53,13 +53,13 @@ def _model_device(model: ContriMixModel) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
-def _hwc_to_tensor(arr: np.ndarray, name: str) -> torch.Tensor:
-    """uint8 (0-255) or float32 ([0, 1]) numpy -> float32 tensor in [0, 1], same layout."""
+def _hwc_to_tensor(arr: np.ndarray, name: str, value_range: tuple[float, float] = (0.0, 1.0)) -> torch.Tensor:
+    """uint8 (0-255) or float32 (inside the weights' ``value_range``) numpy -> float32 tensor, same layout."""
     if arr.dtype == np.uint8:
         return torch.from_numpy(np.ascontiguousarray(arr)).float().div_(255.0)
     if arr.dtype == np.float32:
         x = torch.from_numpy(np.ascontiguousarray(arr))
-        check_image_values(x, name=name)
+        check_image_values(x, name=name, value_range=value_range)
         return x
     hint = {
         np.dtype(np.uint16): "img.astype(np.float32) / 65535 (16-bit data)",
@@ -225,11 +225,13 @@ class AlbumentationsContriMix(A.ImageOnlyTransform):
         else:
             want = f"(N, H, W, {c})" if stack else f"(H, W, {c})" + (" or (H, W)" if c == 1 else "")
             raise ValueError(f"ContriMix {name}: expected {want}, got a {arr.ndim}-D array of shape {arr.shape}.")
-        if arr4.shape[-3] < 8 or arr4.shape[-2] < 8:
-            raise ValueError(f"ContriMix {name}: images must be at least 8×8 px, got {arr4.shape[-3]}×{arr4.shape[-2]}.")
+        low = self._model.min_size  # the weights' metadata, as in the kornia/torchvision module
+        if arr4.shape[-3] < low or arr4.shape[-2] < low:
+            raise ValueError(f"ContriMix {name}: images must be at least {low}×{low} px (these weights' min_size), "
+                             f"got {arr4.shape[-3]}×{arr4.shape[-2]}.")
         if stack and arr4.shape[0] == 0:
             raise ValueError(f"ContriMix {name}: the stack is empty (shape {arr.shape}).")
-        x = _hwc_to_tensor(arr4, f"ContriMix {name}")
+        x = _hwc_to_tensor(arr4, f"ContriMix {name}", self._model.value_range)
         x = x.reshape(-1, *x.shape[-3:]).permute(0, 3, 1, 2)
         return x.to(_model_device(self._model), non_blocking=True), squeeze_c
 

@@ -1,7 +1,8 @@
 """Attribute banks: the attribute matrices of reference images, donors for single images and normalisation targets.
 
 :func:`resolve_bank` is the one place where a ``bank=`` argument is validated (the kornia/torchvision module,
-the albumentations adapter, checkpoint import and training all call it); :func:`compute_bank` encodes images.
+the albumentations adapter and checkpoint import call it); :func:`compute_bank` encodes images (for those and
+for the bank that training writes into its weights).
 """
 
 from __future__ import annotations

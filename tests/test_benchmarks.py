@@ -216,6 +216,12 @@ def test_journal_resumes_and_refuses_other_settings(tmp_path):
     j.add(row)
     again = Journal(tmp_path / "runs.jsonl", {"epochs": 30})
     assert again.get("d", "A->B", "erm", 3) == row and again.get("d", "A->B", "erm", 4) is None
+    other = Journal(tmp_path / "runs.jsonl", {"epochs": 30})  # a second process on the same journal
+    other.add({**row, "seed": 4})
+    assert again.get("d", "A->B", "erm", 4)["seed"] == 4  # seen without restarting
+    with (tmp_path / "runs.jsonl").open("a") as f:
+        f.write('{"dataset": "d", "heldout": "A->B", "method": "er')  # a line torn by a kill
+    assert len(Journal(tmp_path / "runs.jsonl", {"epochs": 30}).rows) == 2
     with pytest.raises(SystemExit, match="other settings"):
         Journal(tmp_path / "runs.jsonl", {"epochs": 8})
 
@@ -238,6 +244,13 @@ def test_a_killed_benchmark_resumes_its_finished_runs(data_root, tmp_path):
     assert [x["method"] for x in second["rows"]] == [x["method"] for x in first["rows"]]
     assert second["rows"][0]["correct"] == first["rows"][0]["correct"]
     assert not second["complete"] and second["runs_done"] == 2 and second["runs_planned"] == 12
+    r = _run([*args[:-2], "--work", str(tmp_path / "work"), "--from-journal", "--methods", "erm", "gain-gamma",
+              "contrimix-fold"])  # publish what is done, train nothing (contrimix-fold has no run: not built)
+    assert r.returncode == 0, r.stderr[-3000:] + r.stdout[-3000:]
+    assert "acc " not in r.stdout and "fold model" not in r.stdout
+    third = json.loads((tmp_path / "dg_bbbc021_quick.json").read_text())
+    assert [x["correct"] for x in third["rows"]] == [x["correct"] for x in second["rows"]]
+    assert "27801 contrimix-fold seed 0" in third["missing"]
 
 
 def test_post_hoc_variants_pair_with_the_registered_runs(data_root, tmp_path):

@@ -129,6 +129,12 @@ def test_readme_numbers_come_from_the_result_files() -> None:
     assert r.returncode == 0, "README results are stale: run python scripts/readme_results.py"
 
 
+def test_benchmarks_page_comes_from_the_result_files() -> None:
+    """docs/benchmarks.md is exactly what benchmarks/make_docs.py writes from the committed JSON files."""
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "make_docs.py"), "--check"], cwd=ROOT)
+    assert r.returncode == 0, "docs/benchmarks.md is stale: run python benchmarks/make_docs.py"
+
+
 def test_docs_name_no_removed_paths() -> None:
     """Sentences that name a file or module name one that exists."""
     stale = ("configs/he-lite.json", "configs/fluorescence-lite.json", "benchmarks/_common.py", "_data.py",

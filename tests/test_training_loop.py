@@ -183,8 +183,10 @@ def test_checkpoint_of_an_older_version_resumes_with_defaults(tile_folder, tmp_p
         Trainer(make_config(tile_folder, tmp_path / "run", steps=5, patch_scale=(1.0, 2.0)), resume=True)
 
 
-def test_small_image_fails_before_any_step(tile_folder, tmp_path, monkeypatch):
-    """A folder with one 64 px image among 128 px ones: Trainer construction fails, naming the file."""
+@pytest.mark.parametrize("val_size", [0, 5])
+def test_small_image_fails_before_any_step(tile_folder, tmp_path, monkeypatch, val_size):
+    """A folder with one 64 px image among 128 px ones: Trainer construction fails, naming the file, whether the
+    image falls in the training or the validation split."""
     folder = tmp_path / "mixed"
     folder.mkdir()
     tiles = [_read(p) for p in sorted(tile_folder.glob("*.png"))]
@@ -200,13 +202,19 @@ def test_small_image_fails_before_any_step(tile_folder, tmp_path, monkeypatch):
         raise AssertionError("a training step ran")
 
     monkeypatch.setattr(ContriMixLoss, "forward", no_step)
+    from contrimix_aug.training.stream import split_indices
+
+    small = sorted(p.name for p in folder.glob("*.png")).index("small_one.png")
+    # a seed whose split puts the small image where this case wants it (train for val_size 0, else validation)
+    seed = next(s for s in range(100) if (small in split_indices(6, val_size, s)[1]) == (val_size > 0))
+    role = "validation" if val_size else "training"
     with pytest.raises(ValueError) as err:
-        Trainer(make_config(folder, tmp_path / "out", patch_size=96, val_size=0))
+        Trainer(make_config(folder, tmp_path / "out", patch_size=96, val_size=val_size, seed=seed))
     msg = str(err.value)
-    assert str(folder / "small_one.png") in msg and "64×64 px is smaller than the patch size 96" in msg
+    assert str(folder / "small_one.png") in msg and f"{role} image of 64×64 px is smaller than the patch size 96" in msg
     assert "--patch-size" in msg and steps == []
     assert not (tmp_path / "out" / "checkpoint.safetensors").exists()
-    Trainer(make_config(folder, tmp_path / "out2", patch_size=64, val_size=0))  # fits: no error
+    Trainer(make_config(folder, tmp_path / "out2", patch_size=64, val_size=val_size, seed=seed))  # fits
 
 
 def test_no_progress_prints_a_line_per_validation_and_checkpoint(tile_folder, tmp_path, capsys):

@@ -434,3 +434,29 @@ def test_bundled_weights_reconstruct_real_tiles(name: str) -> None:
         rec = model(x)
     assert float(psnr(rec, x).mean()) > 25.0
     assert ContriMix(weights=name, p=1.0, seed=0)(x[:1]).shape == x[:1].shape  # a single image: bank donors
+
+
+def test_min_size_and_value_range_of_a_file_rule_every_front_door(tmp_path) -> None:
+    """A weights file's min_size / value_range are what ContriMix and the albumentations adapter accept."""
+    import dataclasses
+
+    import numpy as np
+
+    from contrimix_aug import ContriMix, load_model, save_weights
+    from contrimix_aug.albumentations import AlbumentationsContriMix
+
+    model = load_model("he")
+    path = tmp_path / "strict.safetensors"
+    save_weights(model, path, meta=dataclasses.replace(model.meta, min_size=32, value_range=(0.0, 0.5)))
+    aug = ContriMix(weights=str(path), p=1.0, seed=0)
+    assert aug(torch.full((2, 3, 32, 32), 0.4)).shape == (2, 3, 32, 32)
+    with pytest.raises(ValueError, match="32"):
+        aug(torch.full((2, 3, 16, 16), 0.4))
+    with pytest.raises(ValueError):
+        aug(torch.full((2, 3, 32, 32), 0.8))  # inside [0, 1] but outside this file's value_range
+    alb = AlbumentationsContriMix(weights=str(path), p=1.0)
+    with pytest.raises(ValueError, match="at least 32×32 px"):
+        alb(image=np.full((16, 16, 3), 100, np.uint8))
+    with pytest.raises(ValueError):
+        alb(image=np.full((32, 32, 3), 0.8, np.float32))
+    assert ContriMix(weights="he", p=1.0, seed=0)(torch.full((2, 3, 16, 16), 0.8)).shape[-1] == 16  # default: 8 px

@@ -72,7 +72,11 @@ class Journal:
         return (r["dataset"], r["heldout"], r["method"], int(r["seed"]))
 
     def get(self, dataset: str, heldout: str, method: str, seed: int) -> dict[str, Any] | None:
-        return self.rows.get((dataset, heldout, method, int(seed)))
+        """The finished run, if any (re-reading the file first: another process may have finished it)."""
+        key = (dataset, heldout, method, int(seed))
+        if key not in self.rows:
+            self.reload()
+        return self.rows.get(key)
 
     def add(self, row: dict[str, Any]) -> None:
         self.rows[self.key(row)] = row

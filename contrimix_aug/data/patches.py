@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import os
 import warnings
-import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
+from .._seeding import source_rng
 from ..tissue import check_rgb, ink_mask, integral, tissue_mask, window_sums
 from .readers import load_image
 from .registry import HE_SOURCES, get_source
@@ -245,11 +245,6 @@ def crop_patches(img: np.ndarray, coords: Sequence[tuple[int, int]], size: int) 
     if len(coords) == 0:
         return np.zeros((0, size, size) + img.shape[2:], img.dtype)
     return np.stack([img[y:y + size, x:x + size] for y, x in coords])
-
-
-def source_rng(seed: int, source_id: str) -> np.random.Generator:
-    """Generator for one source: depends on ``seed`` and the id only, not on the other sources chosen."""
-    return np.random.default_rng([int(seed), zlib.crc32(source_id.encode())])
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader
 from .._version import __version__
 from .._io import atomic_write, remove_stale_temp_files
 from .._seeding import derive_seed
+from ..bank import compute_bank
 from ..model import ContriMixModel
 from ..quality import psnr, reconstruction
 from ..weights import save_weights
@@ -164,6 +165,7 @@ class Trainer:
         if not self.train_idx:
             raise ValueError(f"data {cfg.data!r}: no training images left.")
         check_image_sizes(self.train_set, self.train_idx, cfg.patch_size)  # before step 0, naming the file
+        check_image_sizes(self.val_set, self.val_idx, cfg.patch_size, role="validation")
         self.model_config = cfg.model_config(in_channels=image_of(self.train_set[self.train_idx[0]]).shape[0])
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(derive_seed(cfg.seed, "init"))
@@ -316,15 +318,14 @@ class Trainer:
         g = torch.Generator().manual_seed(derive_seed(cfg.seed, "bank"))
         order = torch.randperm(len(self.train_idx), generator=g)[: cfg.bank_size].tolist()
         chosen = [self.train_idx[i] for i in order]
+        if not chosen:
+            return torch.zeros(0, self.model_config.in_channels, self.model_config.num_attributes)
         was_training = self.model.training
         self.model.eval()
-        out = []
-        for start in range(0, len(chosen), cfg.batch_size):
-            x = self._central_patches(self.train_set, chosen[start : start + cfg.batch_size]).to(self.device)
-            out.append(self.model.encode_attributes(x).float().cpu())
-        self.model.train(was_training)
-        c, k = self.model_config.in_channels, self.model_config.num_attributes
-        return torch.cat(out) if out else torch.zeros(0, c, k)
+        try:  # the package's one bank encoder (contrimix_aug.bank), on the central patches
+            return compute_bank(self.model, self._central_patches(self.train_set, chosen), batch_size=cfg.batch_size)
+        finally:
+            self.model.train(was_training)
 
     def _metrics(self) -> dict[str, Any]:
         cfg = self.config

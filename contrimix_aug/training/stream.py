@@ -50,8 +50,9 @@ def open_datasets(
     return data, train_idx, data, val_idx
 
 
-def check_image_sizes(dataset: Dataset, indices: Sequence[int], size: int) -> None:
-    """Refuse, before the first step, any image smaller than the patch size (naming the file).
+def check_image_sizes(dataset: Dataset, indices: Sequence[int], size: int, role: str = "training") -> None:
+    """Refuse, before the first step, any ``role`` (training / validation) image smaller than the patch size
+    (naming the file).
 
     Datasets that report their sizes cheaply (``image_sizes()``, e.g. image folders, read from file headers) are
     checked image by image; fixed-size datasets (the real sources, WILDS layouts) by their first item.
@@ -65,11 +66,11 @@ def check_image_sizes(dataset: Dataset, indices: Sequence[int], size: int) -> No
             i, (h, w) = bad[0]
             where = str(paths[i]) if paths is not None else f"item {i}"
             more = f" ({len(bad)} images in all)" if len(bad) > 1 else ""
-            raise ValueError(f"{where}: image of {h}×{w} px is smaller than the patch size {size}{more}; pass a "
-                             "smaller --patch-size or remove the image.")
+            raise ValueError(f"{where}: {role} image of {h}×{w} px is smaller than the patch size {size}{more}; "
+                             "pass a smaller --patch-size or remove the image.")
         return
     if indices:
-        _check_size(image_of(dataset[indices[0]]), size, f"training item {indices[0]}")
+        _check_size(image_of(dataset[indices[0]]), size, f"{role} item {indices[0]}")
 
 
 def image_of(item: Any) -> torch.Tensor:
