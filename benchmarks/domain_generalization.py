@@ -370,7 +370,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = args.out_dir
     R.write_json(out / f"{args.stem}.json", result)
     if result.get("coverage"):
-        R.write_csv(out / f"{args.stem}_coverage.csv", result["coverage"])
+        R.write_csv(out / (f"{args.stem}.csv" if args.coverage_only else f"{args.stem}_coverage.csv"),
+                    result["coverage"])
     if result.get("rows"):
         R.write_csv(out / f"{args.stem}_summary.csv", result["summary"])
         R.write_csv(out / f"{args.stem}_paired.csv", result["paired_vs_erm"] + result["paired_vs_best_peer"])

@@ -78,10 +78,7 @@ def real_section(run: dict, item: str) -> str:
                    + ("" if run["complete"] else
                       f" (the run continues where it stopped: same command; missing: {_missing(run['missing'])})")
                    + "\n")
-    for key, info in (run.get("notes", {}).get("contrimix_fold") or {}).items():
-        out.append(f"- per-fold ContriMix `{key}`: {info['steps']} steps on {info['train_images']} images "
-                   f"({info['train_s']} s), held-out PSNR {info['heldout_psnr_db']:.2f} dB against the target "
-                   f"{info['target_db']:.0f} dB: {'met' if info['target_met'] else '**not met**'}\n")
+    out.append(_fold_notes(run))
     for k, v in (run.get("notes", {}).get("contrimix") or {}).items():
         out.append(f"- `{k}`: {v}\n")
     erm = {(d["heldout"], d["method"]): d for d in run.get("paired_vs_erm", [])}
@@ -102,6 +99,15 @@ def real_section(run: dict, item: str) -> str:
         if (R.DOCS_DIR / png).is_file():
             out.append(f"\n![{alt}](benchmarks/{png})\n")
     return "".join(out) + "\n"
+
+
+def _fold_notes(run: dict) -> str:
+    """One line per per-fold ContriMix model: steps, images, the held-out PSNR reached against its target."""
+    return "".join(
+        f"- per-fold ContriMix `{key}`: {info['steps']} steps on {info['train_images']} images "
+        f"({info['train_s']} s), held-out PSNR {info['heldout_psnr_db']:.2f} dB against the target "
+        f"{info['target_db']:.0f} dB: {'met' if info['target_met'] else '**not met**'}\n"
+        for key, info in (run.get("notes", {}).get("contrimix_fold") or {}).items())
 
 
 def _missing(missing: list[str]) -> str:
@@ -315,12 +321,16 @@ def main(argv=None) -> int:
                                  ("bbbc021", "BBBC021: leave one plate out", "crop")):
         parts.append(f"\n## {title}\n\n")
         run = _pick(dg, dataset)
+        cov = _pick(dg, dataset, "coverage")
         if run is None:
-            parts.append("No result file yet.\n")
+            parts.append("No classifier run of the registered protocol has been written yet (the full protocol "
+                         "runs in parts on this CPU: see *Running it in parts* in "
+                         "[preregistration.md](benchmarks/preregistration.md)).\n")
+            if cov is not None:
+                parts.append(_fold_notes(cov) + coverage_section(cov))
             continue
         parts.append(f"Task: {run['task']}. Shift: {run['shift']}. Inputs: {run['inputs']}. Metrics: {run['metrics']}.\n\n")
         parts.append(real_section(run, item))
-        cov = _pick(dg, dataset, "coverage")
         if cov is not None:
             parts.append(coverage_section(cov))
         after = _pick(dg, dataset, post_hoc=True)
