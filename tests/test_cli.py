@@ -343,3 +343,22 @@ def test_library_modules_hold_no_argparse():
         if "import argparse" in text or "def register(" in text:
             offenders.append(str(path.relative_to(REPO)))
     assert offenders == []
+
+
+@pytest.mark.parametrize("error", [PermissionError(13, "Permission denied", "out/contrimix_demo.png"),
+                                   ImportError("reading .tif files needs tifffile: pip install tifffile"),
+                                   IsADirectoryError(21, "Is a directory", "contrimix_demo.png")])
+def test_os_and_missing_package_errors_are_one_line(error, monkeypatch, capsys):
+    """Errors a user fixes outside Python (permissions, a folder in the way, a missing optional package): one line,
+    exit 2; a bug (any other exception) keeps its traceback."""
+    import contrimix_aug.showcase as showcase
+
+    def boom(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(showcase, "run_demo", boom)
+    assert main(["demo"]) == EXIT_USAGE
+    assert str(error) in _one_error_line(capsys.readouterr().err, "demo")
+    monkeypatch.setattr(showcase, "run_demo", lambda *a, **k: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        main(["demo"])

@@ -116,3 +116,21 @@ def test_two_process_ddp(kind, tile_folder, grey_folder, tmp_path):
         assert w.config.content_bias_before_norm is False  # the recipes' lean convolutions
         assert w.config.mode == ("linear" if channels == 1 else "absorbance")
     assert not (Path(tmp_path) / "single" / "weights.safetensors").exists()
+
+
+@pytest.mark.parametrize("recipe", ["he-lite", "camelyon"])
+def test_torchrun_with_a_shipped_recipe(recipe, tile_folder, tmp_path):
+    """The command of the report, through torchrun and the CLI: two processes, a shipped recipe, a few steps."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+           "-m", "contrimix_aug.cli", "train", str(tile_folder), "--out", str(out), "--steps", "3", "--batch-size", "4",
+           "--config", recipe, "--patch-size", "32", "--device", "cpu", "--no-progress", "--num-workers", "0"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stderr[-4000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["steps"] == 3
+    assert load_weights(out / "weights.safetensors").meta.training["world_size"] == 2

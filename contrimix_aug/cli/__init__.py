@@ -1,7 +1,8 @@
 """``contrimix-aug`` command line: one module per subcommand, one error style for all of them.
 
 Every subcommand module has ``add_parser(subparsers)`` (which sets ``func``: ``args -> int``). Errors the user
-can fix (bad arguments, missing files or data, corrupted weights) print one line,
+can fix (bad arguments, missing or unreadable files or data, a missing optional package, corrupted weights) print
+one line,
 ``contrimix-aug COMMAND: error: MESSAGE``, and exit with status 2, like argparse's own usage errors; Ctrl-C exits
 with 130 after the subcommand has said what was kept. Library modules hold no argparse code.
 """
@@ -36,8 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _user_errors() -> tuple[type[BaseException], ...]:
     from ..data.cache import ChecksumError, SourceUnavailableError
 
-    return (ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError, NotADirectoryError,
-            SourceUnavailableError, ChecksumError)
+    # OSError covers missing files, permissions, full disks; ImportError an optional package that is not installed
+    # (its message names the pip command). Other exceptions are bugs and keep their traceback.
+    return (ValueError, TypeError, KeyError, OSError, ImportError, SourceUnavailableError, ChecksumError)
 
 
 def main(argv: list[str] | None = None) -> int:
