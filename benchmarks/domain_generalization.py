@@ -227,12 +227,27 @@ def run_stain_transfer(args, log) -> dict[str, Any]:
     return T.run(models, log)
 
 
-def _completeness(args, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Which runs of the registered protocol (every method x held-out domain x seed) are in ``rows``."""
+def _heldouts(dataset: str) -> tuple[str, ...] | None:
     from dg.tasks import bbbc021, camelyon16
 
-    heldouts = {"camelyon16": camelyon16.DIRECTIONS, "bbbc021": bbbc021.MIXED_PLATES}.get(args.dataset)
-    heldouts = list(heldouts or dict.fromkeys(r["heldout"] for r in rows))
+    return {"camelyon16": camelyon16.DIRECTIONS, "bbbc021": bbbc021.MIXED_PLATES}.get(dataset)
+
+
+def _ordered(args, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Journal rows in table order: registered held-out domains, then methods, then seeds."""
+    helds = list(_heldouts(args.dataset) or [])
+    names = [*METHODS.get(args.dataset, []), *POST_HOC.get(args.dataset, [])]
+
+    def key(r):
+        return (helds.index(r["heldout"]) if r["heldout"] in helds else len(helds), r["heldout"],
+                names.index(r["method"]) if r["method"] in names else len(names), r["method"], int(r["seed"]))
+
+    return sorted(rows, key=key)
+
+
+def _completeness(args, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Which runs of the registered protocol (every method x held-out domain x seed) are in ``rows``."""
+    heldouts = list(_heldouts(args.dataset) or dict.fromkeys(r["heldout"] for r in rows))
     seeds = (QUICK if args.quick else FULL)[args.dataset]["seeds"]
     have = {(r["heldout"], r["method"], int(r["seed"])) for r in rows}
     names = POST_HOC[args.dataset] if args.post_hoc else METHODS[args.dataset]
@@ -339,7 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result.update(runner(args, log))
     if args.journal is not None:  # runs of earlier invocations (other --methods / --seeds / --heldout) count too
         args.journal.reload()
-        result["rows"] = list(args.journal.rows.values())
+        result["rows"] = _ordered(args, list(args.journal.rows.values()))
         result["settings"]["seeds"] = (QUICK if args.quick else FULL)[args.dataset]["seeds"]  # the registered ones
         result.update(_completeness(args, result["rows"]))
         if args.post_hoc:  # the registered runs, read only, to pair the variants with
@@ -347,9 +362,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             lines = [json.loads(x) for x in reg.read_text().splitlines()[1:] if x.strip()] if reg.is_file() else []
             result["post_hoc"] = True
             result["registered_rows_from"] = str(reg)
-            result["rows"] = lines + result["rows"]
+            result["rows"] = _ordered(args, lines + result["rows"])
             log(f"post-hoc: paired with {len(lines)} registered runs from {reg}")
-        log(f"{result['runs_done']} of {result['runs_planned']} registered runs done"
+        log(f"{result['runs_done']} of {result['runs_planned']} planned runs done"
             + ("" if result["complete"] else f"; missing, e.g. {result['missing'][:3]}"))
     if result.get("rows"):
         order = list(dict.fromkeys([*METHODS.get(args.dataset, []), *POST_HOC.get(args.dataset, []),
