@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from .._checks import check_nonnegative, check_probability
-from ..optical_density import RUIFROK_HED, T_MIN_UINT8, rgb_to_od
+from ..optical_density import RUIFROK_HED, T_MIN_UINT8, od_to_rgb, rgb_to_od
 
 __all__ = ["RestainConfig", "restain"]
 
@@ -100,7 +100,7 @@ def _beer_lambert(x: torch.Tensor, cfg: RestainConfig, g: torch.Generator | None
     # shift only where there is stain, so glass stays glass
     conc = conc * scale + shift * (conc.clamp_min(0) > 0.02)
     od2 = torch.bmm(new_basis.transpose(1, 2), conc).clamp_min(0)
-    return torch.exp(-od2 * torch.log(torch.tensor(10.0, device=dev))).view_as(x).clamp(0, 1)
+    return od_to_rgb(od2).view_as(x)  # the package's one OD -> transmittance (clipped to [0, 1])
 
 
 def _lab(x: torch.Tensor, cfg: RestainConfig, g: torch.Generator | None) -> torch.Tensor:
