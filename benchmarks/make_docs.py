@@ -138,17 +138,22 @@ def post_hoc_section(run: dict, item: str) -> str:
             "([preregistration.md](benchmarks/preregistration.md), \"Post-hoc\").\n\n" + real_section(run, item))
 
 
-def coverage_section(run: dict) -> str:
-    """The colour-coverage diagnostic (dg/diagnostics.py): median nearest-training distance per method and domain."""
-    cov = run["coverage"]
-    helds = list(dict.fromkeys(c["heldout"] for c in cov))
-    rows = []
-    for m in dict.fromkeys(c["method"] for c in cov):
+def _pivot(items: list[dict], value, column=str, missing=None) -> list[dict]:
+    """Rows per method, one column per held-out domain: ``value(item)``, or ``missing`` where there is none."""
+    helds = list(dict.fromkeys(x["heldout"] for x in items))
+    out = []
+    for m in dict.fromkeys(x["method"] for x in items):
         row = {"method": m}
         for h in helds:
-            c = next((x for x in cov if x["method"] == m and x["heldout"] == h), None)
-            row[h] = c["nn_distance_median"] if c else None
-        rows.append(row)
+            x = next((y for y in items if y["method"] == m and y["heldout"] == h), None)
+            row[column(h)] = value(x) if x else missing
+        out.append(row)
+    return out
+
+
+def coverage_section(run: dict) -> str:
+    """The colour-coverage diagnostic (dg/diagnostics.py): median nearest-training distance per method and domain."""
+    rows = _pivot(run["coverage"], lambda c: c["nn_distance_median"])
     return ("\n**Why, measured: does the training set after each method cover the held-out domain's look?** "
             "Median over held-out crops of the distance to the nearest training-set feature vector (H&E: CIELAB "
             "mean and std over tissue; fluorescence: per-channel mean and std of log intensity; z-scored; "
@@ -215,14 +220,7 @@ def hgsc_section(runs: list[dict]) -> str:
         # per-domain pivot
         for ds in dict.fromkeys(p["dataset"] for p in h["per_domain"]):
             pd = [p for p in h["per_domain"] if p["dataset"] == ds]
-            helds = list(dict.fromkeys(p["heldout"] for p in pd))
-            piv = []
-            for m in dict.fromkeys(p["method"] for p in pd):
-                row = {"method": m}
-                for hd in helds:
-                    p = next((x for x in pd if x["method"] == m and x["heldout"] == hd), None)
-                    row[f"held-out {hd}"] = _pm(p["acc_ood_mean"], p["acc_ood_std"]) if p else "–"
-                piv.append(row)
+            piv = _pivot(pd, lambda p: _pm(p["acc_ood_mean"], p["acc_ood_std"]), lambda hd: f"held-out {hd}", "–")
             out.append(f"\nPer held-out stain ({ds}), accuracy mean ± std over seeds:\n\n")
             out.append(markdown_table(piv))
         png = Path(run["_file"]).with_suffix(".png").name

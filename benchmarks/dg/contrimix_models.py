@@ -83,8 +83,11 @@ def fold_model(key: str, images: np.ndarray, *, recipe: str, target_db: float, s
         done = int(state["step"])
         val = state["val_history"][-1]["psnr"] if state.get("val_history") else float("nan")
         log(f"  fold model {key}: resuming its training from step {done} ({work})")
-    while not (done and (val >= target_db or done >= max_steps) and (work / "weights.safetensors").is_file()):
-        if not (done and (val >= target_db or done >= max_steps)):
+    def trained() -> bool:  # a round has ended on target or on the step cap
+        return bool(done) and (val >= target_db or done >= max_steps)
+
+    while not (trained() and (work / "weights.safetensors").is_file()):
+        if not trained():  # else: the last round's export is missing (killed after its checkpoint): redo it
             done = min(max_steps, steps if done == 0 else done + steps)
         cfg = TrainConfig.from_dict({
             **settings, "data": f"fold:{key}", "out": str(work), "steps": done, "patch_size": size, "seed": seed,
