@@ -293,6 +293,12 @@ missing.
   slide identity and label are correlated (tumour patches mostly from `tumor_001`, normal ones mostly from
   `tumor_064`), a colour shortcut a classifier can learn; UMCU's 32 patches come from one slide. These sets are
   small (57 and 32 patches; 1,000 crops per plate), so single runs vary a lot: read the paired intervals.
+- **What the bundled weights saw**: `camelyon` was trained label-free on CAMELYON17 tiles of centres 0, 3 and 4,
+  and its attribute bank holds their stains. Centre 0 is Radboud UMC (CAMELYON17 lists RUMC, CWZ, UMCU, RST, LPON;
+  the tiles' mean colours agree) and centre 2, never seen, is UMC Utrecht. So on the primary direction
+  RUMC -> UMCU no ContriMix method has seen the test hospital; on UMCU -> RUMC the `contrimix-camelyon*` methods
+  saw unlabelled images of other RUMC slides (their bank variants draw RUMC-like stains), an advantage the peers
+  lack: on that direction only `contrimix-fold` and `contrimix-joint` are clean comparisons.
 - **Pre-registered**: the protocol, classifier and every hyper-parameter were fixed and committed before any
   held-out run ([preregistration.md](benchmarks/preregistration.md)); nothing was tuned on held-out data. Every
   run is reported, including those that lose.
