@@ -251,6 +251,19 @@ def test_a_killed_benchmark_resumes_its_finished_runs(data_root, tmp_path):
     third = json.loads((tmp_path / "dg_bbbc021_quick.json").read_text())
     assert [x["correct"] for x in third["rows"]] == [x["correct"] for x in second["rows"]]
     assert "27801 contrimix-fold seed 0" in third["missing"]
+    # a method with runs on one plate only: publishing every plate trains no fold model for the others
+    r = _run([*args[:4], "--out", str(tmp_path), "--threads", "2", "--no-plot", "--heldout", "27801",
+              "--methods", "contrimix-fold", "--work", str(tmp_path / "work")])
+    assert r.returncode == 0, r.stderr[-3000:] + r.stdout[-3000:]
+    folds = tmp_path / "work" / "dg_bbbc021_quick" / "folds"
+    before = sorted(x.name for x in folds.iterdir())
+    assert any(n.startswith("bbbc021-27801") for n in before)
+    r = _run([*args[:4], "--out", str(tmp_path), "--threads", "2", "--no-plot", "--from-journal",
+              "--work", str(tmp_path / "work")])
+    assert r.returncode == 0, r.stderr[-3000:] + r.stdout[-3000:]
+    assert "training the per-fold" not in r.stdout and sorted(x.name for x in folds.iterdir()) == before
+    fourth = json.loads((tmp_path / "dg_bbbc021_quick.json").read_text())
+    assert fourth["runs_done"] == 3 and list(fourth["notes"]["contrimix_fold"]) == ["bbbc021-27801"]
 
 
 def test_post_hoc_variants_pair_with_the_registered_runs(data_root, tmp_path):

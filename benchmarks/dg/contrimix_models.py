@@ -52,11 +52,12 @@ class _Images(torch.utils.data.Dataset):
 
 def fold_model(key: str, images: np.ndarray, *, recipe: str, target_db: float, seed: int = 0, steps: int = 600,
                max_steps: int = 2400, patch: int | None = None, fold_dir: str | Path | None = None,
-               overrides: dict[str, Any] | None = None, log=print) -> tuple[Any, dict[str, Any]]:
+               overrides: dict[str, Any] | None = None, train: bool = True, log=print) -> tuple[Any, dict[str, Any]]:
     """A ContriMix model trained on ``images`` ((N, H, W, C) uint8/uint16/float) only, with a quality gate.
 
     Returns (model, info): info records the recipe, steps, wall time, the held-out PSNR reached and whether it met
-    ``target_db``.
+    ``target_db``. With ``train=False`` only a finished model in ``fold_dir`` is returned; else (None, info saying
+    it is not trained) and nothing is trained.
     """
     import contrimix_aug
     from contrimix_aug.training import TrainConfig, Trainer, load_recipe
@@ -68,6 +69,8 @@ def fold_model(key: str, images: np.ndarray, *, recipe: str, target_db: float, s
         model = contrimix_aug.load_model(str(Path(fold_dir) / fname))
         info = dict(model.meta.extra.get("fold_info", {}), loaded_from=fname)
         return model, info
+    if not train:
+        return None, {"recipe": recipe, "recipe_sha": tag, "not_trained": True}
     x = to_float(images)
     size = patch or min(x.shape[-2:])
     # with a fold_dir the training folder persists beside the cache, so a killed benchmark resumes the fold model
