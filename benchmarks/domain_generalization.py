@@ -190,7 +190,7 @@ def examples(methods: list[Method], hs: dict, path: Path, log) -> None:
 def run_bbbc021(args, log) -> dict[str, Any]:
     from dg.tasks import bbbc021 as T
 
-    rows, notes, cov = [], {}, []
+    rows, notes, cov, pictured = [], {}, [], False
     for f in T.folds(args.max_per_plate):
         if args.heldout and f["test_plate"] not in args.heldout:
             continue
@@ -202,7 +202,35 @@ def run_bbbc021(args, log) -> dict[str, Any]:
         if not args.coverage_only:
             rows += engine.run_fold(fold, build, args.seeds, epochs=args.epochs, device=args.device_t,
                                     batch_size=args.batch_size, log=log, journal=args.journal)
+        if not args.no_plot and not pictured:
+            pictured = True
+            pic = methods_for(args.methods, f["contrimix_x"], f"bbbc021-{f['test_plate']}", args, notes, log,
+                              recipe="fluorescence-lite", target=TARGET_DB["fluorescence"], p=1.0)(0)
+            examples_bbbc021(f, pic, args.out_dir / f"{args.stem}_examples.png", log)
     return {**T.describe(), "rows": rows, "coverage": cov, "notes": _public(notes)}
+
+
+def examples_bbbc021(f: dict, methods: list[Method], path: Path, log, per_class: int = 3) -> None:
+    """Crops of the training plates and of the test plate, DMSO and cycloheximide, before/after each method
+    (channels DAPI, tubulin, actin shown as red, green, blue; p = 1)."""
+    g = np.random.default_rng(0)
+    cols, picks = [], []
+    for side in ("train", "test"):
+        for label, name in ((0, "DMSO"), (1, "CHX")):
+            idx = g.choice(np.flatnonzero(f[f"{side}_y"] == label), per_class, replace=False)
+            picks.append((side, idx))
+            plate = f["test_plate"] if side == "test" else "+".join(f["train_plates"])
+            cols += [f"{plate} {name}"] * per_class
+    raw = np.concatenate([f[f"{side}_x"][i] for side, i in picks])
+    rows = [("input", to_uint8_hwc(to_float(raw)))]
+    for m in methods:
+        if m.name == "plate-zscore":  # a pretransformed input: the z-scored crops themselves
+            rows.append((m.name, to_uint8_hwc(to_float(np.concatenate([f[f"{side}_z"][i] for side, i in picks])))))
+        elif m.kind != "none":
+            rows.append((m.name, to_uint8_hwc(m(to_float(raw)))))
+    plots.plot_examples(rows, cols, path, "BBBC021 crops before/after each method (DAPI, tubulin, actin as R, G, B; "
+                        "one draw, p = 1; batch donors come from these crops)")
+    log(f"wrote {path}")
 
 
 def run_hgsc(args, log) -> dict[str, Any]:
