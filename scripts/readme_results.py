@@ -66,8 +66,66 @@ def quality() -> str:
 POST_HOC_NAMES = ("contrimix-camelyon-bank",)
 
 
+POST_HOC_BBBC021 = ("contrimix-fold-ls8",)
+
+
 def _summary(run: dict) -> dict:
     return {(s["heldout"], s["method"]): s for s in run["summary"]}
+
+
+def _arrow(held: str) -> str:
+    return held.replace("->", " → ")
+
+
+def _table(run: dict, post: dict | None, post_names: tuple[str, ...], helds: tuple[str, ...], domain: str,
+           metric: str, title: str) -> list[str]:
+    """Accuracy and AUROC per method (registered, then post-hoc rows) and held-out domain; partial runs give n."""
+    s = {**_summary(run), **{k: v for k, v in (_summary(post) if post else {}).items() if k[1] in post_names}}
+    seeds = run["settings"]["seeds"]
+    partial = run.get("complete") is False or bool(post and post.get("complete") is False)
+    out = [f"{title} ({metric} accuracy and AUROC, mean ± std over "
+           + (f"the seeds run so far, of the {len(seeds)} registered (n per cell)" if partial else f"{len(seeds)} seeds")
+           + f"; the same small classifier, epochs and p = {run['augmentation_p']} for every method):\n"]
+    if partial:
+        done = f"{run['runs_done']} of the {run['runs_planned']} registered runs"
+        if post:
+            done += f" and {post['runs_done']} of the {post['runs_planned']} post-hoc runs"
+        out.append(f"**Partial run: {done} are done** (the 2-core CPU runs the protocol in parts; the missing runs "
+                   "are listed in docs/benchmarks.md). Post-hoc rows were chosen after the diagnostic, not "
+                   "pre-registered.\n")
+    head = domain if domain == "plate" else ""
+    out.append("| method | " + " | ".join(f"{'test plate ' + h if head else _arrow(h) + ' accuracy'} | AUROC"
+                                          for h in helds) + " |")
+    out.append("|---|" + "---|---|" * len(helds))
+
+    def cell(r, k):
+        if not r:
+            return "–"
+        return f"{r[k + '_mean']:.3f} ± {r[k + '_std']:.3f}" + (f" (n={r['seeds']})" if partial else "")
+
+    methods = [*run["settings"]["methods"], *(m for m in post_names if any(k[1] == m for k in s))]
+    for m in methods:
+        out.append(f"| {LABELS.get(m, m)} | " + " | ".join(f"{cell(s.get((h, m)), 'acc')} | "
+                                                          f"{cell(s.get((h, m)), 'auroc')}" for h in helds) + " |")
+    out.append("")
+    return out
+
+
+def _versus_best(run: dict, post: dict | None, names: tuple[str, ...], helds: tuple[str, ...]) -> list[str]:
+    """One line per (ContriMix method, held-out domain): its paired difference to the best peer."""
+    out = []
+    for name in names:
+        for held in helds:
+            for r in (run, post):
+                bp = (r or {}).get("best_peer", {}).get(held)
+                d = next((x for x in (r or {}).get("paired_vs_best_peer", []) if x["heldout"] == held
+                          and x["method"] == name), None)
+                if bp and d:
+                    out.append(f"{_arrow(held)}: `{name}` minus the best peer (`{bp}`): {d['diff']:+.3f} accuracy, "
+                               f"95 % interval [{d['lo']:+.3f}, {d['hi']:+.3f}] (better in {d['seeds_a_better']} "
+                               f"of {d['seeds']} seeds).")
+                    break  # a post-hoc file repeats the registered rows
+    return out + [""]
 
 
 def benchmarks() -> str:
@@ -78,56 +136,15 @@ def benchmarks() -> str:
            "([docs/benchmarks.md](docs/benchmarks.md)). Written by `scripts/readme_results.py` from the JSON.\n"]
     if c16:
         post = _json(ROOT / "docs/benchmarks/dg_camelyon16_posthoc.json")
-        s = {**_summary(c16), **{k: v for k, v in (_summary(post) if post else {}).items()
-                                 if k[1] in POST_HOC_NAMES}}
-        seeds = c16["settings"]["seeds"]
-        partial = c16.get("complete") is False
-        out.append(f"**CAMELYON16**, tumour vs normal, trained on one hospital's patches and tested on the other's "
-                   f"(per-patch accuracy and AUROC, mean ± std over "
-                   + (f"the seeds run so far, of the {len(seeds)} registered (n per cell)" if partial
-                      else f"{len(seeds)} seeds")
-                   + f"; the same small classifier, epochs and p = {c16['augmentation_p']} for every method):\n")
-        if partial:
-            out.append(f"**Partial run: {c16['runs_done']} of the {c16['runs_planned']} registered runs are done** "
-                       "(the 2-core CPU runs the protocol in parts; the missing runs are listed in "
-                       "docs/benchmarks.md). Post-hoc rows were chosen after the diagnostic, not pre-registered.\n")
-        out.append("| method | RUMC → UMCU accuracy | AUROC | UMCU → RUMC accuracy | AUROC |")
-        out.append("|---|---|---|---|---|")
-        methods = [*c16["settings"]["methods"], *(m for m in POST_HOC_NAMES if post and
-                                                  any(k[1] == m for k in s))]
-        for m in methods:
-            a, b = s.get(("RUMC->UMCU", m)), s.get(("UMCU->RUMC", m))
-
-            def cell(r, k):
-                if not r:
-                    return "–"
-                return f"{r[k + '_mean']:.3f} ± {r[k + '_std']:.3f}" + (f" (n={r['seeds']})" if partial else "")
-
-            out.append(f"| {LABELS.get(m, m)} | {cell(a, 'acc')} | {cell(a, 'auroc')} | {cell(b, 'acc')} | "
-                       f"{cell(b, 'auroc')} |")
-        out.append("")
-        for run, name in ((c16, "contrimix-camelyon"), (post, "contrimix-camelyon-bank")):
-            for held in ("RUMC->UMCU", "UMCU->RUMC"):
-                bp = (run or {}).get("best_peer", {}).get(held)
-                d = next((x for x in (run or {}).get("paired_vs_best_peer", []) if x["heldout"] == held
-                          and x["method"] == name), None)
-                if bp and d:
-                    out.append(f"{held.replace('->', ' → ')}: `{name}` minus the best peer (`{bp}`): "
-                               f"{d['diff']:+.3f} accuracy, 95 % interval [{d['lo']:+.3f}, {d['hi']:+.3f}] "
-                               f"(better in {d['seeds_a_better']} of {d['seeds']} seeds).")
-        out.append("")
+        out += _table(c16, post, POST_HOC_NAMES, ("RUMC->UMCU", "UMCU->RUMC"), "patch", "per-patch",
+                      "**CAMELYON16**, tumour vs normal, trained on one hospital's patches and tested on the other's")
+        out += _versus_best(c16, post, ("contrimix-camelyon", "contrimix-camelyon-bank"), ("RUMC->UMCU", "UMCU->RUMC"))
     if bb:
-        s = _summary(bb)
-        plates = list(dict.fromkeys(x["heldout"] for x in bb["summary"]))
-        out.append(f"**BBBC021**, DMSO vs cycloheximide, leave one plate out (per-crop accuracy, mean ± std over "
-                   f"{len(bb['settings']['seeds'])} seeds):\n")
-        out.append("| method | " + " | ".join(f"test plate {p}" for p in plates) + " |")
-        out.append("|---|" + "---|" * len(plates))
-        for m in bb["settings"]["methods"]:
-            out.append(f"| {LABELS.get(m, m)} | " + " | ".join(
-                f"{s[(p, m)]['acc_mean']:.3f} ± {s[(p, m)]['acc_std']:.3f}" if (p, m) in s else "–" for p in plates)
-                + " |")
-        out.append("")
+        post = _json(ROOT / "docs/benchmarks/dg_bbbc021_posthoc.json")
+        plates = ("27801", "27821", "27861")
+        out += _table(bb, post, POST_HOC_BBBC021, plates, "plate", "per-crop",
+                      "**BBBC021**, DMSO vs cycloheximide, leave one plate out")
+        out += _versus_best(bb, post, ("contrimix-fold", "contrimix-fold-ls8"), plates)
     if tp:
         checks = {c["target"]: c["value"] for c in tp["checks"]}
         v = lambda k: checks.get(k, float("nan"))  # noqa: E731
