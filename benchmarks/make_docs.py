@@ -298,7 +298,8 @@ missing.
   the tiles' mean colours agree) and centre 2, never seen, is UMC Utrecht. So on the primary direction
   RUMC -> UMCU no ContriMix method has seen the test hospital; on UMCU -> RUMC the `contrimix-camelyon*` methods
   saw unlabelled images of other RUMC slides (their bank variants draw RUMC-like stains), an advantage the peers
-  lack: on that direction only `contrimix-fold` and `contrimix-joint` are clean comparisons.
+  lack: on that direction `contrimix-fold`, `contrimix-joint` and `contrimix-he` (trained on other labs) are the
+  clean comparisons.
 - **Pre-registered**: the protocol, classifier and every hyper-parameter were fixed and committed before any
   held-out run ([preregistration.md](benchmarks/preregistration.md)); nothing was tuned on held-out data. Every
   run is reported, including those that lose.
