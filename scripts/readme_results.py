@@ -77,9 +77,10 @@ def _arrow(held: str) -> str:
     return held.replace("->", " → ")
 
 
-def _table(run: dict, post: dict | None, post_names: tuple[str, ...], helds: tuple[str, ...], domain: str,
+def _table(run: dict, post: dict | None, post_names: tuple[str, ...], helds: tuple[str, ...], column,
            metric: str, title: str) -> list[str]:
-    """Accuracy and AUROC per method (registered, then post-hoc rows) and held-out domain; partial runs give n."""
+    """Accuracy and AUROC per method (registered, then post-hoc rows) and held-out domain (its accuracy column
+    headed ``column(held)``); partial runs give n."""
     s = {**_summary(run), **{k: v for k, v in (_summary(post) if post else {}).items() if k[1] in post_names}}
     seeds = run["settings"]["seeds"]
     partial = run.get("complete") is False or bool(post and post.get("complete") is False)
@@ -93,9 +94,7 @@ def _table(run: dict, post: dict | None, post_names: tuple[str, ...], helds: tup
         out.append(f"**Partial run: {done} are done** (the 2-core CPU runs the protocol in parts; the missing runs "
                    "are listed in docs/benchmarks.md). Post-hoc rows were chosen after the diagnostic, not "
                    "pre-registered.\n")
-    head = domain if domain == "plate" else ""
-    out.append("| method | " + " | ".join(f"{'test plate ' + h if head else _arrow(h) + ' accuracy'} | AUROC"
-                                          for h in helds) + " |")
+    out.append("| method | " + " | ".join(f"{column(h)} | AUROC" for h in helds) + " |")
     out.append("|---|" + "---|---|" * len(helds))
 
     def cell(r, k):
@@ -136,7 +135,8 @@ def benchmarks() -> str:
            "([docs/benchmarks.md](docs/benchmarks.md)). Written by `scripts/readme_results.py` from the JSON.\n"]
     if c16:
         post = _json(ROOT / "docs/benchmarks/dg_camelyon16_posthoc.json")
-        out += _table(c16, post, POST_HOC_NAMES, ("RUMC->UMCU", "UMCU->RUMC"), "patch", "per-patch",
+        out += _table(c16, post, POST_HOC_NAMES, ("RUMC->UMCU", "UMCU->RUMC"),
+                      lambda h: f"{_arrow(h)} accuracy", "per-patch",
                       "**CAMELYON16**, tumour vs normal, trained on one hospital's patches and tested on the other's")
         out += _versus_best(c16, post, ("contrimix-camelyon", "contrimix-camelyon-both", "contrimix-fold",
                                         "contrimix-camelyon-bank"), ("RUMC->UMCU", "UMCU->RUMC"))
@@ -148,7 +148,7 @@ def benchmarks() -> str:
     if bb:
         post = _json(ROOT / "docs/benchmarks/dg_bbbc021_posthoc.json")
         plates = ("27801", "27821", "27861")
-        out += _table(bb, post, POST_HOC_BBBC021, plates, "plate", "per-crop",
+        out += _table(bb, post, POST_HOC_BBBC021, plates, lambda p: f"test plate {p}", "per-crop",
                       "**BBBC021**, DMSO vs cycloheximide, leave one plate out")
         out += _versus_best(bb, post, ("contrimix-fold", "contrimix-fold-ls8"), plates)
     if tp:
