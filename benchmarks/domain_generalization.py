@@ -20,7 +20,6 @@ correctness, summary, paired differences with 95 % bootstrap intervals), CSVs an
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -390,7 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result.update(_completeness(args, result["rows"]))
         if args.post_hoc:  # the registered runs, read only, to pair the variants with
             reg = Path(args.work or "runs/benchmarks") / registered_stem / "runs.jsonl"
-            lines = [json.loads(x) for x in reg.read_text().splitlines()[1:] if x.strip()] if reg.is_file() else []
+            lines = engine.Journal.read(reg)
             result["post_hoc"] = True
             result["registered_rows_from"] = str(reg)
             result["rows"] = _ordered(args, lines + result["rows"])

@@ -222,6 +222,9 @@ def test_journal_resumes_and_refuses_other_settings(tmp_path):
     with (tmp_path / "runs.jsonl").open("a") as f:
         f.write('{"dataset": "d", "heldout": "A->B", "method": "er')  # a line torn by a kill
     assert len(Journal(tmp_path / "runs.jsonl", {"epochs": 30}).rows) == 2
+    other.add({**row, "acc": 0.5})  # two processes that both finished seed 3: the run counts once, the last kept
+    assert sorted((r["seed"], r["acc"]) for r in Journal.read(tmp_path / "runs.jsonl")) == [(3, 0.5), (4, 0.75)]
+    assert Journal.read(tmp_path / "absent.jsonl") == []
     with pytest.raises(SystemExit, match="other settings"):
         Journal(tmp_path / "runs.jsonl", {"epochs": 8})
 

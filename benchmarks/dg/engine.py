@@ -80,9 +80,11 @@ class Journal:
 
     def add(self, row: dict[str, Any]) -> None:
         self.rows[self.key(row)] = row
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND)
         try:  # one write of one line: appends of concurrent processes do not interleave
-            os.write(fd, (json.dumps(row) + "\n").encode())
+            size = os.fstat(fd).st_size  # a line torn by a kill ends without a newline: do not append to it
+            lead = b"\n" if size and os.pread(fd, 1, size - 1) != b"\n" else b""
+            os.write(fd, lead + (json.dumps(row) + "\n").encode())
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -92,14 +94,25 @@ class Journal:
         for r in self._lines()[1:]:
             self.rows[self.key(r)] = r
 
+    @classmethod
+    def read(cls, path: str | Path) -> list[dict[str, Any]]:
+        """The finished runs of the journal at ``path``, read only (none if there is no file): one row per key, the
+        last written, as a :class:`Journal` sees them (two processes may both have finished the same run)."""
+        rows = {cls.key(r): r for r in _json_lines(Path(path))[1:]} if Path(path).is_file() else {}
+        return list(rows.values())
+
     def _lines(self) -> list[dict[str, Any]]:
-        out = []
-        for x in self.path.read_text().splitlines():
-            try:
-                out.append(json.loads(x))
-            except json.JSONDecodeError:  # a line torn by a kill during its write: that run is simply redone
-                continue
-        return out
+        return _json_lines(self.path)
+
+
+def _json_lines(path: Path) -> list[dict[str, Any]]:
+    out = []
+    for x in path.read_text().splitlines():
+        try:
+            out.append(json.loads(x))
+        except json.JSONDecodeError:  # a line torn by a kill during its write: that run is simply redone
+            continue
+    return out
 
 
 def _apply(m: Method, x: torch.Tensor, bs: int = 128) -> torch.Tensor:
