@@ -179,10 +179,22 @@ def examples(methods: list[Method], hs: dict, path: Path, log) -> None:
         idx = g.choice(len(h.x), 4, replace=False)
         imgs.append(h.x[idx])
         cols += [f"{name} {'tumour' if h.y[i] else 'normal'}" for i in idx]
-    x = to_float(np.concatenate(imgs))
-    rows = [("input", np.concatenate(imgs))] + [(m.name, to_uint8_hwc(m(x))) for m in methods if m.kind != "none"]
-    plots.plot_examples(rows, cols, path, "the same crops before/after each method (one draw, p = 1; batch donors "
-                        "come from this mixed batch)")
+    _before_after(np.concatenate(imgs), methods, cols, path, log, "the same crops before/after each method (one "
+                  "draw, p = 1; batch donors come from this mixed batch)")
+
+
+def _before_after(raw: np.ndarray, methods: list[Method], cols: Sequence[str], path: Path, log, title: str,
+                  pretransformed: dict[str, np.ndarray] | None = None) -> None:
+    """The example grid: ``raw`` (N, H, W, C) crops as the input row, then one row per method applied to them
+    (``pretransformed[name]``: that method's own (N, H, W, C) version of the crops; identity methods skipped)."""
+    x = to_float(raw)
+    rows = [("input", to_uint8_hwc(x))]
+    for m in methods:
+        if pretransformed and m.name in pretransformed:
+            rows.append((m.name, to_uint8_hwc(to_float(pretransformed[m.name]))))
+        elif m.kind != "none":
+            rows.append((m.name, to_uint8_hwc(m(x))))
+    plots.plot_examples(rows, cols, path, title)
     log(f"wrote {path}")
 
 
@@ -221,15 +233,9 @@ def examples_bbbc021(f: dict, methods: list[Method], path: Path, log, per_class:
             plate = f["test_plate"] if side == "test" else "+".join(f["train_plates"])
             cols += [f"{plate} {name}"] * per_class
     raw = np.concatenate([f[f"{side}_x"][i] for side, i in picks])
-    rows = [("input", to_uint8_hwc(to_float(raw)))]
-    for m in methods:
-        if m.name == "plate-zscore":  # a pretransformed input: the z-scored crops themselves
-            rows.append((m.name, to_uint8_hwc(to_float(np.concatenate([f[f"{side}_z"][i] for side, i in picks])))))
-        elif m.kind != "none":
-            rows.append((m.name, to_uint8_hwc(m(to_float(raw)))))
-    plots.plot_examples(rows, cols, path, "BBBC021 crops before/after each method (DAPI, tubulin, actin as R, G, B; "
-                        "one draw, p = 1; batch donors come from these crops)")
-    log(f"wrote {path}")
+    zscored = np.concatenate([f[f"{side}_z"][i] for side, i in picks])  # plate-zscore's input: the z-scored crops
+    _before_after(raw, methods, cols, path, log, "BBBC021 crops before/after each method (DAPI, tubulin, actin as R, "
+                  "G, B; one draw, p = 1; batch donors come from these crops)", pretransformed={"plate-zscore": zscored})
 
 
 def run_hgsc(args, log) -> dict[str, Any]:

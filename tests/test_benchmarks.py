@@ -202,6 +202,7 @@ def test_domain_generalization_quick(dataset, data_root, tmp_path):
         assert len(row["correct"]) == row["n_test_items"]
     assert res["paired_vs_erm"] and res["environment"]["versions"]["torch"]
     assert (tmp_path / f"dg_{dataset}_quick.png").is_file()
+    assert (tmp_path / f"dg_{dataset}_quick_examples.png").stat().st_size > 10_000  # before/after crops per method
     assert {c["method"] for c in res["coverage"]} >= set(DG.METHODS[dataset]) - {"contrimix-joint"}
     if dataset == "camelyon16":
         fold = next(iter(res["notes"]["contrimix_fold"].values()))
