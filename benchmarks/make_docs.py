@@ -109,7 +109,7 @@ def _fold_notes(run: dict) -> str:
     """One line per per-fold ContriMix model: steps, images, the held-out PSNR reached against its target."""
     return "".join(
         f"- per-fold ContriMix `{key}`: {info['steps']} steps on {info['train_images']} images "
-        f"({info['train_s']} s), held-out PSNR {info['heldout_psnr_db']:.2f} dB against the target "
+        f"({info['train_s']} s of training), held-out PSNR {info['heldout_psnr_db']:.2f} dB against the target "
         f"{info['target_db']:.0f} dB: {'met' if info['target_met'] else '**not met**'}\n"
         for key, info in (run.get("notes", {}).get("contrimix_fold") or {}).items())
 

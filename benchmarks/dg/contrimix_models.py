@@ -55,9 +55,9 @@ def fold_model(key: str, images: np.ndarray, *, recipe: str, target_db: float, s
                overrides: dict[str, Any] | None = None, train: bool = True, log=print) -> tuple[Any, dict[str, Any]]:
     """A ContriMix model trained on ``images`` ((N, H, W, C) uint8/uint16/float) only, with a quality gate.
 
-    Returns (model, info): info records the recipe, steps, wall time, the held-out PSNR reached and whether it met
-    ``target_db``. With ``train=False`` only a finished model in ``fold_dir`` is returned; else (None, info saying
-    it is not trained) and nothing is trained.
+    Returns (model, info): info records the recipe, steps, training time (summed over resumed rounds), the
+    held-out PSNR reached and whether it met ``target_db``. With ``train=False`` only a finished model in
+    ``fold_dir`` is returned; else (None, info saying it is not trained) and nothing is trained.
     """
     import contrimix_aug
     from contrimix_aug.training import TrainConfig, Trainer, load_recipe
@@ -103,8 +103,13 @@ def fold_model(key: str, images: np.ndarray, *, recipe: str, target_db: float, s
         val = trainer.val_history[-1]["psnr"] if trainer.val_history else float("nan")
         log(f"  fold model {key}: {done} steps, held-out PSNR {val:.2f} dB (target {target_db:.2f})")
     model = contrimix_aug.load_model(str(work / "weights.safetensors"))
+    train_s = time.perf_counter() - t0
+    if (work / "checkpoint.safetensors").is_file():  # summed over every resumed round, not this call's share
+        from contrimix_aug.training.resume import load_checkpoint
+
+        train_s = float(load_checkpoint(work / "checkpoint.safetensors")[1].get("train_seconds", train_s))
     info = {"recipe": recipe, "recipe_sha": tag, "steps": done, "train_images": int(len(x)),
-            "train_s": round(time.perf_counter() - t0, 1), "heldout_psnr_db": round(float(val), 2),
+            "train_s": round(train_s, 1), "heldout_psnr_db": round(float(val), 2),
             "target_db": target_db, "target_met": bool(val >= target_db)}
     if fold_dir:
         Path(fold_dir).mkdir(parents=True, exist_ok=True)
