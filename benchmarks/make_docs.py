@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from statistics import fmean
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -82,7 +83,7 @@ def real_section(run: dict, item: str) -> str:
                    + ("" if run["complete"] else
                       f" (the run continues where it stopped: same command; missing: {_missing(run['missing'])})")
                    + "\n")
-    out.append(_fold_notes(run))
+    out.append(_fold_notes(run) + _joint_notes(run))
     for k, v in (run.get("notes", {}).get("contrimix") or {}).items():
         out.append(f"- `{k}`: {v}\n")
     erm = {(d["heldout"], d["method"]): d for d in run.get("paired_vs_erm", [])}
@@ -103,6 +104,20 @@ def real_section(run: dict, item: str) -> str:
         if (R.DOCS_DIR / png).is_file():
             out.append(f"\n![{alt}](benchmarks/{png})\n")
     return "".join(out) + "\n"
+
+
+def _joint_notes(run: dict) -> str:
+    """One line per held-out domain: how faithfully the jointly trained ContriMix (whose self-reconstruction the
+    classifier sees at test time) renders training- and test-domain crops, over the runs that measured it."""
+    out = []
+    for held in dict.fromkeys(r["heldout"] for r in run.get("rows", [])):
+        rs = [r for r in run["rows"] if r["heldout"] == held and r["method"] == "contrimix-joint"
+              and r.get("test_recon_psnr_db") is not None]
+        if rs:
+            out.append(f"- `contrimix-joint` {held}: self-reconstruction PSNR of its ContriMix, mean over {len(rs)} "
+                       f"runs: {fmean(r['train_recon_psnr_db'] for r in rs):.2f} dB on training-domain crops, "
+                       f"{fmean(r['test_recon_psnr_db'] for r in rs):.2f} dB on test-domain crops\n")
+    return "".join(out)
 
 
 def _fold_notes(run: dict) -> str:

@@ -205,6 +205,8 @@ def test_domain_generalization_quick(dataset, data_root, tmp_path):
     assert (tmp_path / f"dg_{dataset}_quick_examples.png").stat().st_size > 10_000  # before/after crops per method
     assert {c["method"] for c in res["coverage"]} >= set(DG.METHODS[dataset]) - {"contrimix-joint"}
     if dataset == "camelyon16":
+        joint = [r for r in res["rows"] if r["method"] == "contrimix-joint"]
+        assert joint and all(0 < r["train_recon_psnr_db"] < 100 and 0 < r["test_recon_psnr_db"] < 100 for r in joint)
         fold = next(iter(res["notes"]["contrimix_fold"].values()))
         assert fold["steps"] > 0 and "heldout_psnr_db" in fold and "target_met" in fold
 

@@ -170,6 +170,12 @@ def run_fold(fold: Fold, methods: Callable[[int], list[Method]], seeds: Sequence
                    "peer_failures": 0 if m is None else m.failures, "seconds": round(time.perf_counter() - t0, 1),
                    "correct": (pred == item_y).astype(int).tolist(),
                    "score": prob.round(4).tolist() if prob is not None else None}
+            if m is None:  # does the jointly trained ContriMix still render each hospital faithfully?
+                from contrimix_aug.quality import reconstruction
+
+                hook.model.eval()
+                for side, xs in (("train", xtr), ("test", xte)):
+                    row[f"{side}_recon_psnr_db"] = round(float(reconstruction(hook.model, xs)["psnr"].mean()), 2)
             rows.append(row)
             if journal is not None:
                 journal.add(row)
