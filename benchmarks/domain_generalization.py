@@ -235,7 +235,8 @@ def examples_bbbc021(f: dict, methods: list[Method], path: Path, log, per_class:
     raw = np.concatenate([f[f"{side}_x"][i] for side, i in picks])
     zscored = np.concatenate([f[f"{side}_z"][i] for side, i in picks])  # plate-zscore's input: the z-scored crops
     _before_after(raw, methods, cols, path, log, "BBBC021 crops before/after each method (DAPI, tubulin, actin as R, "
-                  "G, B; one draw, p = 1; batch donors come from these crops)", pretransformed={"plate-zscore": zscored})
+                  "G, B; one draw, p = 1; batch donors come from these crops)",
+                  pretransformed={"plate-zscore": zscored})
 
 
 def run_hgsc(args, log) -> dict[str, Any]:

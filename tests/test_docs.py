@@ -129,6 +129,20 @@ def test_readme_numbers_come_from_the_result_files() -> None:
     assert r.returncode == 0, "README results are stale: run python scripts/readme_results.py"
 
 
+def test_readme_headline_verdicts_follow_their_intervals() -> None:
+    """Each task's headline line calls ContriMix ahead / behind only when its paired interval excludes 0."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    head = text[text.index("<!-- headline:"):text.index("<!-- /headline -->")]
+    num = r"([+-]\d\.\d{3})"
+    found = re.findall(rf"{num} \[{num}, {num}\]: (ahead|behind|no clear difference)", head)
+    assert any(line.startswith("- CAMELYON16 RUMC → UMCU") for line in head.splitlines())
+    assert len(found) >= 5  # at least one ContriMix row per direction and plate
+    for diff, lo, hi, verdict in found:
+        lo, hi = float(lo), float(hi)
+        assert lo <= float(diff) <= hi
+        assert verdict == ("ahead" if lo > 0 else "behind" if hi < 0 else "no clear difference")
+
+
 def test_benchmarks_page_comes_from_the_result_files() -> None:
     """docs/benchmarks.md is exactly what benchmarks/make_docs.py writes from the committed JSON files."""
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "make_docs.py"), "--check"], cwd=ROOT)
