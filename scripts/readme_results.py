@@ -182,9 +182,9 @@ def _headline_line(run: dict, post: dict | None, post_names: tuple[str, ...], he
     s = {**_summary(run), **{k: v for k, v in (_summary(post) if post else {}).items() if k[1] in post_names}}
     pairs = {d["method"]: d for r in (post, run) if r for d in r.get("paired_vs_best_peer", [])
              if d["heldout"] == held and (r is run or d["method"] in post_names)}
-    bp = run["best_peer"][held]
+    bp = run.get("best_peer", {}).get(held)
     clean = [m for m in pairs if not m.startswith(SAW_TEST_DOMAIN.get(held, "\0"))]
-    if not clean:
+    if not bp or not clean:  # a held-out domain not run yet
         return ""
     n = len(run["settings"]["seeds"])
 
