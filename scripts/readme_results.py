@@ -73,6 +73,18 @@ def _summary(run: dict) -> dict:
     return {(s["heldout"], s["method"]): s for s in run["summary"]}
 
 
+def _merged(run: dict, post: dict | None, post_names: tuple[str, ...]) -> dict:
+    """(held-out, method) -> summary row: the registered run's, plus the post-hoc file's rows of ``post_names``
+    (a post-hoc file repeats the registered rows)."""
+    return {**_summary(run), **{k: v for k, v in (_summary(post) if post else {}).items() if k[1] in post_names}}
+
+
+def _versus_best_peer(run: dict, post: dict | None, post_names: tuple[str, ...], held: str) -> dict[str, dict]:
+    """method -> its paired difference to the best peer on ``held``, taken from the same files as :func:`_merged`."""
+    return {d["method"]: d for r in (post, run) if r for d in r.get("paired_vs_best_peer", [])
+            if d["heldout"] == held and (r is run or d["method"] in post_names)}
+
+
 def _arrow(held: str) -> str:
     return held.replace("->", " → ")
 
@@ -81,7 +93,7 @@ def _table(run: dict, post: dict | None, post_names: tuple[str, ...], helds: tup
            metric: str, title: str) -> list[str]:
     """Accuracy and AUROC per method (registered, then post-hoc rows) and held-out domain (its accuracy column
     headed ``column(held)``); partial runs give n."""
-    s = {**_summary(run), **{k: v for k, v in (_summary(post) if post else {}).items() if k[1] in post_names}}
+    s = _merged(run, post, post_names)
     seeds = run["settings"]["seeds"]
     partial = run.get("complete") is False or bool(post and post.get("complete") is False)
     out = [f"{title} ({metric} accuracy and AUROC, mean ± std over "
@@ -110,20 +122,18 @@ def _table(run: dict, post: dict | None, post_names: tuple[str, ...], helds: tup
     return out
 
 
-def _versus_best(run: dict, post: dict | None, names: tuple[str, ...], helds: tuple[str, ...]) -> list[str]:
+def _versus_best(run: dict, post: dict | None, post_names: tuple[str, ...], names: tuple[str, ...],
+                 helds: tuple[str, ...]) -> list[str]:
     """One line per (ContriMix method, held-out domain): its paired difference to the best peer."""
     out = []
     for name in names:
         for held in helds:
-            for r in (run, post):
-                bp = (r or {}).get("best_peer", {}).get(held)
-                d = next((x for x in (r or {}).get("paired_vs_best_peer", []) if x["heldout"] == held
-                          and x["method"] == name), None)
-                if bp and d:
-                    out.append(f"{_arrow(held)}: `{name}` minus the best peer (`{bp}`): {d['diff']:+.3f} accuracy, "
-                               f"95 % interval [{d['lo']:+.3f}, {d['hi']:+.3f}] (better in {d['seeds_a_better']} "
-                               f"of {d['seeds']} seeds).")
-                    break  # a post-hoc file repeats the registered rows
+            bp = run.get("best_peer", {}).get(held)
+            d = _versus_best_peer(run, post, post_names, held).get(name)
+            if bp and d:
+                out.append(f"{_arrow(held)}: `{name}` minus the best peer (`{bp}`): {d['diff']:+.3f} accuracy, "
+                           f"95 % interval [{d['lo']:+.3f}, {d['hi']:+.3f}] (better in {d['seeds_a_better']} "
+                           f"of {d['seeds']} seeds).")
     return out + [""]
 
 
@@ -138,20 +148,20 @@ def benchmarks() -> str:
         out += _table(c16, post, POST_HOC_NAMES, ("RUMC->UMCU", "UMCU->RUMC"),
                       lambda h: f"{_arrow(h)} accuracy", "per-patch",
                       "**CAMELYON16**, tumour vs normal, trained on one hospital's patches and tested on the other's")
-        out += _versus_best(c16, post, ("contrimix-camelyon", "contrimix-camelyon-both", "contrimix-he",
-                                        "contrimix-fold", "contrimix-joint", "contrimix-camelyon-bank"),
-                            ("RUMC->UMCU", "UMCU->RUMC"))
+        out += _versus_best(c16, post, POST_HOC_NAMES,
+                            ("contrimix-camelyon", "contrimix-camelyon-both", "contrimix-he", "contrimix-fold",
+                             "contrimix-joint", "contrimix-camelyon-bank"), ("RUMC->UMCU", "UMCU->RUMC"))
         out.append("Caveat on UMCU → RUMC: the bundled `camelyon` weights and their bank were trained label-free on "
                    "CAMELYON17 centres 0, 3, 4, and centre 0 is Radboud UMC, so the `camelyon` rows of that "
                    "direction drew on unlabelled images of the test hospital; there `contrimix-fold` (trained on "
-                   "UMCU alone), `contrimix-he` (other labs) and `contrimix-joint` (trained with the classifier on UMCU) "
-                   "are the clean comparisons. RUMC → UMCU, the primary endpoint, is clean for every method.\n")
+                   "UMCU alone), `contrimix-he` (other labs) and `contrimix-joint` (trained with the classifier on "
+                   "UMCU) are the clean comparisons. RUMC → UMCU, the primary endpoint, is clean for every method.\n")
     if bb:
         post = _json(ROOT / "docs/benchmarks/dg_bbbc021_posthoc.json")
         plates = ("27801", "27821", "27861")
         out += _table(bb, post, POST_HOC_BBBC021, plates, lambda p: f"test plate {p}", "per-crop",
                       "**BBBC021**, DMSO vs cycloheximide, leave one plate out")
-        out += _versus_best(bb, post, ("contrimix-fold", "contrimix-fold-ls8"), plates)
+        out += _versus_best(bb, post, POST_HOC_BBBC021, ("contrimix-fold", "contrimix-fold-ls8"), plates)
     if tp:
         checks = {c["target"]: c["value"] for c in tp["checks"]}
         v = lambda k: checks.get(k, float("nan"))  # noqa: E731
@@ -179,9 +189,7 @@ def _verdict(d: dict) -> str:
 def _headline_line(run: dict, post: dict | None, post_names: tuple[str, ...], held: str, where: str) -> str:
     """The bundled default's row and the best ContriMix row (by mean accuracy) of one held-out domain against its
     best peer, with their paired differences."""
-    s = {**_summary(run), **{k: v for k, v in (_summary(post) if post else {}).items() if k[1] in post_names}}
-    pairs = {d["method"]: d for r in (post, run) if r for d in r.get("paired_vs_best_peer", [])
-             if d["heldout"] == held and (r is run or d["method"] in post_names)}
+    s, pairs = _merged(run, post, post_names), _versus_best_peer(run, post, post_names, held)
     bp = run.get("best_peer", {}).get(held)
     clean = [m for m in pairs if not m.startswith(SAW_TEST_DOMAIN.get(held, "\0"))]
     if not bp or not clean:  # a held-out domain not run yet
