@@ -420,7 +420,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if d["method"].startswith("contrimix")]
     result["wall_seconds"] = round(time.perf_counter() - t0, 1)
     out = args.out_dir
-    R.write_json(out / f"{args.stem}.json", result)
+    R.write_json(out / f"{args.stem}.json.gz", result)
     if result.get("coverage"):
         R.write_csv(out / (f"{args.stem}.csv" if args.coverage_only else f"{args.stem}_coverage.csv"),
                     result["coverage"])

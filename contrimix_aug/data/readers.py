@@ -39,22 +39,44 @@ __all__ = [
     "to_tensor",
 ]
 
-def _read_tiff(path: Path) -> np.ndarray:
+DATA_EXTRA_HINT = 'pip install "contrimix_aug[data]"'
+"""The install command of the optional TIFF readers (tifffile, imagecodecs), named by every error about them."""
+
+
+class MissingDataExtraError(ModuleNotFoundError):
+    """An optional reader package (tifffile or imagecodecs, the ``[data]`` extra) is not installed; the message
+    names the file, the package and ``pip install "contrimix_aug[data]"``."""
+
+
+def _import_tifffile(path: Path):
     try:
         import tifffile
-    except ImportError as err:  # pragma: no cover - tifffile is a dependency
-        raise ImportError("reading TIFF/SVS needs tifffile: pip install tifffile imagecodecs") from err
+    except ImportError as err:
+        raise MissingDataExtraError(
+            f"reading {path.name} (TIFF/SVS) needs tifffile, which is not installed: {DATA_EXTRA_HINT} "
+            "(tifffile and imagecodecs)", name="tifffile") from err
+    return tifffile
+
+
+def _tiff_asarray(read, path: Path) -> np.ndarray:
+    """``read()`` with a missing codec (tifffile raises ValueError naming imagecodecs) as MissingDataExtraError."""
+    try:
+        return read()
+    except ValueError as err:
+        if "imagecodecs" not in str(err):
+            raise
+        raise MissingDataExtraError(
+            f"decoding {path.name} (compressed TIFF/SVS tiles) needs imagecodecs, which is not installed: "
+            f"{DATA_EXTRA_HINT} ({err})", name="imagecodecs") from err
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    tifffile = _import_tifffile(path)
     with tifffile.TiffFile(path) as tif:
         if path.suffix.lower() == ".svs":
             page = tif.pages[0]  # level 0 (full resolution); later pages: thumbnail, label, macro
-            try:
-                return page.asarray()
-            except ValueError as err:  # JPEG tiles need imagecodecs
-                raise ImportError(
-                    f"decoding {path.name} (JPEG-compressed Aperio SVS tiles) needs imagecodecs: "
-                    f"pip install imagecodecs ({err})"
-                ) from err
-        return tif.asarray()
+            return _tiff_asarray(page.asarray, path)  # JPEG tiles need imagecodecs
+        return _tiff_asarray(tif.asarray, path)
 
 
 @functools.lru_cache(maxsize=16)
@@ -375,10 +397,8 @@ def read_image(path: str | os.PathLike, channels: int | None = 3) -> np.ndarray:
     """
     path = Path(path)
     try:
-        if path.suffix.lower() in (".tif", ".tiff"):
-            import tifffile
-
-            arr = tifffile.imread(path)
+        if tifffile is not None:
+            arr = _tiff_asarray(lambda: tifffile.imread(path), path)
             if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
                 arr = np.moveaxis(arr, 0, -1)  # (C, H, W) TIFF
         else:
@@ -390,7 +410,7 @@ def read_image(path: str | os.PathLike, channels: int | None = 3) -> np.ndarray:
                 elif channels == 3 or im.mode in ("P", "CMYK", "YCbCr", "LAB", "HSV"):
                     im = im.convert("RGB")
                 arr = np.asarray(im)
-    except FileNotFoundError:
+    except (FileNotFoundError, MissingDataExtraError):
         raise
     except Exception as err:  # noqa: BLE001 - decoders raise many types; name the file instead
         raise ValueError(f"cannot read image {path}: {type(err).__name__}: {err}. "
@@ -428,3 +448,4 @@ def to_tensor(arr: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(f).permute(2, 0, 1).contiguous()
 
 
+    tifffile = _import_tifffile(path) if path.suffix.lower() in (".tif", ".tiff") else None

@@ -121,6 +121,19 @@ def _due(every: int, done: int, total: int) -> bool:
     return done == total or (every > 0 and done % every == 0)
 
 
+PROGRESS_LINE_MIN_STEPS = 10
+"""Without a progress bar, a log line comes at least this many steps apart (besides validations and checkpoints)."""
+
+
+def progress_line_every(log_every: int) -> int:
+    """Steps between the log lines of a run without a progress bar (``--no-progress``): ``log_every``, or its
+    smallest multiple of at least :data:`PROGRESS_LINE_MIN_STEPS` steps (``log_every = 1`` keeps a fine metrics
+    history without a line per step); 0 when ``log_every`` is 0 (lines at validations and checkpoints only)."""
+    if log_every <= 0:
+        return 0
+    return log_every * math.ceil(PROGRESS_LINE_MIN_STEPS / log_every)
+
+
 class Trainer:
     """One training run. ``Trainer(config).run()`` is :func:`train`; the attributes are there to inspect.
 
@@ -462,8 +475,9 @@ class Trainer:
                                         val_psnr=f"{val['psnr']:.2f}")
                 if _due(cfg.checkpoint_every, self.step, cfg.steps):
                     self.save_checkpoint()
-                if not cfg.progress and (val is not None or _due(cfg.checkpoint_every, self.step, cfg.steps)):
-                    # batch jobs (no bar): one line per validation or checkpoint
+                if not cfg.progress and (val is not None or _due(cfg.checkpoint_every, self.step, cfg.steps)
+                                         or _due(progress_line_every(cfg.log_every), self.step, cfg.steps)):
+                    # batch jobs (no bar): one line at a fixed step interval and per validation or checkpoint
                     vtxt = f", val PSNR {val['psnr']:.2f} dB" if val is not None else ""
                     ctxt = ", checkpoint saved" if _due(cfg.checkpoint_every, self.step, cfg.steps) else ""
                     self._note(f"step {self.step}/{cfg.steps}: loss {row['loss']:.4f}, train PSNR {row['psnr']:.2f} dB"
