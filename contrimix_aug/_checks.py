@@ -1,17 +1,87 @@
 """Guards at the public boundary: metadata checks plus one opt-out value check.
 
-Every message names what was expected, what came in, and how to fix it.
+Every message names what was expected, what came in, and how to fix it; where the fix is code, the message
+holds it verbatim (``x.permute(2, 0, 1)``, ``x.float() / 255``, ...) and tests/test_checks.py applies it.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import torch
 
-__all__ = ["check_image", "check_image_values", "check_nonnegative", "check_probability", "check_strength"]
+__all__ = ["VALUE_TOLERANCE", "check_image", "check_image_values", "check_nonnegative", "check_probability",
+           "check_strength", "weights_for_channels"]
 
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+VALUE_TOLERANCE = 0.01
+"""Values at most this far outside the value range (as a fraction of its width: 0.01 on [0, 1], about 2.5 levels of
+an 8-bit image) are clamped into it, not refused: interpolation, resizing and float colour steps overshoot a
+little. Anything further out is refused with a diagnosis (0-255 data, mean/std-normalised data, ...)."""
+
+
+def weights_for_channels(channels: int) -> list[str]:
+    """Names of the weights that load now (:func:`contrimix_aug.available_weights`) and take ``channels`` channels.
+
+    Reads only the header of each file (used on the error path of the channel check)."""
+    try:
+        from safetensors import safe_open
+
+        from .weights import available_weights, weights_path
+
+        names = []
+        for name in available_weights():
+            path = weights_path(name)
+            if path is None:
+                continue
+            with safe_open(str(path), framework="pt") as f:
+                config = json.loads((f.metadata() or {}).get("config", "{}"))
+            if int(config.get("in_channels", 3)) == channels:
+                names.append(name)
+        return names
+    except Exception:  # noqa: BLE001 - a hint must never hide the error it decorates
+        return []
+
+
+def _dtype_fix(dtype: Any) -> str:
+    """The conversion to float in [0, 1] for an integer/bool dtype (torch or numpy), as code on ``x``."""
+    name = str(dtype).replace("torch.", "")
+    if name == "bool":
+        return "x.float()"
+    if name == "uint8":
+        return "x.float() / 255"
+    if name == "uint16":
+        return "x.float() / 65535"
+    return "x.float() / 255 (8-bit values) or x.float() / 65535 (16-bit values)"
+
+
+def _not_a_tensor_hint(x: Any, channels: int | None) -> str:
+    """How to turn a numpy array or a PIL image into a float (C, H, W) tensor in [0, 1], for its shape and dtype."""
+    c = 3 if channels is None else channels
+    if type(x).__module__.startswith("PIL."):
+        mode = getattr(x, "mode", "RGB")
+        layout = "[None]" if mode in ("L", "I", "I;16", "F", "1") else ".permute(2, 0, 1)"
+        scale = {"I;16": ".float() / 65535", "I": ".float() / 65535", "F": "", "1": ".float()"}.get(
+            mode, ".float() / 255")
+        return (f"For a PIL image put transforms.ToTensor() (or v2.ToImage(), v2.ToDtype(torch.float32, scale=True)) "
+                f"before ContriMix, or convert it with torch.from_numpy(np.array(img)){layout}{scale}.")
+    shape, dtype = getattr(x, "shape", None), getattr(x, "dtype", None)
+    if shape is None or dtype is None or type(x).__module__.split(".")[0] != "numpy":
+        return ("Pass the image as a tensor; (H, W, C) uint8 numpy images convert with "
+                "torch.from_numpy(arr).permute(2, 0, 1).float() / 255.")
+    layout = ""
+    if len(shape) == 3 and shape[-1] == c and shape[0] != c:
+        layout = ".permute(2, 0, 1)"
+    elif len(shape) == 4 and shape[-1] == c and shape[1] != c:
+        layout = ".permute(0, 3, 1, 2)"
+    elif len(shape) == 2:
+        layout = "[None]"
+    kind = str(dtype)
+    scale = {"float32": "", "bool": ".float()", "uint8": ".float() / 255", "uint16": ".float() / 65535"}.get(
+        kind, ".float()" if kind.startswith("float") else ".float() / 255")
+    return f"Convert it with torch.from_numpy(arr){layout}{scale}."
 
 
 def check_image(x: Any, channels: int | None = None, *, name: str = "image", allow_chw: bool = False,
@@ -25,52 +95,81 @@ def check_image(x: Any, channels: int | None = None, *, name: str = "image", all
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(
-            f"{name}: expected a torch.Tensor of shape (B, C, H, W) with values in [0, 1], got {type(x).__name__}. "
-            "Convert numpy arrays with torch.from_numpy(arr).permute(2, 0, 1).float() / 255."
+            f"{name}: expected a torch.Tensor of shape (B, C, H, W){' or (C, H, W)' if allow_chw else ''} with "
+            f"values in [0, 1], got {type(x).__name__}. {_not_a_tensor_hint(x, channels)}"
         )
     dims = "(B, C, H, W)" + (" or (C, H, W)" if allow_chw else "")
     if x.ndim not in ((3, 4) if allow_chw else (4,)):
-        raise ValueError(
-            f"{name}: expected {dims}, got a {x.ndim}-D tensor of shape {tuple(x.shape)}. "
-            + ("Add a batch dim with x.unsqueeze(0)." if x.ndim == 3 else "")
-            + ("Add a channel dim with x.unsqueeze(-3)." if x.ndim == 2 else "")
-            + ("Flatten extra leading dims with x.flatten(0, -4)." if x.ndim >= 5 else "")
-        )
+        if x.ndim == 3:
+            hint = "Add a batch dim with x.unsqueeze(0)."
+        elif x.ndim == 2:
+            fix = "x.unsqueeze(0)" if allow_chw else "x[None, None]"
+            if channels in (None, 1):
+                hint = f"Add a channel dim with {fix}."
+            else:
+                names = weights_for_channels(1)
+                hint = (f"A (H, W) greyscale image has no channel dim, and these weights expect {channels} channels. "
+                        + (f"Weights for 1 channel ({', '.join(map(repr, names))}) take it as {fix}." if names else
+                           f"Pass the ({channels}, H, W) image."))
+        elif x.ndim >= 5:
+            hint = "Flatten extra leading dims with x.flatten(0, -4)."
+        else:
+            hint = "Pass an image, not a vector or a scalar."
+        raise ValueError(f"{name}: expected {dims}, got a {x.ndim}-D tensor of shape {tuple(x.shape)}. {hint}")
     if x.dtype not in _FLOAT_DTYPES:
+        fix = _dtype_fix(x.dtype)
+        v2 = " (in a torchvision v2 pipeline: v2.ToDtype(torch.float32, scale=True))" if x.dtype in (
+            torch.uint8, torch.uint16) else ""
         raise TypeError(
             f"{name}: expected a floating-point tensor with values in [0, 1], got dtype {x.dtype}. "
-            "For uint8 images use x.float() / 255."
+            f"Convert it with {fix}{v2}."
         )
     if x.ndim == 4 and x.shape[0] == 0:
         raise ValueError(f"{name}: the batch is empty (shape {tuple(x.shape)}); pass at least one image.")
     c = x.shape[-3]
     if channels is not None and c != channels:
-        hint = " It looks channels-last: use x.permute(0, 3, 1, 2)." if x.shape[-1] == channels else ""
-        raise ValueError(
-            f"{name}: the weights expect {channels} channel(s), got {c} (shape {tuple(x.shape)}).{hint} "
-            "Load weights trained for this channel count (see contrimix_aug.available_weights())."
-        )
+        if x.shape[-1] == channels:
+            perm = "x.permute(2, 0, 1)" if x.ndim == 3 else "x.permute(0, 3, 1, 2)"
+            hint = f"It looks channels-last ({'H, W, C' if x.ndim == 3 else 'B, H, W, C'}): use {perm}."
+        elif c == 4 and channels == 3:
+            hint = "It looks like RGBA: drop the alpha channel with x[..., :3, :, :]."
+        else:
+            names = weights_for_channels(c)
+            hint = (f"Load weights trained for {c} channel(s): {', '.join(map(repr, names))}." if names else
+                    f"No available weights take {c} channel(s): train some with "
+                    f"`contrimix-aug train DATA --channels {c} --out DIR` and pass weights=DIR.")
+        raise ValueError(f"{name}: the weights expect {channels} channel(s), got {c} (shape {tuple(x.shape)}). {hint}")
     h, w = x.shape[-2:]
     if h < min_size or w < min_size:
-        raise ValueError(f"{name}: tiles must be at least {min_size}×{min_size} px for these weights, got {h}×{w}.")
+        size = (max(h, min_size), max(w, min_size))
+        fix = (f"torch.nn.functional.interpolate(x, size={size}, mode='bilinear')" if x.ndim == 4 else
+               f"torch.nn.functional.interpolate(x[None], size={size}, mode='bilinear')[0]")
+        raise ValueError(f"{name}: tiles must be at least {min_size}×{min_size} px for these weights, got {h}×{w}. "
+                         f"Use larger tiles, or upsample with {fix}.")
 
 
 def check_image_values(x: torch.Tensor, *, name: str = "image", value_range: tuple[float, float] = (0.0, 1.0)
-                       ) -> None:
-    """Check values are finite and inside ``value_range`` (one host sync); skipped while compiling.
+                       ) -> bool:
+    """Check values are finite and inside ``value_range`` up to :data:`VALUE_TOLERANCE` (one host sync).
+
+    Returns:
+        True when some values lie outside ``value_range`` but within the tolerance: the caller clamps
+        (``x.clamp(*value_range)``). False otherwise, and while compiling (the check is skipped).
 
     The message says what most likely happened: negative values mean the image was mean/std-normalised
     (``transforms.Normalize``) before ContriMix; values far above 1 are 8- or 16-bit intensities; values a little
     above 1 come from an earlier float step (interpolation, brightness or contrast jitter).
     """
     if torch.compiler.is_compiling() or x.numel() == 0:
-        return
+        return False
     lo, hi = torch.aminmax(x.detach().float())
     lo_f, hi_f = float(lo), float(hi)
     if lo_f != lo_f or hi_f != hi_f or abs(lo_f) == float("inf") or abs(hi_f) == float("inf"):
-        raise ValueError(f"{name}: contains NaN or Inf values; clean the input (e.g. torch.nan_to_num) first.")
+        vlo, vhi = value_range
+        raise ValueError(f"{name}: contains NaN or Inf values; clean the input first, e.g. "
+                         f"torch.nan_to_num(x, nan={vlo:g}, posinf={vhi:g}, neginf={vlo:g}).")
     vlo, vhi = value_range
-    tol = 1e-3 * (vhi - vlo)
+    tol = VALUE_TOLERANCE * (vhi - vlo)
     got = f"got values in [{lo_f:.4g}, {hi_f:.4g}]"
     if lo_f < vlo - tol:
         raise ValueError(
@@ -85,8 +184,10 @@ def check_image_values(x: torch.Tensor, *, name: str = "image", value_range: tup
             hint = "This looks like 8-bit 0-255 values: divide by 255 (x.float() / 255)."
         else:
             hint = ("Not an 8-bit image: an earlier float step (interpolation, brightness or contrast jitter) most "
-                    "likely pushed values past 1. Apply ContriMix before it, or clamp with x.clamp(0, 1).")
+                    f"likely pushed values past 1 (up to {tol:g} past the range is clamped; these go further). Apply "
+                    "ContriMix before it, or clamp with x.clamp(0, 1).")
         raise ValueError(f"{name}: expected values in [{vlo:g}, {vhi:g}], {got}. {hint}")
+    return lo_f < vlo or hi_f > vhi
 
 
 def check_nonnegative(v: Any, name: str) -> float:
@@ -99,7 +200,7 @@ def check_nonnegative(v: Any, name: str) -> float:
 def check_probability(p: Any, name: str = "p") -> float:
     """Return ``p`` as float after checking 0 <= p <= 1."""
     if isinstance(p, bool) or not isinstance(p, (int, float)):
-        raise TypeError(f"{name}: expected a number in [0, 1], got {type(p).__name__}.")
+        raise TypeError(f"{name}: expected a number in [0, 1], got {type(p).__name__}; pass e.g. {name}=0.5.")
     if not 0.0 <= float(p) <= 1.0:
         raise ValueError(f"{name}: expected a probability in [0, 1], got {p}.")
     return float(p)

@@ -14,6 +14,7 @@ of ``contrimix_aug`` never imports it.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -35,7 +36,7 @@ from .bank import resolve_bank
 from .functional import apply_contrimix
 from .mixing import MixParams, sample_mix_params
 from .model import ContriMixModel
-from .weights import load_model
+from .weights import DEFAULT_WEIGHTS, load_model
 
 __all__ = ["AlbumentationsContriMix"]
 
@@ -59,7 +60,8 @@ def _hwc_to_tensor(arr: np.ndarray, name: str, value_range: tuple[float, float] 
         return torch.from_numpy(np.ascontiguousarray(arr)).float().div_(255.0)
     if arr.dtype == np.float32:
         x = torch.from_numpy(np.ascontiguousarray(arr))
-        check_image_values(x, name=name, value_range=value_range)
+        if check_image_values(x, name=name, value_range=value_range):
+            x = x.clamp(*value_range)  # a small overshoot (up to VALUE_TOLERANCE of the range) is clamped
         return x
     hint = {
         np.dtype(np.uint16): "img.astype(np.float32) / 65535 (16-bit data)",
@@ -93,7 +95,8 @@ class AlbumentationsContriMix(A.ImageOnlyTransform):
         as for every other transform; the stack is rendered in batched model calls), volume.
 
     Image types:
-        uint8 (H, W, C) -> uint8 (rounded, not truncated); float32 (H, W, C) in [0, 1] -> float32.
+        uint8 (H, W, C) -> uint8 (rounded, not truncated); float32 (H, W, C) in [0, 1] -> float32 (values up to
+        0.01 outside [0, 1] are clamped, further out refused).
         With single-channel weights, (H, W) -> (H, W) and (H, W, 1) -> (H, W, 1).
 
     Example:
@@ -187,12 +190,17 @@ class AlbumentationsContriMix(A.ImageOnlyTransform):
 
     def __repr__(self) -> str:
         w = self.weights
-        w_s = repr(w) if w is None or isinstance(w, str) else f"<{type(w).__name__}>"
+        if w is None or isinstance(w, (str, os.PathLike)):
+            w_s = repr(DEFAULT_WEIGHTS if w is None else os.fspath(w))
+        else:
+            name = self._model.meta.name if self._model.meta is not None else None
+            w_s = f"<{type(w).__name__}{' ' + repr(name) if name else ''}>"
         lo, hi = self.strength
         c = self._model.config
         return (
-            f"ContriMix(weights={w_s}, p={self.p}, strength={lo if lo == hi else self.strength}, "
-            f"bank={self._bank.shape[0]}, C={c.in_channels}, K={c.num_attributes}, device={self.device!r})"
+            f"AlbumentationsContriMix(weights={w_s}, p={self.p}, donors='bank', "
+            f"strength={lo if lo == hi else self.strength}, bank={self._bank.shape[0]}, C={c.in_channels}, "
+            f"K={c.num_attributes}, device={self.device!r})"
         )
 
     # -- conversions ---------------------------------------------------------------------------------------

@@ -3,10 +3,14 @@
 Thin shells over the functional core: they hold a frozen copy of the model, draw parameters with
 :func:`contrimix_aug.mixing.sample_mix_params` from their own ``torch.Generator`` and hand them to
 :func:`contrimix_aug.functional.apply_contrimix` (or :func:`~contrimix_aug.functional.normalize`).
+A single tensor takes kornia's path; a torchvision v2 sample (several inputs, a tuple / list / dict, a
+``tv_tensors.Image``) goes through :mod:`contrimix_aug._torchvision`, which imports torchvision only then.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import secrets
 from typing import Any, Dict, Optional
 
@@ -15,21 +19,27 @@ from kornia.augmentation import IntensityAugmentationBase2D
 
 from ._checks import check_image, check_image_values, check_probability, check_strength
 from ._seeding import derive_seed
+from ._torchvision import apply_to_sample, is_kornia_params, is_sample_call
 from .bank import compute_bank, resolve_bank
 from .functional import apply_contrimix, normalize
-from .mixing import DONOR_MODES, MixParams, sample_mix_params
+from .mixing import DONOR_MODES, MixParams, sample_mix_params, sample_strength
 from .model import ContriMixModel
-from .weights import load_model
+from .weights import DEFAULT_WEIGHTS, load_model
 
 __all__ = ["ContriMix", "ContriMixNormalize"]
 
 
 class _ContriMixBase(IntensityAugmentationBase2D):
-    """Shared plumbing: a frozen copy of the weights, input checks, kornia version independence, state dicts."""
+    """Shared plumbing: a frozen copy of the weights, input checks, kornia version independence, torchvision v2
+    samples, gradients w.r.t. the input, state dicts."""
 
-    def __init__(self, weights: Any, p: float, keepdim: bool, check_values: bool, state_dict_weights: bool) -> None:
-        super().__init__(p=check_probability(p), p_batch=1.0, same_on_batch=False, keepdim=keepdim)
+    def __init__(self, weights: Any, p: float, keepdim: bool, check_values: bool, state_dict_weights: bool,
+                 same_on_batch: bool = False) -> None:
+        if not isinstance(same_on_batch, bool):
+            raise TypeError(f"same_on_batch: expected True or False, got {same_on_batch!r}.")
+        super().__init__(p=check_probability(p), p_batch=1.0, same_on_batch=same_on_batch, keepdim=keepdim)
         self.model: ContriMixModel = load_model(weights, copy=True)
+        self.weights_label = _weights_label(weights, self.model)
         self.check_values = bool(check_values)
         self.state_dict_weights = bool(state_dict_weights)
         # The frozen weights are not the user's to checkpoint: nn.Sequential(ContriMix(...), net).state_dict()
@@ -61,26 +71,50 @@ class _ContriMixBase(IntensityAugmentationBase2D):
         if x.device != model_device:
             raise ValueError(
                 f"{type(self).__name__} input: the image is on {x.device} but the model is on {model_device}; "
-                f"move the transform with aug.to({str(x.device)!r}) (or the image to {model_device})."
+                f"move the transform with aug.to({str(x.device)!r}), or the image with x.to({str(model_device)!r})."
             )
-        if self.check_values:
-            check_image_values(x, name=name, value_range=self.model.value_range)
+        if self.check_values and check_image_values(x, name=name, value_range=self.model.value_range):
+            x = x.clamp(*self.model.value_range)  # a small overshoot (interpolation, jitter): clamped, not refused
         if "donors" not in params or params["donors"].shape[0] != x.shape[0]:
             raise ValueError(
                 f"{type(self).__name__}: params were drawn for another batch size "
                 f"({params['donors'].shape[0] if 'donors' in params else 'none'} vs {x.shape[0]}); "
                 "replay params only on the batch they were drawn for."
             )
-        with torch.no_grad():
+        # gradients flow to an input that requires them (the model's own parameters stay frozen)
+        with contextlib.nullcontext() if x.requires_grad else torch.no_grad():
             out = self._render(x, params)
         if self.keepdim and len(ori_shape) == 3:
             return out.squeeze(0)
         return out
 
-    def forward(self, input: torch.Tensor, params: Optional[Dict[str, torch.Tensor]] = None, **kwargs: Any):  # type: ignore[override]
-        check_image(input, self.model.config.in_channels, name=type(self).__name__ + " input", allow_chw=True,
-                    min_size=self.model.min_size)
+    def forward(  # type: ignore[override]
+        self, input: Any, *rest: Any, params: Optional[Dict[str, torch.Tensor]] = None, **kwargs: Any
+    ) -> Any:
+        """Render one image tensor (kornia), or the images of a torchvision v2 sample.
+
+        ``aug(x)`` / ``aug(x, params=aug.params)`` / ``aug(x, aug.params)``: x is (C, H, W) or (B, C, H, W),
+        kornia's path. ``aug(img, mask, ...)``, ``aug((img, target))``, ``aug({"image": img, "mask": mask})``, a
+        ``tv_tensors.Image``: a torchvision v2 sample (:mod:`contrimix_aug._torchvision`): its images are
+        re-rendered with one draw and keep their type; every other leaf comes back untouched.
+        """
+        if len(rest) == 1 and params is None and (rest[0] is None or is_kornia_params(rest[0])):
+            params, rest = rest[0], ()  # kornia's positional spelling: aug(x, params)
+        if is_sample_call(input, rest):
+            if kwargs:
+                raise TypeError(f"{type(self).__name__}: keyword arguments {sorted(kwargs)} apply to kornia's single "
+                                "tensor call only, not to a torchvision sample.")
+            return apply_to_sample(self, (input, *rest), params)
+        self._check_tensor(input)
         return super().forward(input, params=params, **kwargs)
+
+    def _check_tensor(self, x: Any) -> None:
+        check_image(x, self.model.config.in_channels, name=type(self).__name__ + " input", allow_chw=True,
+                    min_size=self.model.min_size)
+
+    def _forward_tensor(self, x: torch.Tensor, params: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """kornia's forward on one plain (C, H, W) or (B, C, H, W) tensor with given params (records them)."""
+        return super().forward(x, params=params)
 
     def _render(self, x: torch.Tensor, params: Dict[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
@@ -89,6 +123,16 @@ class _ContriMixBase(IntensityAugmentationBase2D):
         super().train(mode)
         self.model.eval()  # the model is frozen; it has no train-time behaviour
         return self
+
+
+def _weights_label(weights: Any, model: ContriMixModel) -> str:
+    """How a repr names the weights: the name or path the user passed, else the object's kind and stored name."""
+    if weights is None:
+        return repr(DEFAULT_WEIGHTS)
+    if isinstance(weights, (str, os.PathLike)):
+        return repr(os.fspath(weights))
+    name = model.meta.name if model.meta is not None else None
+    return f"<{type(weights).__name__}{' ' + repr(name) if name else ''}>"
 
 
 def _drop_model_keys(module: _ContriMixBase, state_dict: Dict[str, Any], prefix: str, local_metadata: Any) -> None:
@@ -122,19 +166,33 @@ class ContriMix(_ContriMixBase):
         seed: seed of the instance's own generator (reproducible; never touches torch's global RNG).
         generator: a ``torch.Generator`` to draw from instead (``seed`` must then be None).
         keepdim: a (C, H, W) input comes back as (C, H, W) (default True; kornia's default is False).
-        check_values: check each batch for NaN/Inf and values outside [0, 1] (one host sync per call).
+        check_values: check each batch for NaN/Inf and values outside [0, 1] (one host sync per call); values
+            at most :data:`~contrimix_aug._checks.VALUE_TOLERANCE` (0.01) outside are clamped, not refused.
         state_dict_weights: include the frozen weights in ``state_dict()`` (default False: a pipeline's
             checkpoint holds only what it trains).
+        same_on_batch: one draw for the whole batch (kornia's flag): every image is selected or none, and the
+            selected ones all take the same donor and strength (with ``donors="batch"`` the donor image itself is
+            re-rendered with its own attributes, i.e. reconstructed).
 
     Shape:
-        - Input: (B, C, H, W) or (C, H, W), float in [0, 1] (fp32, fp16, bf16, fp64), any device.
-        - Output: same shape, dtype and device.
+        - Input: (B, C, H, W) or (C, H, W), float in [0, 1] (fp32, fp16, bf16, fp64), any device; or a
+          torchvision v2 sample (``aug(img, mask)``, ``aug({"image": img, "mask": mask})``, nested): its images
+          ((C, H, W) or (B, C, H, W) plain tensors or ``tv_tensors.Image``, found as v2 does) are re-rendered with
+          one draw and keep their type; masks, boxes, keypoints, labels and anything else pass through untouched.
+        - Output: same shape, dtype and device (the same structure for a sample).
 
     ``.eval()`` does not switch the augmentation off (kornia's convention; augmentations apply in both
     modes): apply it only in the training pipeline. The model inside is always frozen and in eval mode.
     Parameters of the last call are in ``self.params``; ``aug(x, params=aug.params)`` replays them exactly.
-    In a ``DataLoader`` worker the generator is re-seeded once from (seed, the worker's torch seed), under any
-    multiprocessing start method (fork, spawn, forkserver).
+    Gradients flow through the rendering to an input that requires grad (the model's parameters stay frozen).
+
+    Reproducing a run: pass ``seed=`` (``seed=None`` draws a fresh one per instance). With ``num_workers=0`` that
+    is all. In a ``DataLoader`` worker the generator is re-seeded once from (seed, the worker's torch seed), under
+    any multiprocessing start method (fork, spawn, forkserver); the DataLoader draws the workers' torch seeds
+    (``base_seed + worker_id``, anew each epoch) from its ``generator=``, or without one from torch's global RNG, as
+    torch documents. So fix that too: ``DataLoader(..., generator=torch.Generator().manual_seed(0))``, or
+    ``torch.manual_seed(0)`` before iterating. The same seed and generator give identical batches; another
+    generator seed gives other draws.
 
     Example:
         >>> import contrimix_aug as ca, torch
@@ -156,16 +214,19 @@ class ContriMix(_ContriMixBase):
         keepdim: bool = True,
         check_values: bool = True,
         state_dict_weights: bool = False,
+        same_on_batch: bool = False,
     ) -> None:
         if donors not in DONOR_MODES:
             raise ValueError(f"donors: expected one of {DONOR_MODES}, got {donors!r}.")
         if generator is not None and seed is not None:
-            raise ValueError("pass either seed= or generator=, not both.")
+            raise ValueError("pass either seed= or generator=, not both (seed=3 is generator=torch.Generator()"
+                             ".manual_seed(3)).")
         if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator: expected a torch.Generator, got {type(generator).__name__}.")
+            raise TypeError(f"generator: expected a torch.Generator, got {type(generator).__name__}; pass e.g. "
+                            "generator=torch.Generator().manual_seed(0), or seed=0.")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise TypeError(f"seed: expected an int, got {type(seed).__name__}.")
-        super().__init__(weights, p, keepdim, check_values, state_dict_weights)
+            raise TypeError(f"seed: expected an int, got {type(seed).__name__}; pass e.g. seed=0.")
+        super().__init__(weights, p, keepdim, check_values, state_dict_weights, same_on_batch)
         self.strength = check_strength(strength)
         self.donors = donors
         own_bank = resolve_bank(self.model, bank)
@@ -189,10 +250,10 @@ class ContriMix(_ContriMixBase):
         lo, hi = self.strength
         s = lo if lo == hi else self.strength
         c = self.model.config
-        name = f"weights={self.model.meta.name!r}, " if self.model.meta is not None else ""
+        same = ", same_on_batch=True" if self.same_on_batch else ""
         return (
-            f"ContriMix({name}p={self.p}, strength={s}, donors={self.donors!r}, C={c.in_channels}, "
-            f"K={c.num_attributes}, bank={self.model.bank.shape[0]}, keepdim={self.keepdim})"
+            f"ContriMix(weights={self.weights_label}, p={self.p}, donors={self.donors!r}, strength={s}{same}, "
+            f"C={c.in_channels}, K={c.num_attributes}, bank={self.model.bank.shape[0]}, keepdim={self.keepdim})"
         )
 
     # -- randomness ------------------------------------------------------------------------------------
@@ -222,12 +283,42 @@ class ContriMix(_ContriMixBase):
 
     def forward_parameters(self, batch_shape: Any) -> Dict[str, torch.Tensor]:
         """Draw the (B,) :class:`~contrimix_aug.mixing.MixParams` of this call (kornia's parameter dict)."""
-        params = sample_mix_params(int(batch_shape[0]), p=self.p, strength=self.strength, donors=self.donors,
-                                   bank_size=int(self.model.bank.shape[0]), generator=self._stream())
+        b, bank_size = int(batch_shape[0]), int(self.model.bank.shape[0])
+        if self.same_on_batch and b > 1:
+            params = _one_draw_for_the_batch(b, self.p, self.strength, self.donors, bank_size, self._stream())
+        else:
+            params = sample_mix_params(b, p=self.p, strength=self.strength, donors=self.donors, bank_size=bank_size,
+                                       generator=self._stream())
         return {**params.to_dict(), "forward_input_shape": torch.tensor(tuple(batch_shape), dtype=torch.long)}
 
     def _render(self, x: torch.Tensor, params: Dict[str, torch.Tensor]) -> torch.Tensor:
         return apply_contrimix(self.model, x, MixParams.from_dict(params))
+
+
+def _one_draw_for_the_batch(b: int, p: float, strength: tuple[float, float], donors: str, bank_size: int,
+                            generator: torch.Generator) -> MixParams:
+    """``same_on_batch``: one selection, one donor and one strength for all B >= 2 images.
+
+    The donor is uniform over the B images (``"batch"``), the bank (``"bank"``) or both (``"both"``; the batch
+    alone when the bank is empty). Draw order: selection, donor, strength."""
+    dev = generator.device
+    selected = torch.rand(1, generator=generator, device=dev) < p
+    mode = "batch" if donors == "both" and bank_size == 0 else donors
+    if mode == "bank" and bank_size == 0:
+        raise ValueError("donors='bank' needs an attribute bank, and there is none: pass bank=reference images "
+                         "(N, C, H, W) or attributes (N, C, K).")
+    if mode == "batch":
+        donor = torch.randint(0, b, (1,), generator=generator, device=dev)
+        from_bank = torch.zeros(1, dtype=torch.bool, device=dev)
+    elif mode == "bank":
+        donor = torch.randint(0, bank_size, (1,), generator=generator, device=dev)
+        from_bank = torch.ones(1, dtype=torch.bool, device=dev)
+    else:
+        r = torch.randint(0, b + bank_size, (1,), generator=generator, device=dev)
+        from_bank = r >= b
+        donor = torch.where(from_bank, r - b, r)
+    alpha = sample_strength(1, *strength, generator=generator)
+    return MixParams(*(t.expand(b).clone() for t in (selected, donor, from_bank, alpha)))
 
 
 class ContriMixNormalize(_ContriMixBase):
@@ -239,7 +330,8 @@ class ContriMixNormalize(_ContriMixBase):
             (C, H, W) or (N, C, H, W) in [0, 1] (their mean attributes), or an attribute matrix (C, K).
         keepdim, check_values, state_dict_weights: as for :class:`ContriMix`.
 
-    Shape: (B, C, H, W) or (C, H, W) -> same. Deterministic.
+    Shape: (B, C, H, W) or (C, H, W) -> same, or a torchvision v2 sample as for :class:`ContriMix` (its images
+    normalised, every other leaf untouched). Deterministic; gradients flow to an input that requires grad.
     """
 
     def __init__(self, weights: Any = None, target: torch.Tensor | None = None, keepdim: bool = True,
@@ -250,15 +342,24 @@ class ContriMixNormalize(_ContriMixBase):
             if self.model.bank.shape[0] == 0:
                 raise ValueError("ContriMixNormalize: the weights carry no attribute bank; pass target=reference image(s).")
             t = self.model.bank.float().mean(0)
+            self.target_kind = f"bank centre ({self.model.bank.shape[0]})"
         elif not isinstance(target, torch.Tensor):
             raise TypeError(f"target: expected a tensor, got {type(target).__name__}.")
         elif tuple(target.shape) == (c, k):
             t = target.detach().float()
+            self.target_kind = f"attributes ({c}, {k})"
         elif target.ndim in (3, 4):
-            t = compute_bank(self.model, target if target.ndim == 4 else target.unsqueeze(0)).mean(0)
+            refs = target if target.ndim == 4 else target.unsqueeze(0)
+            t = compute_bank(self.model, refs).mean(0)
+            self.target_kind = f"reference images ({refs.shape[0]})"
         else:
             raise ValueError(f"target: expected ({c}, {k}) attributes or image(s) ({c}, H, W), got {tuple(target.shape)}.")
         self.register_buffer("target", t.to(self.model.bank.device), persistent=False)
+
+    def __repr__(self) -> str:
+        c = self.model.config
+        return (f"ContriMixNormalize(weights={self.weights_label}, target=<{self.target_kind}>, C={c.in_channels}, "
+                f"K={c.num_attributes}, keepdim={self.keepdim})")
 
     def forward_parameters(self, batch_shape: Any) -> Dict[str, torch.Tensor]:
         b = int(batch_shape[0])

@@ -199,6 +199,12 @@ def load_weights(path: str | os.PathLike) -> ContriMixWeights:
             metadata = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        if _is_torch_checkpoint(path):
+            raise WeightsError(
+                f"{path}: a PyTorch checkpoint (torch.save, .pth), not a contrimix_aug weights file (it is never "
+                "unpickled here). If it is one of the ContriMix authors' checkpoints, convert it once with "
+                f"`contrimix-aug import-checkpoint {path} --name NAME`, then pass weights=\"NAME\"."
+            ) from None
         raise WeightsError(
             f"{path}: not a readable safetensors weights file ({err}). The file is truncated or corrupted: "
             "download, import or export it again."
@@ -224,6 +230,20 @@ def load_weights(path: str | os.PathLike) -> ContriMixWeights:
     if meta.num_params and meta.num_params != num_params:
         raise WeightsError(f"{path}: metadata says {meta.num_params} parameters, the tensors hold {num_params}.")
     return ContriMixWeights(config, tensors, bank, meta, source=str(path))
+
+
+_TORCH_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".pkl")
+
+
+def _is_torch_checkpoint(path: Path) -> bool:
+    """A ``torch.save`` file, by its first bytes: a zip archive (torch >= 1.6) or a pickle (the legacy format).
+    Asked only of files that safetensors could not read."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return False
+    return head in (b"PK\x03\x04", b"\x80\x02\x8a\x0a")  # zip; legacy: pickle protocol 2 + torch's magic number
 
 
 def _bundled_path(name: str) -> Path:
@@ -272,8 +292,8 @@ def resolve_weights(weights: Any = None) -> ContriMixWeights:
     if isinstance(weights, ContriMixModel):
         return ContriMixWeights.from_model(weights)
     if isinstance(weights, os.PathLike) or (
-        isinstance(weights, str) and (weights.endswith(".safetensors") or os.sep in weights or "/" in weights
-                                      or os.path.isdir(weights))
+        isinstance(weights, str) and (weights.endswith((".safetensors",) + _TORCH_SUFFIXES) or os.sep in weights
+                                      or "/" in weights or os.path.isdir(weights))
     ):
         return load_weights(weights)
     if not isinstance(weights, str):

@@ -56,7 +56,12 @@ class TestBasics:
         assert isinstance(t, A.ImageOnlyTransform)
         assert set(t.targets) >= {"image", "images"}
         assert t.get_transform_init_args_names() == ("weights", "strength", "bank", "device")
-        assert "ContriMix(" in repr(t) and "bank=3" in repr(t)
+        assert repr(t).startswith(
+            "AlbumentationsContriMix(weights=<ContriMixModel>, p=1.0, donors='bank', strength=1.0, bank=3, C=3, K=3")
+        named = ContriMix(weights="camelyon", p=0.5, strength=(0.2, 0.9))
+        assert repr(named).startswith("AlbumentationsContriMix(weights='camelyon', p=0.5, donors='bank', "
+                                      "strength=(0.2, 0.9), bank=")
+        assert "weights='camelyon'" in repr(A.Compose([named]))  # how a pipeline prints it
 
     def test_uint8_in_uint8_out(self, tiny_with_bank, tiles_u8):
         img = tiles_u8[0]
@@ -77,6 +82,19 @@ class TestBasics:
         out = A.Compose([ContriMix(weights=tiny_with_bank, p=1.0)], seed=0)(image=img)["image"]
         assert out.dtype == np.float32 and out.shape == img.shape
         assert 0.0 <= out.min() and out.max() <= 1.0
+
+    @pytest.mark.parametrize("hi, lo", [(1.001, 0.0), (1.009, -0.006)])
+    def test_float32_small_overshoot_is_clamped(self, tiny_with_bank, tiles_u8, hi, lo):
+        """A float image a little outside [0, 1] (resize overshoot, jitter) is clamped, not refused."""
+        img = tiles_u8[1].astype(np.float32) / 255
+        over = img.copy()
+        over.flat[over.argmax()], over.flat[over.argmin()] = hi, lo
+        t = ContriMix(weights=tiny_with_bank, p=1.0)
+        out = t.apply(over, donor=1, strength=0.7)
+        assert np.array_equal(out, t.apply(np.clip(over, 0, 1), donor=1, strength=0.7))
+        assert 0.0 <= out.min() and out.max() <= 1.0 and not np.array_equal(out, np.clip(over, 0, 1))
+        with pytest.raises(ValueError, match="an earlier float step"):
+            t.apply(img * 1.05, donor=1, strength=0.7)
 
     def test_p0_is_identity(self, tiny_with_bank, tiles_u8):
         out = A.Compose([ContriMix(weights=tiny_with_bank, p=0.0)], seed=0)(image=tiles_u8[0])["image"]
@@ -290,6 +308,40 @@ class TestErrors:
         t = ContriMix(weights=tiny_with_bank, p=1.0)
         with pytest.raises(exc, match=match):
             t.apply(make(tiles_u8[0]), donor=0, strength=1.0)
+
+    @pytest.mark.parametrize(
+        "make, fix",
+        [
+            (lambda img: np.ascontiguousarray(img.transpose(2, 0, 1)), "np.transpose(img, (1, 2, 0))"),
+            (lambda img: img.astype(np.float64) / 255, "img.astype(np.float32)"),
+            (lambda img: img.astype(np.uint16) * 257, "img.astype(np.float32) / 65535"),
+            (lambda img: img.astype(np.float32), "x.float() / 255"),
+            (lambda img: np.where(img > 150, np.nan, img / 255).astype(np.float32),
+             "torch.nan_to_num(x, nan=0, posinf=1, neginf=0)"),
+        ],
+        ids=["channels-first", "float64", "uint16", "0-255 floats", "NaN"],
+    )
+    def test_the_suggested_fix_works(self, tiny_with_bank, tiles_u8, make, fix):
+        """Apply the fix the message gives, verbatim (on the numpy image, or as torch code on it), and it works."""
+        t = ContriMix(weights=tiny_with_bank, p=1.0)
+        bad = make(tiles_u8[0])
+        with pytest.raises((TypeError, ValueError)) as err:
+            t.apply(bad, donor=0, strength=1.0)
+        assert fix in str(err.value), str(err.value)
+        if fix.startswith(("x.", "torch.")):  # a torch expression: run it on the array's tensor, back to numpy
+            fixed = eval(fix, {"x": torch.from_numpy(bad), "torch": torch}).numpy()  # noqa: S307
+        else:
+            fixed = eval(fix, {"img": bad, "np": np})  # noqa: S307 - our own message
+        out = t.apply(fixed, donor=0, strength=1.0)
+        assert out.shape == fixed.shape and out.dtype == fixed.dtype
+
+    def test_single_channel_hint_names_weights_that_work(self, tiles_u8):
+        t = ContriMix(weights="camelyon", p=1.0)
+        grey = tiles_u8[0][..., 1]
+        with pytest.raises(ValueError, match="Use weights trained for 1 channel \\(e.g. 'fluorescence'\\)"):
+            t.apply(grey, donor=0, strength=1.0)
+        out = ContriMix(weights="fluorescence", p=1.0).apply(grey, donor=0, strength=1.0)
+        assert out.shape == grey.shape and out.dtype == np.uint8
 
     def test_replayed_donor_outside_bank(self, tiny_with_bank, tiles_u8):
         with pytest.raises(ValueError, match="outside the attribute bank"):

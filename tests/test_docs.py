@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
 import subprocess
 import sys
@@ -65,6 +66,33 @@ def test_readme_quick_start_uses_camelyon_as_users_write_it() -> None:
     assert 'transforms.Compose([transforms.ToTensor(), ContriMix(weights="camelyon"' in quick
     assert 'pip install "contrimix_aug[albumentations]"' in quick  # the extra the snippet needs is named
     assert "_params" not in text and "_bundled_path" not in text  # public spellings only
+
+
+def _quick_start_blocks() -> list[str]:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    quick = text.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", quick, flags=re.S)
+
+
+@pytest.mark.parametrize("index", range(len(_quick_start_blocks())), ids=lambda i: f"block{i}")
+def test_quick_start_block_runs_alone(index: int) -> None:
+    """Each README quick-start block is self-contained: it runs in a fresh namespace (torchvision blocks where it is
+    installed, as in `.ci/run`'s second environment)."""
+    code = _quick_start_blocks()[index]
+    reason = _skip_reason(code)
+    if reason == "needs torchvision" and os.environ.get("CONTRIMIX_AUG_REQUIRE_TORCHVISION"):
+        pytest.fail("CONTRIMIX_AUG_REQUIRE_TORCHVISION is set but torchvision is missing")
+    if reason:
+        pytest.skip(reason)
+    namespace = {"__name__": "readme_quick_start"}  # fresh: nothing from the other blocks
+    exec(compile(code, f"README.md quick start block {index}", "exec"), namespace)  # noqa: S102
+
+
+def test_quick_start_has_a_torchvision_v2_block_with_a_mask() -> None:
+    blocks = _quick_start_blocks()
+    v2 = [b for b in blocks if "from torchvision.transforms import v2" in b]
+    assert len(v2) == 1 and "tv_tensors.Mask" in v2[0] and "train_tf(img, mask)" in v2[0]
+    assert len(blocks) >= 7
 
 
 @pytest.mark.parametrize("name", CARDS)
@@ -157,3 +185,110 @@ def test_docs_name_no_removed_paths() -> None:
         text = path.read_text(encoding="utf-8")
         for s in stale:
             assert s not in text, f"{path.name} still names {s!r}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# recipe defaults: one source of truth (the shipped recipe files), every table compared with it
+# ---------------------------------------------------------------------------------------------------------------
+def _md_table(text: str, first_header: str) -> list[dict[str, str]]:
+    """The rows of the markdown table whose header row starts with ``| first_header |``, as {header: cell}."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_header} |"))
+    header = [c.strip() for c in lines[start].strip("|").split("|")]
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append(dict(zip(header, (c.strip() for c in line.strip("|").split("|")))))
+    return rows
+
+
+@pytest.mark.parametrize("doc", ["docs/training.md", "contrimix_aug/recipes/README.md"])
+def test_recipe_tables_match_the_shipped_recipes(doc: str) -> None:
+    from contrimix_aug.cli.cmd_train import RECIPE_COLUMNS, recipe_summary
+    from contrimix_aug.training import RECIPES, load_recipe
+
+    rows = _md_table((ROOT / doc).read_text(encoding="utf-8"), "recipe")
+    assert [r["recipe"].strip("`") for r in rows] == list(RECIPES)
+    for row in rows:
+        name = row["recipe"].strip("`")
+        expected = recipe_summary(name)
+        for col in RECIPE_COLUMNS:
+            assert row[col] == expected[col], f"{doc}: {name} {col}: {row[col]!r}, the recipe gives {expected[col]!r}"
+        recipe = load_recipe(name)
+        assert row["K"] == str(recipe["num_attributes"]) and row["lr"] == f"{recipe['lr']:g}"
+        for k in re.findall(r"\bK = (\d+)", row["what"]):  # prose in the row agrees with the columns
+            assert k == row["K"], f"{doc}: {name} says K = {k}"
+
+
+def test_training_flag_defaults_are_what_a_run_gets() -> None:
+    """docs/training.md's flag table: each default is the default recipes' value (he-lite / fluorescence-lite) over
+    TrainConfig's, as `contrimix-aug train` uses it without the flag."""
+    from contrimix_aug.cli.cmd_train import _show_loss
+    from contrimix_aug.training import TrainConfig, load_recipe
+
+    rows = {r["flag"].strip("`"): r["default"] for r in _md_table((ROOT / "docs/training.md").read_text(), "flag")}
+    base = TrainConfig()
+    keys = {"--steps": "steps", "--batch-size": "batch_size", "--patch-size": "patch_size",
+            "--num-attributes": "num_attributes", "--num-mixes": "num_mixes", "--lr": "lr",
+            "--weight-decay": "weight_decay", "--seed": "seed", "--checkpoint-every": "checkpoint_every",
+            "--val-every": "val_every", "--log-every": "log_every", "--loss": "loss", "--arch": "arch",
+            "--device": "device", "--amp": "amp", "--num-workers": "num_workers"}
+    assert set(keys) <= set(rows)
+    for flag, key in keys.items():
+        values = []
+        for recipe in ("he-lite", "fluorescence-lite"):
+            v = load_recipe(recipe).get(key, getattr(base, key))
+            values.append(_show_loss(v) if key == "loss" else f"{v:g}" if isinstance(v, float) else str(v))
+        want = values[0] if values[0] == values[1] else f"{values[0]} (he-lite) / {values[1]} (fluorescence-lite)"
+        assert rows[flag] == want, f"docs/training.md {flag}: {rows[flag]!r}, a run gets {want!r}"
+
+
+def test_train_examples_agree_on_steps() -> None:
+    """The README and docs/training.md open with the same folder example: same --steps (the default)."""
+    from contrimix_aug.training import TrainConfig
+
+    found = set()
+    for path in (ROOT / "README.md", ROOT / "docs" / "training.md"):
+        first = next(line for line in path.read_text(encoding="utf-8").splitlines()
+                     if line.startswith("contrimix-aug train path/to/tiles"))
+        found.add(int(re.search(r"--steps (\d+)", first).group(1)))
+    assert found == {TrainConfig().steps}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# benchmark result files: compact (gzip-compressed JSON), read by the doc generators
+# ---------------------------------------------------------------------------------------------------------------
+def test_benchmark_results_are_compressed_and_read_back() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from dg import report as R
+
+    bench = ROOT / "docs" / "benchmarks"
+    assert not list(bench.glob("dg_*.json")), "per-run results belong in dg_*.json.gz (report.write_json)"
+    files = sorted(bench.glob("dg_*.json.gz"))
+    assert {"dg_camelyon16.json.gz", "dg_bbbc021.json.gz", "dg_camelyon16_posthoc.json.gz",
+            "dg_bbbc021_posthoc.json.gz"} <= {f.name for f in files}
+    assert sum(f.stat().st_size for f in files) < 3_000_000  # about 10 MB as plain JSON
+    loaded = R.load_results(bench, "dg_")
+    assert [d["_file"] for d in loaded] == [f.name for f in files]
+    bb = R.read_json(bench / "dg_bbbc021.json.gz")
+    assert all(len(r["correct"]) == r["n_test_items"] for r in bb["rows"])  # per-item detail kept, not dropped
+
+
+def test_result_writer_is_reproducible_and_reads_both_forms(tmp_path) -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import numpy as np
+
+    from dg import report as R
+
+    obj = {"rows": [{"acc": np.float32(0.5), "correct": [1, 0, 1], "nan": float("nan")}], "n": np.int64(3)}
+    a = R.write_json(tmp_path / "a" / "dg_x.json.gz", obj)
+    b = R.write_json(tmp_path / "b" / "dg_x.json.gz", obj)
+    assert a.read_bytes() == b.read_bytes() and a.read_bytes()[:2] == b"\x1f\x8b"  # gzip, byte-identical
+    plain = R.write_json(tmp_path / "a" / "dg_y.json", obj)
+    want = {"rows": [{"acc": 0.5, "correct": [1, 0, 1], "nan": None}], "n": 3}
+    assert R.read_json(a) == R.read_json(plain) == want
+    (tmp_path / "a" / "dg_x.json").write_text('{"stale": true}')  # a stem in both forms: the .gz wins
+    assert [(d["_file"], "stale" in d) for d in R.load_results(tmp_path / "a", "dg_")] == [
+        ("dg_x.json.gz", False), ("dg_y.json", False)]
+    assert R.result_stem("dg_x.json.gz") == R.result_stem("dg_x.json") == "dg_x"

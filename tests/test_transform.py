@@ -130,11 +130,30 @@ class TestSmoke:
         aug = ContriMix(weights=tiny, p=1.0, bank=bank_images, seed=0, keepdim=False)
         assert aug(tiles[0]).shape == (1, 3, H, W)
 
-    def test_repr_and_flags(self, tiny):
+    def test_repr_and_flags(self, tiny, bank_images, tmp_path):
         aug = ContriMix(weights=tiny, p=0.3, strength=(0.2, 0.7), seed=0)
         r = repr(aug)
-        assert "ContriMix(" in r and "p=0.3" in r and "(0.2, 0.7)" in r
+        assert r.startswith("ContriMix(weights=<ContriMixModel>, p=0.3, donors='batch', strength=(0.2, 0.7), ")
         assert aug.flags == {"strength": (0.2, 0.7), "donors": "batch"}
+        named = ContriMix(weights="Camelyon", p=0.5, donors="both", strength=0.8, same_on_batch=True)
+        assert repr(named).startswith(
+            "ContriMix(weights='Camelyon', p=0.5, donors='both', strength=0.8, same_on_batch=True, C=3, K=8, ")
+        path = ca.save_weights(tiny, tmp_path / "tiny.safetensors")
+        assert repr(ContriMix(weights=path)).startswith(f"ContriMix(weights={str(path)!r}, p=0.5, donors='batch'")
+        assert repr(ContriMix()).startswith("ContriMix(weights='he', ")
+        from_file = ContriMix(weights=ca.load_weights(path))
+        assert repr(from_file).startswith("ContriMix(weights=<ContriMixWeights 'unnamed'>")
+
+    def test_normalize_repr_names_weights_and_target(self, tiny, bank_images):
+        attrs = compute_bank(tiny, bank_images).mean(0)
+        norm = ContriMixNormalize(weights="camelyon")
+        n = norm.model.bank.shape[0]
+        assert n > 0 and repr(norm) == (
+            f"ContriMixNormalize(weights='camelyon', target=<bank centre ({n})>, C=3, K=8, keepdim=True)")
+        assert repr(ContriMixNormalize(weights=tiny, target=bank_images)).startswith(
+            "ContriMixNormalize(weights=<ContriMixModel>, target=<reference images (3)>, C=3, K=3")
+        assert "target=<reference images (1)>" in repr(ContriMixNormalize(weights=tiny, target=bank_images[0]))
+        assert "target=<attributes (3, 3)>" in repr(ContriMixNormalize(weights=tiny, target=attrs))
 
     def test_eval_mode_still_augments_and_model_stays_frozen(self, tiny, tiles):
         aug = ContriMix(weights=tiny, p=1.0, seed=0).eval()
@@ -337,6 +356,15 @@ class TestRandomness:
         aug(tiles)  # another draw in between
         assert torch.equal(aug(tiles, params=params), out)
 
+    def test_replay_with_params_passed_positionally(self, tiny, tiles):
+        """kornia's forward(input, params) spelling keeps working next to torchvision-style samples."""
+        aug = ContriMix(weights=tiny, p=0.5, strength=(0.3, 1.0), seed=0)
+        out = aug(tiles)
+        params = aug.params
+        aug(tiles)
+        assert torch.equal(aug(tiles, params), out)
+        assert aug(tiles, None).shape == tiles.shape and aug.params["donors"].shape == (tiles.shape[0],)  # a new draw
+
     def test_replay_params_for_another_batch_size(self, tiny, tiles):
         aug = ContriMix(weights=tiny, p=1.0, seed=0)
         aug(tiles[:4])
@@ -386,6 +414,108 @@ class TestRandomness:
             c = ContriMix(weights=tiny, p=0.5, seed=2).forward_parameters((8, 3, H, W))
         assert all(torch.equal(a[k], b[k]) for k in ("batch_prob", "donors", "strength"))
         assert not (torch.equal(a["donors"], c["donors"]) and torch.equal(a["batch_prob"], c["batch_prob"]))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# same_on_batch (kornia's flag): one draw for the whole batch
+# --------------------------------------------------------------------------------------------------------------
+class TestSameOnBatch:
+    def test_one_bank_donor_and_strength_for_every_image(self, handset, tiles, bank_images):
+        aug = ContriMix(weights=handset, p=1.0, donors="bank", bank=bank_images, strength=(0.3, 1.0),
+                        same_on_batch=True, seed=0)
+        seen = set()
+        for _ in range(6):
+            out = aug(tiles)
+            d, a = aug.params["donors"], aug.params["strength"]
+            assert d.shape == (tiles.shape[0],) and len(set(d.tolist())) == 1 and len(set(a.tolist())) == 1
+            seen.add(int(d[0]))
+            # every image: its own structure, moved by the same α towards the same donor's colour
+            alpha = float(a[0])
+            want = (1 - alpha) * mean_od(tiles) + alpha * mean_od(bank_images[d[:1]])
+            torch.testing.assert_close(mean_od(out), want, atol=5e-3, rtol=2e-2)
+            assert bool((od_luminance_ssim(tiles, out) > 0.9).all())
+        assert len(seen) > 1  # a new draw per call
+
+    def test_batch_donor_shared(self, handset, tiles):
+        aug = ContriMix(weights=handset, p=1.0, same_on_batch=True, seed=3)
+        out = aug(tiles)
+        d = aug.params["donors"]
+        j = int(d[0])
+        assert bool((d == j).all()) and not bool(aug.params["from_bank"].any())
+        torch.testing.assert_close(mean_od(out), mean_od(tiles[j : j + 1]).expand(tiles.shape[0], -1),
+                                   atol=5e-3, rtol=2e-2)
+        torch.testing.assert_close(out[j], handset(tiles[j : j + 1])[0], atol=1e-5, rtol=1e-5)  # reconstructed
+
+    def test_all_or_none_selected(self, tiny, tiles):
+        aug = ContriMix(weights=tiny, p=0.5, same_on_batch=True, seed=0)
+        kinds = set()
+        for _ in range(12):
+            out = aug(tiles)
+            sel = aug.params["batch_prob"] > 0.5
+            assert bool(sel.all()) or not bool(sel.any())
+            kinds.add(bool(sel.all()))
+            assert torch.equal(out, tiles) != bool(sel.all())
+        assert kinds == {True, False}
+
+    def test_default_draws_per_image(self, tiny, tiles, bank_images):
+        aug = ContriMix(weights=tiny, p=1.0, donors="bank", bank=bank_images, strength=(0.0, 1.0), seed=0)
+        aug(tiles)
+        assert len(set(aug.params["strength"].tolist())) == tiles.shape[0]
+        assert not aug.same_on_batch and "same_on_batch" not in repr(aug)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# gradients flow to the input (kornia augmentations are differentiable); the model stays frozen
+# --------------------------------------------------------------------------------------------------------------
+class TestGradients:
+    @pytest.mark.parametrize("p", [1.0, 0.5])
+    def test_input_gradient(self, tiny, tiles, p):
+        aug = ContriMix(weights=tiny, p=p, seed=0)
+        ref = aug(tiles)
+        x = tiles.clone().requires_grad_(True)
+        out = aug(x, params=aug.params)
+        assert out.requires_grad and torch.equal(out.detach(), ref)  # the same values as without grad
+        out.sum().backward()
+        g = x.grad
+        assert g is not None and bool(torch.isfinite(g).all())
+        sel = aug.params["batch_prob"] > 0.5
+        assert bool(sel.any())
+        assert bool((g[sel].flatten(1).abs().sum(1) > 0).all())  # every re-rendered image passes gradient
+        # an image that comes back unchanged and gives no attributes passes the gradient through as the identity
+        donor_of_selected = torch.zeros_like(sel)
+        donor_of_selected[aug.params["donors"][sel & ~aug.params["from_bank"]]] = True
+        plain = ~sel & ~donor_of_selected
+        if p < 1:
+            assert bool(plain.any())
+        torch.testing.assert_close(g[plain], torch.ones_like(g[plain]))
+        assert all(q.grad is None and not q.requires_grad for q in aug.model.parameters())
+
+    def test_directional_derivative_matches_finite_differences(self, handset, far_pair):
+        """d/dε of a loss of the rendered image along a direction equals the autograd gradient. The real pair is
+        compressed into [0.1, 0.9]: at 0 the optical density's log floor is a kink that no derivative sees."""
+        aug = ContriMix(weights=handset, p=1.0, strength=0.7, seed=0)
+        x0 = (0.1 + 0.8 * far_pair).double()
+        x = x0.clone().requires_grad_(True)
+        out = aug(x)
+        w = torch.linspace(0.5, 1.5, out.numel(), dtype=torch.float64).view_as(out)  # a fixed loss weighting
+        (out * w).sum().backward()
+        v = 0.1 * (far_pair - far_pair.mean()).double()  # the image's own pattern as the direction
+        eps = 1e-2
+        with torch.no_grad():
+            fd = ((aug(x0 + eps * v, params=aug.params) * w).sum()
+                  - (aug(x0 - eps * v, params=aug.params) * w).sum()) / (2 * eps)
+        assert abs(float(fd)) > 1.0  # the direction moves the output
+        torch.testing.assert_close((x.grad * v).sum(), fd, rtol=1e-2, atol=1e-3)
+
+    def test_normalize_gradient(self, tiny, tiles, bank_images):
+        norm = ContriMixNormalize(weights=tiny, target=bank_images)
+        x = tiles.clone().requires_grad_(True)
+        norm(x).square().mean().backward()
+        assert bool(torch.isfinite(x.grad).all()) and float(x.grad.abs().sum()) > 0
+
+    def test_no_graph_without_requires_grad(self, tiny, tiles):
+        out = ContriMix(weights=tiny, p=1.0, seed=0)(tiles)
+        assert not out.requires_grad and out.grad_fn is None
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -464,9 +594,11 @@ class TestTorchvisionStyle:
 # DataLoader workers
 # --------------------------------------------------------------------------------------------------------------
 def _run_loader(tiles, bank_images, loader_seed):
+    """One epoch through 2 workers; ``loader_seed`` seeds the DataLoader's generator (None: no generator, the
+    workers' seeds then come from torch's global RNG)."""
     aug = ContriMix(weights=make_tiny_model(), p=1.0, strength=(0.0, 1.0), bank=bank_images, seed=0)
-    dl = DataLoader(AugmentedTiles(tiles, aug), batch_size=2, num_workers=2,
-                    generator=torch.Generator().manual_seed(loader_seed))
+    gen = None if loader_seed is None else torch.Generator().manual_seed(loader_seed)
+    dl = DataLoader(AugmentedTiles(tiles, aug), batch_size=2, num_workers=2, generator=gen)
     outs, donors, strengths, workers, _ = zip(*dl)
     return torch.cat(outs), torch.cat(donors), torch.cat(strengths), torch.cat(workers)
 
@@ -483,8 +615,21 @@ class TestDataLoader:
         # the whole run is reproducible with the same seed and DataLoader generator seed
         assert torch.equal(out1, out2) and torch.equal(d1, d2) and torch.equal(s1, s2) and torch.equal(w1, w2)
         # ... and another loader seed gives another run
-        assert not torch.equal(s1, s3)
+        out3 = _run_loader(tiles, bank_images, 1)[0]
+        assert not torch.equal(s1, s3) and not torch.equal(out1, out3)
         assert bool(((d1 >= 0) & (d1 < bank_images.shape[0])).all())
+
+    def test_torch_manual_seed_reproduces_without_a_loader_generator(self, tiles, bank_images):
+        """The README's other recipe: seed= plus torch.manual_seed before iterating (no DataLoader generator)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(5)
+            a = _run_loader(tiles, bank_images, None)
+            torch.manual_seed(5)
+            b = _run_loader(tiles, bank_images, None)
+            torch.manual_seed(6)
+            c = _run_loader(tiles, bank_images, None)
+        assert all(torch.equal(u, v) for u, v in zip(a, b))  # identical batches
+        assert not torch.equal(a[0], c[0]) and not torch.equal(a[2], c[2])  # another global seed: other draws
 
 
 def _he_loader_run(tile: torch.Tensor, start_method: str):
@@ -760,6 +905,31 @@ class TestErrors:
         with pytest.raises(exc, match=match):
             ContriMix(weights=tiny, **kwargs)
 
+    def test_constructor_hints_work(self, tiny, tiles, bank_images):
+        """Each constructor message names the fix; applying it verbatim gives a working transform."""
+        with pytest.raises(ValueError, match=r"expected one of \('batch', 'bank', 'both'\)"):
+            ContriMix(weights=tiny, donors="others")
+        for mode in ("batch", "bank", "both"):
+            assert ContriMix(weights=tiny, donors=mode, bank=bank_images, seed=0)(tiles).shape == tiles.shape
+        with pytest.raises(ValueError, match=r"seed=3 is generator=torch.Generator\(\).manual_seed\(3\)"):
+            ContriMix(weights=tiny, seed=3, generator=torch.Generator())
+        assert torch.equal(ContriMix(weights=tiny, seed=3)(tiles),
+                           ContriMix(weights=tiny, generator=torch.Generator().manual_seed(3))(tiles))
+        with pytest.raises(TypeError, match=r"generator=torch.Generator\(\).manual_seed\(0\), or seed=0"):
+            ContriMix(weights=tiny, generator=3)
+        with pytest.raises(TypeError, match="pass e.g. seed=0"):
+            ContriMix(weights=tiny, seed=1.5)
+        assert ContriMix(weights=tiny, seed=0)(tiles).shape == tiles.shape
+        with pytest.raises(ValueError, match=r"pass bank=reference images \(N, C, H, W\)"):
+            ContriMix(weights=tiny, donors="bank")
+        assert ContriMix(weights=tiny, donors="bank", bank=bank_images, seed=0)(tiles[0]).shape == tiles[0].shape
+        with pytest.raises(ca.WeightsError, match="Did you mean 'camelyon'"):
+            ContriMix(weights="camelyon17")
+        assert ContriMix(weights="camelyon", p=1.0, seed=0)(tiles).shape == tiles.shape
+        with pytest.raises(TypeError, match="same_on_batch: expected True or False"):
+            ContriMix(weights=tiny, same_on_batch="yes")
+        assert ContriMix(weights=tiny, same_on_batch=True, seed=0)(tiles).shape == tiles.shape
+
     def test_unknown_weights_name(self):
         with pytest.raises(ca.WeightsError, match="unknown weights name 'not-a-model'") as err:
             ContriMix(weights="not-a-model")
@@ -835,8 +1005,14 @@ class TestCuda:
         assert out.shape == (3 * tiles.shape[0], 3, H, W) and out.is_cuda
 
     def test_cuda_input_cpu_model_clear_error(self, tiny, tiles):
-        with pytest.raises(ValueError, match="aug.to"):
-            ContriMix(weights=tiny, p=1.0, seed=0)(tiles.cuda())
+        aug = ContriMix(weights=tiny, p=1.0, seed=0)
+        x = tiles.cuda()
+        with pytest.raises(ValueError, match=r"aug\.to\('cuda:0'\), or the image with x\.to\('cpu'\)"):
+            aug(x)
+        ref = aug(x.to("cpu"))  # the second suggested fix
+        assert ref.device.type == "cpu"
+        out = aug.to("cuda:0")(x, params=aug.params)  # the first
+        assert out.is_cuda and float((out.cpu() - ref).abs().mean()) < 3e-4
 
     @pytest.mark.filterwarnings("ignore::DeprecationWarning")
     @pytest.mark.filterwarnings("ignore:TensorFloat32:UserWarning")

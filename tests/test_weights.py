@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import pickle
+import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -135,7 +138,7 @@ def test_wrong_format(tmp_path: Path) -> None:
         load_weights(plain)
     pth = tmp_path / "model.pth"
     torch.save({"w": torch.zeros(2)}, pth)
-    with pytest.raises(WeightsError, match="not a readable safetensors"):
+    with pytest.raises(WeightsError, match="a PyTorch checkpoint .*`contrimix-aug import-checkpoint"):
         load_weights(pth)
     with pytest.raises(WeightsError, match="does not exist"):
         load_weights(tmp_path / "absent.safetensors")
@@ -460,3 +463,33 @@ def test_min_size_and_value_range_of_a_file_rule_every_front_door(tmp_path) -> N
     with pytest.raises(ValueError):
         alb(image=np.full((32, 32, 3), 0.8, np.float32))
     assert ContriMix(weights="he", p=1.0, seed=0)(torch.full((2, 3, 16, 16), 0.8)).shape[-1] == 16  # default: 8 px
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# a PyTorch .pth passed as weights=: the message names import-checkpoint, and that command works (issue 19, item 6)
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
+def test_pth_as_weights_names_import_checkpoint_and_the_command_works(
+    tmp_path: Path, isolated_home: Path, real_tiles: torch.Tensor, monkeypatch: pytest.MonkeyPatch, zip_format: bool
+) -> None:
+    from test_encoders import authors_algorithm_state_dict, authors_tensors
+
+    from contrimix_aug.cli import main
+
+    src = tmp_path / "camelyon_seed0_model.pth"  # an authors' checkpoint, in their layout
+    algorithm = authors_algorithm_state_dict(*authors_tensors(4, seed=41, dtype=torch.float32))
+    torch.save({"algorithm": algorithm, "epoch": 19}, src, _use_new_zipfile_serialization=zip_format)
+    monkeypatch.chdir(tmp_path)
+    for given in (src, str(src), src.name):  # a Path, a path string, a bare file name in the working folder
+        with pytest.raises(WeightsError) as err:
+            ContriMix(weights=given)
+        msg = str(err.value)
+        assert "a PyTorch checkpoint" in msg and "truncated" not in msg and "unknown weights name" not in msg, msg
+    command = re.search(r"`(contrimix-aug import-checkpoint [^`]+)`", msg).group(1)
+    argv = shlex.split(command.replace("NAME", "c17-authors"))
+    assert argv[:2] == ["contrimix-aug", "import-checkpoint"] and os.path.samefile(argv[2], src)
+    assert main(argv[1:]) == 0  # the suggested command, as typed
+    assert 'then pass weights="NAME"' in msg
+    aug = ContriMix(weights="c17-authors", p=1.0, seed=0)
+    out = aug(real_tiles[:2])
+    assert out.shape == real_tiles[:2].shape and not torch.equal(out, real_tiles[:2])
