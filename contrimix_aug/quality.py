@@ -12,6 +12,19 @@ Image measures (per image; images (B, C, H, W) in [0, 1]):
   and the share of the colour gap from an image to a reference that a re-rendering closes (1 = the reference's
   colours reproduced, 0 = unchanged).
 
+Stain plausibility (H&E renders; images (B, 3, H, W) in [0, 1]):
+
+- :func:`stain_features`: CIELAB mean and standard deviation over the tissue pixels (6 numbers per image; for
+  other channel counts the per-channel mean/std of log intensity), the colour features of the benchmarks'
+  coverage diagnostic too;
+- :class:`PlausibilityReference`: features of real crops of many labs, their z-scaling and a distance threshold
+  calibrated leave-one-lab-out (each real crop's distance to its nearest crop of *another* lab; the threshold is
+  the 95th percentile, so real crops of a lab the reference never saw pass about 95 %);
+  :func:`load_plausibility_reference` loads the one shipped with the package (labs that no benchmark holds out);
+- :func:`plausible`: whether an image's features lie within the threshold of some real crop;
+- :func:`render_artefacts`: per-pixel failures of a re-rendering: background (glass in the input) that comes out
+  coloured, near-black pixels, clipped channels.
+
 Model measures: :func:`reconstruction` (PSNR/SSIM of ``model(x)``), :func:`swap_report` (structure kept and colour
 moved towards the donor), :func:`stain_transfer` (with the same tissue in another stain as donor: gap closed and
 content agreement).
@@ -19,8 +32,13 @@ content agreement).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -29,15 +47,21 @@ from .optical_density import T_MIN_UINT8, rgb_to_hed, rgb_to_od
 from .tissue import tissue_mask_tensor
 
 __all__ = [
+    "ARTEFACT_THRESHOLDS",
+    "PlausibilityReference",
     "SwapReport",
     "colour_stats",
     "gap_closed",
+    "load_plausibility_reference",
     "nucleus_dice",
     "od_luminance",
+    "plausible",
     "psnr",
     "reconstruction",
+    "render_artefacts",
     "sliced_wasserstein",
     "ssim",
+    "stain_features",
     "stain_transfer",
     "structure_ssim",
     "swap_report",
@@ -290,3 +314,247 @@ def stain_transfer(model: ContriMixModel, sources: torch.Tensor, references: tor
         r = torch.where(varies, num / den.clamp_min(1e-12), torch.zeros_like(num))
         agree.append((r.sum(1) / varies.sum(1).clamp_min(1)).cpu())
     return {"gap_closed": torch.cat(gaps), "content_agreement": torch.cat(agree)}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# stain plausibility
+# ---------------------------------------------------------------------------------------------------------------
+def _check_batch(x: Any, name: str, channels: int | None = None) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch tensor (B, C, H, W) in [0, 1], got {type(x).__name__}.")
+    if x.ndim != 4 or (channels is not None and x.shape[1] != channels) or x.shape[0] == 0:
+        want = f"(B, {channels}, H, W)" if channels else "(B, C, H, W)"
+        raise ValueError(f"{name}: expected a non-empty {want} batch, got shape {tuple(x.shape)}.")
+    if not x.is_floating_point():
+        raise ValueError(f"{name}: expected float images in [0, 1], got {x.dtype}; divide uint8 images by 255.")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name}: NaN or Inf values.")
+    return x
+
+
+def _lab(x: torch.Tensor) -> torch.Tensor:
+    from kornia.color import rgb_to_lab
+
+    return rgb_to_lab(x.float().clamp(0, 1))
+
+
+def stain_features(images: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Colour features of each image: CIELAB (D65, sRGB) mean and standard deviation over its tissue pixels.
+
+    Tissue is :func:`~contrimix_aug.tissue.tissue_mask_tensor` of the image itself unless ``mask`` is given; an
+    image without tissue uses all its pixels. For C != 3 channels (fluorescence): each channel's mean and standard
+    deviation of log(intensity + 1e-3) over all pixels.
+
+    Shape: (B, C, H, W) in [0, 1] [, (B, H, W) bool] -> (B, 2·C) float32 on the CPU: [L, a, b] means, then stds.
+    """
+    x = _check_batch(images, "stain_features").detach().float().clamp(0, 1).cpu()
+    if x.shape[1] == 3:
+        v = _lab(x)
+        if mask is None:
+            w = tissue_mask_tensor(x)
+        else:
+            if tuple(mask.shape) != (x.shape[0], *x.shape[2:]):
+                raise ValueError(f"stain_features: mask must be (B, H, W) = {(x.shape[0], *x.shape[2:])}, "
+                                 f"got {tuple(mask.shape)}.")
+            w = mask.bool().cpu()
+        w = w.float()
+        w = torch.where(w.sum((1, 2), keepdim=True) > 0, w, torch.ones_like(w)).unsqueeze(1)
+    else:
+        v = torch.log(x + 1e-3)
+        w = torch.ones_like(x[:, :1])
+    n = w.sum((2, 3))
+    mean = (v * w).sum((2, 3)) / n
+    var = ((v - mean[..., None, None]) ** 2 * w).sum((2, 3)) / n
+    return torch.cat([mean, var.sqrt()], 1)
+
+
+def _nearest(queries: torch.Tensor, points: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """(Q, D), (N, D), (D,) -> (Q,) float64 distance of each query to its nearest point, in ``scale`` units."""
+    if points.shape[0] == 0:
+        return torch.full((queries.shape[0],), float("inf"), dtype=torch.float64)
+    return torch.cdist(queries.double() / scale, points.double() / scale).min(1).values
+
+
+@dataclass
+class PlausibilityReference:
+    """Colour features of real crops of many labs, and the distance under which an image counts as plausible.
+
+    Attributes:
+        features: (N, 6) float64 :func:`stain_features` of the real crops.
+        labs: N lab names (one per crop).
+        scale: (6,) float64 z-scaling: distances are Euclidean in ``features / scale`` (the crops' std).
+        threshold: the calibrated distance: the ``quantile`` of :attr:`loo_distances`.
+        quantile: the share of real crops of an unseen lab meant to pass (0.95).
+        meta: free-form provenance (collections, crop size, µm/px, crops per lab).
+    """
+
+    features: torch.Tensor
+    labs: tuple[str, ...]
+    scale: torch.Tensor
+    threshold: float
+    quantile: float = 0.95
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.features = torch.as_tensor(self.features, dtype=torch.float64)
+        self.scale = torch.as_tensor(self.scale, dtype=torch.float64)
+        self.labs = tuple(str(s) for s in self.labs)
+        if self.features.ndim != 2 or self.features.shape[0] != len(self.labs) or self.features.shape[0] == 0:
+            raise ValueError(f"PlausibilityReference: expected (N, D) features and N labs, got "
+                             f"{tuple(self.features.shape)} and {len(self.labs)}.")
+        if tuple(self.scale.shape) != (self.features.shape[1],) or not bool((self.scale > 0).all()):
+            raise ValueError(f"PlausibilityReference: scale must be ({self.features.shape[1]},) positive values.")
+
+    @classmethod
+    def from_features(cls, features: torch.Tensor, labs: Sequence[str], quantile: float = 0.95,
+                      meta: dict | None = None) -> "PlausibilityReference":
+        """Calibrate on precomputed (N, D) features of real crops of at least two labs (see :meth:`from_crops`)."""
+        features = torch.as_tensor(features, dtype=torch.float64)
+        labs = tuple(str(s) for s in labs)
+        if features.ndim != 2 or features.shape[0] != len(labs):
+            raise ValueError(f"PlausibilityReference: expected (N, D) features and N labs, got "
+                             f"{tuple(features.shape)} and {len(labs)}.")
+        if len(set(labs)) < 2:
+            raise ValueError("PlausibilityReference: the leave-one-lab-out calibration needs crops of at least two "
+                             f"labs, got {sorted(set(labs))}.")
+        if not 0 < quantile < 1:
+            raise ValueError(f"PlausibilityReference: quantile must lie in (0, 1), got {quantile}.")
+        scale = features.std(0).clamp_min(1e-6)
+        ref = cls(features, labs, scale, float("nan"), quantile, dict(meta or {}))
+        ref.threshold = float(torch.quantile(ref.loo_distances(), quantile))
+        return ref
+
+    @classmethod
+    def from_crops(cls, crops: torch.Tensor, labs: Sequence[str], quantile: float = 0.95,
+                   meta: dict | None = None) -> "PlausibilityReference":
+        """Calibrate on real crops: (N, 3, H, W) in [0, 1] and their N lab names.
+
+        Each crop's distance to its nearest crop of *another* lab (leave-one-lab-out); the threshold is the
+        ``quantile`` of these distances, so a real crop of a lab the reference lacks passes with probability
+        about ``quantile`` (exactly that share of the reference's own crops passes when its lab is left out).
+        Use the same number of crops per lab, so that every lab weighs the same.
+        """
+        crops = _check_batch(crops, "PlausibilityReference.from_crops: crops", 3)
+        if len(labs) != crops.shape[0]:
+            raise ValueError(f"PlausibilityReference.from_crops: {crops.shape[0]} crops but {len(labs)} lab names.")
+        return cls.from_features(stain_features(crops), labs, quantile, meta)
+
+    def loo_distances(self) -> torch.Tensor:
+        """(N,) distance of each reference crop to its nearest crop of another lab (the calibration sample)."""
+        z = self.features / self.scale
+        d = torch.cdist(z, z)
+        labs = np.asarray(self.labs)
+        same = torch.from_numpy(labs[:, None] == labs[None, :])
+        return d.masked_fill(same, float("inf")).min(1).values
+
+    def distance(self, features: torch.Tensor, exclude_labs: Sequence[str] = ()) -> torch.Tensor:
+        """(B, D) features -> (B,) float64 distance to the nearest reference crop (of a lab not in ``exclude_labs``)."""
+        features = torch.as_tensor(features, dtype=torch.float64)
+        if features.ndim != 2 or features.shape[1] != self.features.shape[1]:
+            raise ValueError(f"PlausibilityReference.distance: expected (B, {self.features.shape[1]}) features, got "
+                             f"{tuple(features.shape)}.")
+        keep = torch.from_numpy(~np.isin(np.asarray(self.labs), list(exclude_labs)))
+        return _nearest(features, self.features[keep], self.scale)
+
+    @property
+    def lab_names(self) -> tuple[str, ...]:
+        """The distinct labs, sorted."""
+        return tuple(sorted(set(self.labs)))
+
+    def to_dict(self) -> dict:
+        return {"format": "contrimix_aug.plausibility/1", "features": "CIELAB mean L, a, b; std L, a, b over tissue",
+                "quantile": self.quantile, "threshold": self.threshold, "scale": self.scale.tolist(),
+                "meta": self.meta, "labs": list(self.labs),
+                "values": [[round(float(v), 4) for v in row] for row in self.features]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PlausibilityReference":
+        if d.get("format") != "contrimix_aug.plausibility/1":
+            raise ValueError(f"PlausibilityReference: unknown format {d.get('format')!r}.")
+        return cls(torch.tensor(d["values"], dtype=torch.float64), tuple(d["labs"]),
+                   torch.tensor(d["scale"], dtype=torch.float64), float(d["threshold"]), float(d["quantile"]),
+                   dict(d.get("meta", {})))
+
+    def save(self, path: str | os.PathLike) -> None:
+        with open(path, "w") as f:
+            json.dump(self.to_dict(), f, indent=None, separators=(",", ":"))
+            f.write("\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "PlausibilityReference":
+        with open(path) as f:
+            return cls.from_dict(json.load(f))
+
+
+PLAUSIBILITY_REFERENCE = "plausibility_reference.json"
+
+
+def load_plausibility_reference() -> PlausibilityReference:
+    """The reference shipped in ``contrimix_aug/assets/plausibility_reference.json``: 96 px crops at 0.5 µm/px of
+    labs that no benchmark of this project holds out (MoNuSeg training sites, CAMELYON17 hospitals 0, 3, 4, the
+    six H&E sources); written by ``scripts/make_plausibility_reference.py``. Holds derived statistics only."""
+    text = resources.files("contrimix_aug").joinpath("assets", PLAUSIBILITY_REFERENCE).read_text()
+    return PlausibilityReference.from_dict(json.loads(text))
+
+
+def plausible(images: torch.Tensor, reference: PlausibilityReference | None = None,
+              exclude_labs: Sequence[str] = ()) -> torch.Tensor:
+    """Whether each image's colour statistics (:func:`stain_features`) lie within ``reference.threshold`` of some
+    real crop (of a lab not in ``exclude_labs``; default reference: :func:`load_plausibility_reference`).
+
+    Shape: (B, 3, H, W) in [0, 1] -> (B,) bool.
+    """
+    images = _check_batch(images, "plausible", 3)
+    reference = load_plausibility_reference() if reference is None else reference
+    return reference.distance(stain_features(images), exclude_labs) <= reference.threshold
+
+
+ARTEFACT_THRESHOLDS = {"background_chroma": 16.0, "black_lightness": 5.0, "clip_level": 1.5 / 255}
+"""Pixel-artefact thresholds of :func:`render_artefacts` (CIELAB units; transmittance for ``clip_level``), set
+from the real crops of the shipped reference (416 crops of 26 labs, 96 px at 0.5 µm/px):
+
+* ``background_chroma`` 16: a glass pixel (:func:`~contrimix_aug.tissue.tissue_mask` False: grey > 0.82 and
+  saturation < 0.10) has a CIELAB chroma of at most 15.7 by that definition; the real crops' glass pixels reach
+  15.65 (median 4.8, 99th percentile 12.8). Above 16, a background pixel is no longer background-coloured;
+* ``black_lightness`` 5: 99.9 % of the real tissue pixels have L* above 5.9 (0.06 % of a real crop's pixels lie
+  below 5 on average; 99th percentile over crops 2 %, all of one lab, cmu1);
+* ``clip_level`` 1.5/255: a channel at 8-bit 0 or 1 (optical density above 2.2, fully absorbed): 0.05 % of the
+  real crops' pixels (cmu1 and hgsc only).
+"""
+
+
+def render_artefacts(inputs: torch.Tensor, outputs: torch.Tensor,
+                     thresholds: dict[str, float] | None = None) -> dict[str, torch.Tensor]:
+    """Pixel artefacts of a re-rendering, each as a fraction of all pixels of the image.
+
+    * ``background_coloured``: background in the input (glass: ``tissue_mask`` False, i.e. near-white and grey)
+      whose output has CIELAB chroma above ``background_chroma`` (cyan or yellow spots on the glass);
+    * ``near_black``: output L* below ``black_lightness`` where the input was not;
+    * ``clipped``: an output channel at or below ``clip_level`` where the input had none (a saturated colour).
+
+    Thresholds: :data:`ARTEFACT_THRESHOLDS`, overridden by ``thresholds``.
+
+    Shape: (B, 3, H, W), (B, 3, H, W) in [0, 1] -> {name: (B,) float32}.
+    """
+    inputs = _check_batch(inputs, "render_artefacts: inputs", 3)
+    outputs = _check_batch(outputs, "render_artefacts: outputs", 3)
+    if inputs.shape != outputs.shape:
+        raise ValueError(f"render_artefacts: inputs {tuple(inputs.shape)} and outputs {tuple(outputs.shape)} must "
+                         "have one shape (the same images before and after).")
+    unknown = set(thresholds or {}) - set(ARTEFACT_THRESHOLDS)
+    if unknown:
+        raise ValueError(f"render_artefacts: unknown thresholds {sorted(unknown)}; "
+                         f"known: {sorted(ARTEFACT_THRESHOLDS)}.")
+    t = {**ARTEFACT_THRESHOLDS, **(thresholds or {})}
+    x = inputs.detach().float().clamp(0, 1).cpu()
+    y = outputs.detach().float().clamp(0, 1).cpu()
+    glass = ~tissue_mask_tensor(x)
+    lab_x, lab_y = _lab(x), _lab(y)
+    chroma = lab_y[:, 1:].norm(dim=1)
+    black_x, black_y = lab_x[:, 0] < t["black_lightness"], lab_y[:, 0] < t["black_lightness"]
+    clip_x = (x <= t["clip_level"]).any(1)
+    clip_y = (y <= t["clip_level"]).any(1)
+    frac = lambda m: m.flatten(1).float().mean(1)  # noqa: E731
+    return {"background_coloured": frac(glass & (chroma > t["background_chroma"])),
+            "near_black": frac(black_y & ~black_x),
+            "clipped": frac(clip_y & ~clip_x)}

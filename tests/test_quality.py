@@ -1,8 +1,11 @@
 """Quality measures (contrimix_aug.quality) on real tissue: PSNR/SSIM against independent float64 oracles, the
 optical-density luminance and colour statistics by their definitions, the sliced Wasserstein distance, the colour
-gap closed by a re-staining, nucleus Dice, and the model-level reports with the bundled ``he`` weights."""
+gap closed by a re-staining, nucleus Dice, the model-level reports with the bundled ``he`` weights, and the stain
+plausibility measures (CIELAB features, the leave-one-lab-out reference, pixel artefacts)."""
 
 from __future__ import annotations
+
+import json
 
 import kornia
 import numpy as np
@@ -13,15 +16,21 @@ import contrimix_aug as ca
 from contrimix_aug.data.readers import load_demo_tiles
 from contrimix_aug.optical_density import T_MIN_UINT8, rgb_to_od
 from contrimix_aug.quality import (
+    ARTEFACT_THRESHOLDS,
+    PlausibilityReference,
     SwapReport,
     colour_stats,
     gap_closed,
+    load_plausibility_reference,
     nucleus_dice,
     od_luminance,
+    plausible,
     psnr,
     reconstruction,
+    render_artefacts,
     sliced_wasserstein,
     ssim,
+    stain_features,
     stain_transfer,
     structure_ssim,
     swap_report,
@@ -322,3 +331,222 @@ def test_swap_report(he, demo):
     assert float(self_swap.source_distance.max()) < float(rep.source_distance.min())
     with pytest.raises(ValueError, match="as many donors as sources"):
         swap_report(he, demo, demo[:3])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# stain plausibility: features, the leave-one-lab-out reference, pixel artefacts
+# ---------------------------------------------------------------------------------------------------------------
+def _u8_batch(arr: np.ndarray) -> torch.Tensor:
+    """(N, H, W, 3) or (H, W, 3) uint8 -> (N, 3, H, W) float32 in [0, 1]."""
+    arr = arr if arr.ndim == 4 else arr[None]
+    return torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float() / 255
+
+
+def _crops_at_half_micron(images, mpp: float, per_image: int) -> np.ndarray:
+    from contrimix_aug.data.patches import sample_patches_from_images
+
+    out = []
+    for i, im in enumerate(images):
+        try:
+            out.append(sample_patches_from_images({f"i{i}": (im, mpp)}, 96, per_image, target_mpp=0.5, seed=3).images)
+        except ValueError:  # no position with enough tissue in this tile
+            continue
+    return np.concatenate(out)
+
+
+def test_stain_features_definition(demo, cmu1_edge):
+    x = torch.cat([demo[:3], _u8_batch(cmu1_edge)[:, :, :96, :96]])  # the last crop is mostly glass and ink
+    f = stain_features(x)
+    assert f.shape == (4, 6) and f.dtype == torch.float32
+    lab = kornia.color.rgb_to_lab(x).double().numpy()
+    tissue = tissue_mask_tensor(x).numpy()
+    for i in range(4):
+        v = lab[i][:, tissue[i]]  # (3, n) tissue pixels only
+        assert 0 < v.shape[1] < 96 * 96 or i < 3
+        np.testing.assert_allclose(f[i, :3].numpy(), v.mean(1), rtol=1e-4, atol=1e-3)
+        np.testing.assert_allclose(f[i, 3:].numpy(), v.std(1), rtol=1e-3, atol=1e-3)
+    # an explicit mask replaces the tissue mask; no tissue at all: every pixel counts
+    full = torch.ones(4, 96, 96, dtype=torch.bool)
+    np.testing.assert_allclose(stain_features(x, full)[:, :3].numpy(), lab.mean((2, 3)), rtol=1e-4, atol=1e-3)
+    white = torch.ones(1, 3, 16, 16)
+    torch.testing.assert_close(stain_features(white), torch.tensor([[100.0, 0, 0, 0, 0, 0]]), atol=1e-2, rtol=0)
+    # other channel counts: mean/std of log intensity
+    fl = torch.rand(2, 2, 8, 8, generator=torch.Generator().manual_seed(0))
+    lg = torch.log(fl + 1e-3).flatten(2)
+    torch.testing.assert_close(stain_features(fl), torch.cat([lg.mean(2), lg.std(2, unbiased=False)], 1))
+
+
+def test_stain_features_is_the_benchmarks_colour_feature(demo):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from dg.diagnostics import colour_features
+
+    np.testing.assert_array_equal(colour_features(demo[:4]), stain_features(demo[:4]).numpy())
+
+
+def test_stain_features_errors(demo):
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+        stain_features(demo[0])
+    with pytest.raises(ValueError, match="float"):
+        stain_features((demo[:2] * 255).to(torch.uint8))
+    with pytest.raises(ValueError, match="NaN"):
+        stain_features(torch.full((1, 3, 8, 8), float("nan")))
+    with pytest.raises(ValueError, match="mask"):
+        stain_features(demo[:2], torch.ones(2, 8, 8, dtype=torch.bool))
+    with pytest.raises(TypeError, match="torch tensor"):
+        stain_features(np.zeros((1, 3, 8, 8), np.float32))
+
+
+def test_reference_threshold_is_the_leave_one_lab_out_quantile(demo):
+    """By construction: the threshold is the 95th percentile of each crop's distance to its nearest crop of another
+    lab, so 95 % of the crops pass when their own lab is left out."""
+    labs = [f"lab{i % 4}" for i in range(16)]  # four "labs" of 4 real tiles each
+    ref = PlausibilityReference.from_crops(demo, labs)
+    f = stain_features(demo).double()
+    z = f / f.std(0)
+    d = torch.cdist(z, z)
+    lab_ids = torch.tensor([i % 4 for i in range(16)])
+    d[lab_ids[:, None] == lab_ids[None, :]] = float("inf")
+    loo = d.min(1).values
+    torch.testing.assert_close(ref.loo_distances(), loo)
+    assert ref.threshold == pytest.approx(float(torch.quantile(loo, 0.95)))
+    passed = torch.stack([ref.distance(f[i:i + 1], [labs[i]])[0] for i in range(16)]) <= ref.threshold
+    # 95th percentile of 16 distances (interpolated between the 15th and 16th): all but the farthest crop pass
+    assert int(passed.sum()) == 15 and not bool(passed[loo.argmax()])
+    # a crop of a lab in the reference is at distance 0 from itself
+    assert bool((ref.distance(f) < 1e-6).all()) and bool(plausible(demo, ref).all())
+    # round trip through JSON
+    back = PlausibilityReference.from_dict(json.loads(json.dumps(ref.to_dict())))
+    assert back.labs == ref.labs and back.threshold == ref.threshold
+    torch.testing.assert_close(back.features, ref.features, atol=1e-4, rtol=0)
+
+
+def test_reference_errors(demo):
+    with pytest.raises(ValueError, match="at least two labs"):
+        PlausibilityReference.from_crops(demo[:4], ["a"] * 4)
+    with pytest.raises(ValueError, match="4 crops but 3 lab names"):
+        PlausibilityReference.from_crops(demo[:4], ["a", "b", "a"])
+    with pytest.raises(ValueError, match="quantile"):
+        PlausibilityReference.from_crops(demo[:4], ["a", "b"] * 2, quantile=1.0)
+    ref = PlausibilityReference.from_crops(demo[:4], ["a", "b"] * 2)
+    with pytest.raises(ValueError, match=r"\(B, 6\) features"):
+        ref.distance(torch.zeros(2, 5))
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+        plausible(demo[:, :2], ref)
+    with pytest.raises(ValueError, match="unknown format"):
+        PlausibilityReference.from_dict({"format": "other"})
+
+
+def test_shipped_reference_has_no_held_out_lab():
+    from contrimix_aug.data.registry import get_collection
+
+    ref = load_plausibility_reference()
+    test_sites = {f.meta["site"] for f in get_collection("monuseg").files if f.meta.get("split") == "test"}
+    assert len(test_sites) == 14
+    forbidden = {f"monuseg:{s}" for s in test_sites} | {"camelyon17:1", "camelyon17:2", "camelyon16:RUMC",
+                                                         "camelyon16:UMCU"}
+    labs = set(ref.labs)
+    assert not labs & forbidden and not any(lab.startswith("camelyon16") for lab in labs)
+    assert {"camelyon17:0", "camelyon17:3", "camelyon17:4", "source:cmu1", "source:hgsc"} <= labs
+    assert sum(lab.startswith("monuseg:") for lab in labs) == 18 and len(labs) == 26
+    counts = {lab: ref.labs.count(lab) for lab in labs}
+    assert len(set(counts.values())) == 1  # a fixed number of crops per lab
+    assert ref.features.shape == (len(ref.labs), 6) and ref.quantile == 0.95
+    # the stored threshold is the leave-one-lab-out 95th percentile of the stored features
+    assert float(torch.quantile(ref.loo_distances(), 0.95)) == pytest.approx(ref.threshold, rel=1e-3)
+    assert 0.5 < ref.threshold < 5
+
+
+def test_real_crops_of_unseen_labs_pass(data_root):
+    """Real crops of labs the shipped reference never saw (MoNuSeg test sites, CAMELYON16, CAMELYON17 hospitals 1
+    and 2) pass about as often as the calibration promises (95 %)."""
+    from contrimix_aug.data import load_camelyon16_patches, load_camelyon17_tiles, load_monuseg
+
+    ref = load_plausibility_reference()
+    mo = load_monuseg("test", progress=False)
+    c16 = load_camelyon16_patches(progress=False)
+    c17 = load_camelyon17_tiles((1, 2), progress=False)
+    crops = np.concatenate([_crops_at_half_micron(mo.images, mo.um_per_px, 2),
+                            _crops_at_half_micron(c16.images[::2], c16.um_per_px, 1),
+                            _crops_at_half_micron(c17.images, c17.um_per_px, 2)])
+    ok = plausible(_u8_batch(crops), ref)
+    assert len(ok) > 60 and 0.9 <= float(ok.float().mean()) <= 1.0
+
+
+def test_obviously_implausible_renders_are_flagged(demo):
+    ref = load_plausibility_reference()
+    assert float(plausible(demo, ref).float().mean()) >= 0.9
+    green = demo[:, [1, 0, 2]]  # red and green swapped: green tissue
+    inverted = 1 - demo
+    grey = demo.mean(1, keepdim=True).expand_as(demo)  # no stain colour at all
+    dark = demo * 0.5  # near-black tiles
+    for bad in (green, inverted, grey, dark):
+        assert not bool(plausible(bad, ref).any())
+    # red and blue swapped: H&E absorbs red and blue alike, so the tissue stays purple, and plausible
+    assert float(plausible(demo[:, [2, 1, 0]], ref).float().mean()) >= 0.9
+    # a mild brightness change of real tissue stays plausible more often than not
+    assert float(plausible((demo * 1.05).clamp(0, 1), ref).float().mean()) >= 0.75
+
+
+def test_render_artefacts_on_constructed_cases(cmu1_edge):
+    x = _u8_batch(cmu1_edge)
+    glass = ~tissue_mask_tensor(x)[0]
+    assert 0.1 < float(glass.float().mean()) < 0.9
+    none = render_artefacts(x, x)
+    assert set(none) == {"background_coloured", "near_black", "clipped"}
+    assert all(float(v) == 0.0 for v in none.values())
+    # the glass comes out cyan (red absorbed): every glass pixel is a coloured background pixel
+    cyan = x.clone()
+    cyan[0, 0][glass] *= 0.6
+    got = render_artefacts(x, cyan)
+    assert float(got["background_coloured"][0]) == pytest.approx(float(glass.float().mean()), abs=1e-3)
+    assert float(got["near_black"][0]) == 0 and float(got["clipped"][0]) == 0
+    # a faint tint that stays within what glass can be is not an artefact
+    faint = x.clone()
+    faint[0, 0][glass] *= 0.97
+    assert float(render_artefacts(x, faint)["background_coloured"][0]) < 0.01
+    # a black square of 32 x 32 px on tissue, and a saturated magenta one (green channel at 0)
+    black, magenta = x.clone(), x.clone()
+    black[..., 100:132, 100:132] = 0.02
+    magenta[:, 1, 100:132, 100:132] = 0.0
+    n = 32 * 32 / (x.shape[-1] * x.shape[-2])
+    assert float(render_artefacts(x, black)["near_black"][0]) == pytest.approx(n, rel=0.05)
+    assert float(render_artefacts(black, black)["near_black"][0]) == 0  # black already in the input: not new
+    assert float(render_artefacts(x, magenta)["clipped"][0]) == pytest.approx(n, rel=0.05)
+    # thresholds can be overridden; errors
+    assert float(render_artefacts(x, cyan, {"background_chroma": 200.0})["background_coloured"][0]) == 0
+    assert ARTEFACT_THRESHOLDS["background_chroma"] > 15.7  # the largest chroma a glass pixel can have
+    with pytest.raises(ValueError, match="one shape"):
+        render_artefacts(x, x[..., :64])
+    with pytest.raises(ValueError, match="unknown thresholds"):
+        render_artefacts(x, x, {"chroma": 1.0})
+
+
+def test_limit_render_keeps_glass_glass_and_caps_optical_density(cmu1_edge):
+    from contrimix_aug.optical_density import RENDER_OD_MAX, limit_render, od_to_rgb
+
+    x = _u8_batch(cmu1_edge)
+    src = rgb_to_od(x)
+    # a re-rendering that adds a donor's OD offset everywhere (the glass turns pink) and overshoots in the dark
+    offset = torch.tensor([0.10, 0.30, 0.15]).view(1, 3, 1, 1)
+    render = src * 1.8 + offset
+    raw = od_to_rgb(render)
+    lim = od_to_rgb(limit_render(render, src))
+    raw_art, lim_art = render_artefacts(x, raw), render_artefacts(x, lim)
+    assert float(raw_art["background_coloured"][0]) > 0.1 and float(lim_art["background_coloured"][0]) < 0.01
+    out = limit_render(render, src, background=None)
+    assert float(out.amax(1).max()) <= RENDER_OD_MAX + 1e-5
+    # the cap keeps each pixel's hue (the ratio of its channels) and leaves pixels below it untouched
+    ratio = (out / render.clamp_min(1e-9))[:, :, render.amax(1)[0] > RENDER_OD_MAX]
+    torch.testing.assert_close(ratio, ratio[:, :1].expand_as(ratio))
+    below = render.amax(1, keepdim=True).expand_as(render) <= RENDER_OD_MAX
+    assert torch.equal(out[below], render[below])
+    # tissue (summed source OD above the background band) is fully re-rendered
+    tissue = (src.sum(1, keepdim=True) > 0.4).expand_as(src)
+    torch.testing.assert_close(limit_render(render, src, od_max=None)[tissue], render[tissue])
+    with pytest.raises(ValueError, match="background"):
+        limit_render(render, src, background=(0.5, 0.1))
+    with pytest.raises(ValueError, match="shape"):
+        limit_render(render, src[..., :8])

@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from contrimix_aug.tissue import tissue_mask_tensor
+from contrimix_aug.quality import stain_features
 
 from .methods import Method, to_float
 
@@ -24,21 +24,8 @@ __all__ = ["colour_features", "coverage"]
 
 def colour_features(x: torch.Tensor) -> np.ndarray:
     """(B, C, H, W) float in [0, 1] -> (B, 2C) features: CIELAB mean/std over tissue (C = 3), else per-channel
-    mean/std of log intensity."""
-    x = x.float().clamp(0, 1)
-    if x.shape[1] == 3:
-        from kornia.color import rgb_to_lab
-
-        v = rgb_to_lab(x)
-        w = tissue_mask_tensor(x).float()
-        w = torch.where(w.sum((1, 2), keepdim=True) > 0, w, torch.ones_like(w)).unsqueeze(1)
-    else:
-        v = torch.log(x + 1e-3)
-        w = torch.ones_like(x[:, :1])
-    n = w.sum((2, 3))
-    mean = (v * w).sum((2, 3)) / n
-    var = ((v - mean[..., None, None]) ** 2 * w).sum((2, 3)) / n
-    return torch.cat([mean, var.sqrt()], 1).numpy()
+    mean/std of log intensity (:func:`contrimix_aug.quality.stain_features`, the one implementation)."""
+    return stain_features(x).numpy()
 
 
 def _apply(m: Method, x: torch.Tensor, bs: int = 64) -> torch.Tensor:
