@@ -2,7 +2,8 @@
 one image per call).
 
 A single image has no batch to take attributes from, so donors always come from an attribute bank: the
-one stored with the weights, or one built from reference images passed as ``bank=``.
+one stored with the weights, or one built from reference images passed as ``bank=``; its entries
+(``donors="bank"``) or new attribute matrices sampled around them (``donors="sampled"``, with ``spread``).
 
 Randomness comes from albumentations' per-transform generators (``self.random_generator``,
 ``self.py_random``), which ``A.Compose(seed=...)`` seeds; the donor index and strength are drawn in
@@ -34,7 +35,7 @@ from pydantic import field_validator
 from ._checks import check_image_values, check_strength
 from .bank import resolve_bank
 from .functional import apply_contrimix
-from .mixing import MixParams, sample_mix_params
+from .mixing import MixParams, check_spread, sample_mix_params
 from .model import ContriMixModel
 from .weights import DEFAULT_WEIGHTS, load_model
 
@@ -47,6 +48,7 @@ if int(A.__version__.split(".")[0]) < 2:  # pragma: no cover - only albumentatio
     )
 
 _CHUNK = 32  # images rendered per model call in apply_to_images
+_DONOR_MODES = ("bank", "sampled")  # one image per call: no batch donors
 
 
 def _model_device(model: ContriMixModel) -> torch.device:
@@ -76,8 +78,8 @@ class AlbumentationsContriMix(A.ImageOnlyTransform):
     """ContriMix stain augmentation for albumentations pipelines (donor attributes from a bank).
 
     The image keeps its content (stain concentrations) and is re-rendered with the attributes (stain look) of
-    a donor drawn uniformly from the attribute bank. Masks, bounding boxes and keypoints pass through
-    ``A.Compose`` unchanged.
+    a donor drawn uniformly from the attribute bank, or (``donors="sampled"``) of a new attribute matrix sampled
+    around the bank. Masks, bounding boxes and keypoints pass through ``A.Compose`` unchanged.
 
     Args:
         weights: registry name, path to a ``.safetensors`` file, :class:`~contrimix_aug.ContriMixWeights` or
@@ -85,6 +87,11 @@ class AlbumentationsContriMix(A.ImageOnlyTransform):
         p: probability of applying the transform.
         strength: α in [0, 1], or a (low, high) range sampled per call: attributes become
             (1 - α)·own + α·donor.
+        donors: ``"bank"`` (default: a bank entry) or ``"sampled"`` (stains no reference image had: a random blend
+            of 3 bank entries, scaled from the bank centre by ``spread``;
+            :func:`~contrimix_aug.mixing.sample_bank_attributes`).
+        spread: with ``donors="sampled"`` only: the sampled matrices' standard deviation relative to the bank's:
+            1 (default) = as varied as the bank, 0 = the bank centre, <= 0.71 = inside the bank's convex hull.
         bank: donors to use instead of the weights' bank: reference images (N, H, W, C) numpy (uint8 or float32),
             a list of (H, W, C) numpy images (any sizes), (N, C, H, W) float tensor in [0, 1], or
             precomputed attributes (N, C, K) tensor.
@@ -111,6 +118,8 @@ class AlbumentationsContriMix(A.ImageOnlyTransform):
     class InitSchema(BaseTransformInitSchema):
         weights: Any = None
         strength: Any = 1.0
+        donors: Any = "bank"
+        spread: Any = 1.0
         bank: Any = None
         device: Any = "cpu"
 
@@ -119,6 +128,22 @@ class AlbumentationsContriMix(A.ImageOnlyTransform):
         def _strength(cls, v: Any) -> tuple[float, float]:
             try:
                 return check_strength(tuple(v) if isinstance(v, list) else v)
+            except TypeError as err:  # pydantic only turns ValueError into a validation error
+                raise ValueError(str(err)) from None
+
+        @field_validator("donors")
+        @classmethod
+        def _donors(cls, v: Any) -> str:
+            if v not in _DONOR_MODES:
+                raise ValueError(f"donors: expected one of {_DONOR_MODES} (a single image has no batch to take "
+                                 f"donors from), got {v!r}.")
+            return v
+
+        @field_validator("spread")
+        @classmethod
+        def _spread(cls, v: Any) -> float:
+            try:
+                return check_spread(v)
             except TypeError as err:  # pydantic only turns ValueError into a validation error
                 raise ValueError(str(err)) from None
 
@@ -142,10 +167,17 @@ class AlbumentationsContriMix(A.ImageOnlyTransform):
         strength: float | tuple[float, float] = 1.0,
         bank: Any = None,
         device: str | torch.device = "cpu",
+        donors: str = "bank",
+        spread: float = 1.0,
     ) -> None:
         super().__init__(p=p)
+        if donors not in _DONOR_MODES:
+            raise ValueError(f"donors: expected one of {_DONOR_MODES} (a single image has no batch to take donors "
+                             f"from), got {donors!r}.")
         self.weights = weights
         self.strength = check_strength(strength)
+        self.donors = donors
+        self.spread = check_spread(spread, donors)
         self.device = str(torch.device(device))
         self.bank = bank
         self._model: ContriMixModel = load_model(weights, copy=True).to(torch.device(self.device))
@@ -166,26 +198,33 @@ class AlbumentationsContriMix(A.ImageOnlyTransform):
 
     # -- albumentations API ------------------------------------------------------------------------------
     def get_transform_init_args_names(self) -> tuple[str, ...]:
-        return ("weights", "strength", "bank", "device")
+        return ("weights", "strength", "donors", "spread", "bank", "device")
 
     def get_params(self) -> dict[str, Any]:
         """Donor index into the bank and strength α (:func:`~contrimix_aug.mixing.sample_mix_params`, drawing from
-        a generator seeded by albumentations' own per-transform RNG, so ``A.Compose(seed=...)`` and replay work)."""
+        a generator seeded by albumentations' own per-transform RNG, so ``A.Compose(seed=...)`` and replay work).
+        With ``donors="sampled"`` the donor is -1 and ``donor_attributes`` holds the sampled (C, K) matrix as
+        nested lists of floats (exact for float32, and JSON-friendly for ``A.ReplayCompose``)."""
         g = torch.Generator().manual_seed(int(self.random_generator.integers(0, 2**63 - 1)))
-        params = sample_mix_params(1, p=1.0, strength=self.strength, donors="bank",
-                                   bank_size=int(self._bank.shape[0]), generator=g)
-        return {"donor": int(params.donors[0]), "strength": float(params.strength[0])}
+        params = sample_mix_params(1, p=1.0, strength=self.strength, donors=self.donors, bank=self._bank,
+                                   spread=self.spread, generator=g)
+        out: dict[str, Any] = {"donor": int(params.donors[0]), "strength": float(params.strength[0])}
+        if params.donor_attributes is not None:
+            out["donor_attributes"] = params.donor_attributes[0].tolist()
+        return out
 
-    def apply(self, img: np.ndarray, donor: int = 0, strength: float = 1.0, **params: Any) -> np.ndarray:
+    def apply(self, img: np.ndarray, donor: int = 0, strength: float = 1.0, donor_attributes: Any = None,
+              **params: Any) -> np.ndarray:
         x, squeeze_c = self._to_bchw(img, "image", stack=False)
-        out = self._render(x, donor, strength)
+        out = self._render(x, donor, strength, donor_attributes)
         return self._from_bchw(out, img, squeeze_c, stack=False)
 
-    def apply_to_images(self, images: np.ndarray, donor: int = 0, strength: float = 1.0, **params: Any) -> np.ndarray:
+    def apply_to_images(self, images: np.ndarray, donor: int = 0, strength: float = 1.0, donor_attributes: Any = None,
+                        **params: Any) -> np.ndarray:
         if isinstance(images, (list, tuple)):
             images = np.stack(images)
         x, squeeze_c = self._to_bchw(images, "images", stack=True)
-        out = torch.cat([self._render(chunk, donor, strength) for chunk in x.split(_CHUNK)])
+        out = torch.cat([self._render(chunk, donor, strength, donor_attributes) for chunk in x.split(_CHUNK)])
         return self._from_bchw(out, images, squeeze_c, stack=True)
 
     def __repr__(self) -> str:
@@ -197,8 +236,9 @@ class AlbumentationsContriMix(A.ImageOnlyTransform):
             w_s = f"<{type(w).__name__}{' ' + repr(name) if name else ''}>"
         lo, hi = self.strength
         c = self._model.config
+        spread = f", spread={self.spread}" if self.donors == "sampled" else ""
         return (
-            f"AlbumentationsContriMix(weights={w_s}, p={self.p}, donors='bank', "
+            f"AlbumentationsContriMix(weights={w_s}, p={self.p}, donors={self.donors!r}{spread}, "
             f"strength={lo if lo == hi else self.strength}, bank={self._bank.shape[0]}, C={c.in_channels}, "
             f"K={c.num_attributes}, device={self.device!r})"
         )
@@ -258,8 +298,18 @@ class AlbumentationsContriMix(A.ImageOnlyTransform):
         return np.ascontiguousarray(out.cpu().numpy())
 
     @torch.inference_mode()
-    def _render(self, x: torch.Tensor, donor: int, strength: float) -> torch.Tensor:
+    def _render(self, x: torch.Tensor, donor: int, strength: float, donor_attributes: Any = None) -> torch.Tensor:
         n = x.shape[0]
+        if donor_attributes is not None:  # a sampled donor: its (C, K) matrix travels in the params
+            c, k = self._model.config.in_channels, self._model.config.num_attributes
+            attrs = torch.as_tensor(np.asarray(donor_attributes, dtype=np.float32))
+            if tuple(attrs.shape) != (c, k) or not bool(torch.isfinite(attrs).all()):
+                raise ValueError(f"ContriMix: donor_attributes must be a finite ({c}, {k}) matrix, got shape "
+                                 f"{tuple(attrs.shape)}; replay the params this transform recorded.")
+            params = MixParams(torch.ones(n, dtype=torch.bool), torch.full((n,), -1, dtype=torch.long),
+                               torch.zeros(n, dtype=torch.bool), torch.full((n,), float(strength)),
+                               attrs.expand(n, c, k))
+            return apply_contrimix(self._model, x, params)
         if not 0 <= int(donor) < self._bank.shape[0]:
             raise ValueError(
                 f"ContriMix: donor {donor} is outside the attribute bank (size {self._bank.shape[0]}); "

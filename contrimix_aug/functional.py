@@ -48,18 +48,21 @@ def contrimix(
     donors: str = "batch",
     bank: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    spread: float = 1.0,
 ) -> torch.Tensor:
     """Draw the parameters of one call and apply them: the functional form of :class:`~contrimix_aug.ContriMix`.
 
     Args:
         model: a (frozen) model. image: (B, C, H, W) in [0, 1]. bank: (N, C, K) attributes (default the model's).
-        p, strength, donors, generator: as for :func:`~contrimix_aug.mixing.sample_mix_params`.
+        p, strength, donors, generator, spread: as for :func:`~contrimix_aug.mixing.sample_mix_params`
+            (``donors="sampled"``: new attribute matrices around the bank, ``spread`` their standard deviation
+            relative to the bank's).
 
     Returns:
         (B, C, H, W), same dtype, device and memory format as ``image``.
     """
     bank = model.bank if bank is None else bank
-    params = sample_mix_params(image.shape[0], p=p, strength=strength, donors=donors, bank_size=int(bank.shape[0]),
+    params = sample_mix_params(image.shape[0], p=p, strength=strength, donors=donors, bank=bank, spread=spread,
                                generator=generator)
     return apply_contrimix(model, image, params, bank=bank)
 
@@ -71,7 +74,8 @@ def apply_contrimix(model: ContriMixModel, image: torch.Tensor, params: MixParam
     Args:
         model: the (frozen) ContriMix model.
         image: (B, C, H, W) in [0, 1], any float dtype.
-        params: who is re-rendered, with whose attributes, how strongly (:class:`MixParams`, (B,) each).
+        params: who is re-rendered, with whose attributes, how strongly (:class:`MixParams`, (B,) each); with
+            ``params.donor_attributes`` (sampled donors) image i takes ``donor_attributes[i]`` (no bank needed).
         bank: (N, C, K) attribute bank the bank donors index (default: ``model.bank``).
 
     Returns:
@@ -86,6 +90,13 @@ def apply_contrimix(model: ContriMixModel, image: torch.Tensor, params: MixParam
             f"apply_contrimix: params were drawn for a batch of {params.batch_size}, the image batch has "
             f"{image.shape[0]}; replay params only on the batch they were drawn for."
         )
+    if params.donor_attributes is not None:  # explicit donors: a per-image table, indexed like a bank by row
+        rows = torch.arange(params.batch_size, device=params.donors.device)
+        return _render(model, image, rows, params.strength, params.selected, torch.ones_like(params.from_bank),
+                       params.donor_attributes, None)
+    if params.donors.device.type == "cpu" and not torch.compiler.is_compiling() and bool((params.donors < 0).any()):
+        raise ValueError("apply_contrimix: donors of -1 mark sampled donors, and the params carry no "
+                         "donor_attributes; replay the whole params dict a ContriMix call recorded.")
     bank = model.bank if bank is None else bank
     if torch.compiler.is_compiling():  # no host sync (graph break) under torch.compile: gather handles any mask
         from_bank = params.from_bank if bank.shape[0] else None

@@ -22,7 +22,7 @@ from ._seeding import derive_seed
 from ._torchvision import apply_to_sample, is_kornia_params, is_sample_call
 from .bank import compute_bank, resolve_bank
 from .functional import apply_contrimix, normalize
-from .mixing import DONOR_MODES, MixParams, sample_mix_params, sample_strength
+from .mixing import DONOR_MODES, MixParams, check_spread, sample_bank_attributes, sample_mix_params, sample_strength
 from .model import ContriMixModel
 from .weights import DEFAULT_WEIGHTS, load_model
 
@@ -150,7 +150,7 @@ def _fill_model_keys(module: _ContriMixBase, state_dict: Dict[str, Any], prefix:
 
 class ContriMix(_ContriMixBase):
     r"""ContriMix augmentation: each selected image keeps its content and takes the attributes (stain look)
-    of a different image of the batch, or of an attribute bank. No domain labels.
+    of a different image of the batch, of an attribute bank, or new ones sampled around the bank. No domain labels.
 
     Args:
         weights: registry name (``"camelyon"``, ``"he"``, ``"fluorescence"``, ...; any case), path to a
@@ -160,7 +160,13 @@ class ContriMix(_ContriMixBase):
         strength: α in [0, 1], or a (low, high) range sampled per image: attributes become
             (1 - α)·own + α·donor.
         donors: ``"batch"`` (other images of the batch; a batch of one falls back to the bank), ``"bank"``
-            (the attribute bank), or ``"both"`` (uniform over the other images and the bank).
+            (the attribute bank), ``"both"`` (uniform over the other images and the bank), or ``"sampled"``
+            (new attribute matrices drawn around the bank, stains no reference image had: a random blend of 3
+            bank entries, scaled from the bank centre by ``spread``;
+            :func:`~contrimix_aug.mixing.sample_bank_attributes`).
+        spread: with ``donors="sampled"`` only: the sampled matrices' standard deviation relative to the bank's:
+            1 (default) = as varied as the bank's own entries, 0 = the bank centre, <= 0.71 = inside the bank's
+            convex hull (blends of real stains), > 1 = further out (nothing is clamped).
         bank: donors to use instead of the bank stored in the weights: (N, C, K) attributes, (N, C, H, W)
             reference images in [0, 1], or numpy reference images (:func:`contrimix_aug.bank.resolve_bank`).
         seed: seed of the instance's own generator (reproducible; never touches torch's global RNG).
@@ -172,7 +178,7 @@ class ContriMix(_ContriMixBase):
             checkpoint holds only what it trains).
         same_on_batch: one draw for the whole batch (kornia's flag): every image is selected or none, and the
             selected ones all take the same donor and strength (with ``donors="batch"`` the donor image itself is
-            re-rendered with its own attributes, i.e. reconstructed).
+            re-rendered with its own attributes, i.e. reconstructed; with ``"sampled"`` one sampled matrix).
 
     Shape:
         - Input: (B, C, H, W) or (C, H, W), float in [0, 1] (fp32, fp16, bf16, fp64), any device; or a
@@ -215,9 +221,11 @@ class ContriMix(_ContriMixBase):
         check_values: bool = True,
         state_dict_weights: bool = False,
         same_on_batch: bool = False,
+        spread: float = 1.0,
     ) -> None:
         if donors not in DONOR_MODES:
             raise ValueError(f"donors: expected one of {DONOR_MODES}, got {donors!r}.")
+        spread = check_spread(spread, donors)
         if generator is not None and seed is not None:
             raise ValueError("pass either seed= or generator=, not both (seed=3 is generator=torch.Generator()"
                              ".manual_seed(3)).")
@@ -232,11 +240,12 @@ class ContriMix(_ContriMixBase):
         own_bank = resolve_bank(self.model, bank)
         if own_bank is not None:
             self.model.bank = own_bank.to(self.model.bank.device)
-        if donors == "bank" and self.model.bank.shape[0] == 0:
+        if donors in ("bank", "sampled") and self.model.bank.shape[0] == 0:
             raise ValueError(
-                "donors='bank' needs an attribute bank, and these weights carry none: pass bank=reference images "
-                "(N, C, H, W) or attributes (N, C, K)."
+                f"donors={donors!r} needs an attribute bank, and these weights carry none: pass bank=reference "
+                "images (N, C, H, W) or attributes (N, C, K)."
             )
+        self.spread = spread
         if generator is None:
             self._seed = secrets.randbits(63) if seed is None else int(seed)
             generator = torch.Generator().manual_seed(self._seed)
@@ -245,14 +254,17 @@ class ContriMix(_ContriMixBase):
         self.generator = generator
         self._worker_key: tuple[int, int] | None = None
         self.flags = {"strength": self.strength, "donors": donors}
+        if donors == "sampled":
+            self.flags["spread"] = spread
 
     def __repr__(self) -> str:
         lo, hi = self.strength
         s = lo if lo == hi else self.strength
         c = self.model.config
         same = ", same_on_batch=True" if self.same_on_batch else ""
+        spread = f", spread={self.spread}" if self.donors == "sampled" else ""
         return (
-            f"ContriMix(weights={self.weights_label}, p={self.p}, donors={self.donors!r}, strength={s}{same}, "
+            f"ContriMix(weights={self.weights_label}, p={self.p}, donors={self.donors!r}{spread}, strength={s}{same}, "
             f"C={c.in_channels}, K={c.num_attributes}, bank={self.model.bank.shape[0]}, keepdim={self.keepdim})"
         )
 
@@ -283,26 +295,37 @@ class ContriMix(_ContriMixBase):
 
     def forward_parameters(self, batch_shape: Any) -> Dict[str, torch.Tensor]:
         """Draw the (B,) :class:`~contrimix_aug.mixing.MixParams` of this call (kornia's parameter dict)."""
-        b, bank_size = int(batch_shape[0]), int(self.model.bank.shape[0])
+        b, bank = int(batch_shape[0]), self.model.bank
         if self.same_on_batch and b > 1:
-            params = _one_draw_for_the_batch(b, self.p, self.strength, self.donors, bank_size, self._stream())
+            params = _one_draw_for_the_batch(b, self.p, self.strength, self.donors, bank, self._stream(), self.spread)
         else:
-            params = sample_mix_params(b, p=self.p, strength=self.strength, donors=self.donors, bank_size=bank_size,
-                                       generator=self._stream())
+            params = sample_mix_params(b, p=self.p, strength=self.strength, donors=self.donors, bank=bank,
+                                       spread=self.spread, generator=self._stream())
         return {**params.to_dict(), "forward_input_shape": torch.tensor(tuple(batch_shape), dtype=torch.long)}
 
     def _render(self, x: torch.Tensor, params: Dict[str, torch.Tensor]) -> torch.Tensor:
         return apply_contrimix(self.model, x, MixParams.from_dict(params))
 
 
-def _one_draw_for_the_batch(b: int, p: float, strength: tuple[float, float], donors: str, bank_size: int,
-                            generator: torch.Generator) -> MixParams:
+def _one_draw_for_the_batch(b: int, p: float, strength: tuple[float, float], donors: str, bank: torch.Tensor,
+                            generator: torch.Generator, spread: float = 1.0) -> MixParams:
     """``same_on_batch``: one selection, one donor and one strength for all B >= 2 images.
 
     The donor is uniform over the B images (``"batch"``), the bank (``"bank"``) or both (``"both"``; the batch
-    alone when the bank is empty). Draw order: selection, donor, strength."""
+    alone when the bank is empty), or one sampled attribute matrix (``"sampled"``). Draw order: selection, donor,
+    strength."""
     dev = generator.device
+    bank_size = int(bank.shape[0])
     selected = torch.rand(1, generator=generator, device=dev) < p
+    if donors == "sampled":
+        if bank_size == 0:
+            raise ValueError("donors='sampled' needs an attribute bank, and there is none: pass bank=reference "
+                             "images (N, C, H, W) or attributes (N, C, K).")
+        attrs = sample_bank_attributes(bank, 1, spread, generator=generator)
+        alpha = sample_strength(1, *strength, generator=generator)
+        return MixParams(selected.expand(b).clone(), torch.full((b,), -1, dtype=torch.long, device=dev),
+                         torch.zeros(b, dtype=torch.bool, device=dev), alpha.expand(b).clone(),
+                         attrs.expand(b, -1, -1).clone())
     mode = "batch" if donors == "both" and bank_size == 0 else donors
     if mode == "bank" and bank_size == 0:
         raise ValueError("donors='bank' needs an attribute bank, and there is none: pass bank=reference images "

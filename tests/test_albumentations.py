@@ -55,7 +55,7 @@ class TestBasics:
         t = ContriMix(weights=tiny_with_bank, p=1.0)
         assert isinstance(t, A.ImageOnlyTransform)
         assert set(t.targets) >= {"image", "images"}
-        assert t.get_transform_init_args_names() == ("weights", "strength", "bank", "device")
+        assert t.get_transform_init_args_names() == ("weights", "strength", "donors", "spread", "bank", "device")
         assert repr(t).startswith(
             "AlbumentationsContriMix(weights=<ContriMixModel>, p=1.0, donors='bank', strength=1.0, bank=3, C=3, K=3")
         named = ContriMix(weights="camelyon", p=0.5, strength=(0.2, 0.9))
@@ -217,6 +217,72 @@ class TestCompose:
         assert np.array_equal(clone(image=tiles_u8[0])["image"], pipe(image=tiles_u8[0])["image"])
 
 
+@pytest.fixture(scope="module")
+def camelyon_bank() -> torch.Tensor:
+    """The attribute bank of the bundled ``camelyon`` weights (449 real CAMELYON17 crops)."""
+    return ca.load_model("camelyon").bank.float()
+
+
+class TestSampledDonors:
+    """``donors="sampled"``: a new (C, K) matrix drawn around the bank per call, carried in the params."""
+
+    def test_repr_params_and_new_stains(self, tiles_u8, camelyon_bank):
+        from contrimix_aug.mixing import sampled_reach
+
+        t = ContriMix(weights="camelyon", p=1.0, donors="sampled", spread=0.9)
+        assert repr(t).startswith("AlbumentationsContriMix(weights='camelyon', p=1.0, donors='sampled', spread=0.9, "
+                                  "strength=1.0, bank=449")
+        pipe = A.Compose([t], seed=0, save_applied_params=True)
+        seen = []
+        for img in tiles_u8[:4]:
+            out = pipe(image=img)["image"]
+            params = t.get_applied_params()
+            assert params["donor"] == -1 and np.asarray(params["donor_attributes"]).shape == (3, 8)
+            assert out.shape == img.shape and out.dtype == np.uint8 and not np.array_equal(out, img)
+            assert np.array_equal(t.apply(img, **params), out)  # the params alone replay it
+            seen.append(torch.tensor(params["donor_attributes"]))
+        z = torch.stack(seen)
+        assert float(torch.cdist(z.flatten(1), camelyon_bank.flatten(1)).min()) > 1e-4  # no bank entry
+        c = camelyon_bank.mean(0)
+        reach = 0.9 * sampled_reach(449) * float((camelyon_bank - c).flatten(1).norm(dim=1).max())
+        assert float((z - c).flatten(1).norm(dim=1).max()) <= reach + 1e-5  # within spread·κ of the bank's extent
+        assert len({tuple(r) for r in z.flatten(1).tolist()}) == 4
+
+    def test_spread_zero_is_the_bank_centre(self, tiles_u8, camelyon_bank):
+        t = ContriMix(weights="camelyon", p=1.0, donors="sampled", spread=0.0)
+        A.Compose([t], seed=1)(image=tiles_u8[0])
+        params = t.get_params()
+        assert torch.equal(torch.tensor(params["donor_attributes"]), camelyon_bank.mean(0))
+
+    def test_seeds_and_replay_compose(self, tiles_u8):
+        def run(seed):
+            pipe = A.Compose([ContriMix(weights="camelyon", p=1.0, donors="sampled", strength=(0.5, 1.0))], seed=seed)
+            return [pipe(image=img)["image"] for img in tiles_u8[:3]]
+
+        a, b, c = run(3), run(3), run(4)
+        assert all(np.array_equal(x, y) for x, y in zip(a, b))
+        assert not any(np.array_equal(x, y) for x, y in zip(a, c))
+        replay = A.ReplayCompose([ContriMix(weights="camelyon", p=1.0, donors="sampled", spread=1.2)])
+        first = replay(image=tiles_u8[1])
+        import json
+
+        saved = json.loads(json.dumps(first["replay"]))  # the replay record survives JSON
+        rep = A.ReplayCompose.replay(saved, image=tiles_u8[1])
+        assert np.array_equal(rep["image"], first["image"])
+
+    def test_images_stack_share_one_matrix(self, tiles_u8):
+        t = ContriMix(weights="camelyon", p=1.0, donors="sampled")
+        out = A.Compose([t], seed=0)(images=tiles_u8[:4])["images"]
+        params = t.get_applied_params()
+        one_by_one = np.stack([t.apply(img, **params) for img in tiles_u8[:4]])
+        assert out.shape == tiles_u8[:4].shape and np.abs(out.astype(int) - one_by_one.astype(int)).max() <= 1
+
+    def test_bad_replayed_matrix(self, tiles_u8):
+        t = ContriMix(weights="camelyon", p=1.0, donors="sampled")
+        with pytest.raises(ValueError, match=r"donor_attributes must be a finite \(3, 8\) matrix"):
+            t.apply(tiles_u8[0], donor=-1, strength=1.0, donor_attributes=[[0.1] * 8] * 2)
+
+
 def mean_od_pixels(img: np.ndarray) -> np.ndarray:
     return rgb_to_od(torch.from_numpy(img.astype(np.float32) / 255)).mean(-1).numpy()
 
@@ -252,6 +318,7 @@ class TestInitSchema:
         d = A.to_dict(A.Compose([ContriMix(weights=tiny_with_bank, p=0.3, strength=(0.1, 0.5))]))
         args = d["transform"]["transforms"][0]
         assert args["p"] == 0.3 and args["strength"] == (0.1, 0.5) and args["device"] == "cpu"
+        assert args["donors"] == "bank" and args["spread"] == 1.0
 
 
 class TestErrors:
@@ -263,6 +330,11 @@ class TestErrors:
             ({"strength": (0.9, 0.1)}, "low <= high"),
             ({"strength": "high"}, "strength"),
             ({"device": "gpu0"}, "device"),
+            ({"donors": "batch"}, r"donors: expected one of \('bank', 'sampled'\) \(a single image has no batch"),
+            ({"donors": "sampled", "spread": -1.0}, "spread"),
+            ({"donors": "sampled", "spread": float("nan")}, "finite"),
+            ({"donors": "sampled", "spread": "wide"}, "spread"),
+            ({"spread": 2.0}, "applies to donors='sampled' only"),
         ],
     )
     def test_bad_arguments(self, tiny_with_bank, kwargs, match):

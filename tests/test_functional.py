@@ -180,11 +180,11 @@ class TestApplyContrimix:
 class TestContrimix:
     """``contrimix()``: sample_mix_params + apply_contrimix in one call (the functional ContriMix)."""
 
-    @pytest.mark.parametrize("donors", ["batch", "bank", "both"])
+    @pytest.mark.parametrize("donors", ["batch", "bank", "both", "sampled"])
     def test_equals_draw_then_apply(self, handset, tiles, donors):
         bank = compute_bank(handset, tiles[-3:])
         out = F.contrimix(handset, tiles, p=0.7, strength=(0.4, 1.0), donors=donors, bank=bank, generator=gen(9))
-        p = sample_mix_params(tiles.shape[0], p=0.7, strength=(0.4, 1.0), donors=donors, bank_size=3,
+        p = sample_mix_params(tiles.shape[0], p=0.7, strength=(0.4, 1.0), donors=donors, bank=bank,
                               generator=gen(9))
         assert torch.equal(out, F.apply_contrimix(handset, tiles, p, bank=bank))
         assert not torch.equal(out, tiles)
@@ -213,6 +213,71 @@ class TestContrimix:
         assert min(float((mean_od(out)[0] - d[i]).norm()) for i in range(2)) < 5e-3 + 2e-2 * float(d.norm(dim=1).max())
         with pytest.raises(ValueError, match="no other image"):
             F.contrimix(handset, tiles[:1], generator=gen())
+
+
+@pytest.fixture(scope="module")
+def camelyon():
+    """The bundled ``camelyon`` weights (attribute bank of 449 real CAMELYON17 crops)."""
+    return ca.load_model("camelyon")
+
+
+class TestSampledDonors:
+    """``donors="sampled"``: new attribute matrices around the bank, carried in ``MixParams.donor_attributes``."""
+
+    def test_explicit_donor_attributes_transfer_colour(self, handset, tiles):
+        """The hand-set model's last attribute column is the mean OD: a render takes its donor matrix's exactly."""
+        bank = compute_bank(handset, tiles)
+        # spread 0.7 < 1/κ: inside the bank's hull, so every mean OD is a blend of the tiles' (positive) ones
+        p = sample_mix_params(tiles.shape[0], donors="sampled", bank=bank, spread=0.7, generator=gen(1))
+        out = F.apply_contrimix(handset, tiles, p)  # no bank needed: the matrices travel in the params
+        torch.testing.assert_close(mean_od(out), p.donor_attributes[:, :, -1], atol=5e-3, rtol=2e-2)
+        # new colours: not the colour of any tile the bank was made from
+        d = torch.cdist(mean_od(out), mean_od(tiles)).min(1).values
+        assert float(d.min()) > 1e-3
+
+    def test_spread_zero_renders_the_bank_centre_like_normalize(self, camelyon, tiles):
+        out = F.contrimix(camelyon, tiles, donors="sampled", spread=0.0, generator=gen(2))
+        torch.testing.assert_close(out, F.normalize(camelyon, tiles, camelyon.bank.mean(0)), atol=1e-6, rtol=0)
+
+    def test_reproducible_seed_dependent_and_single_image(self, camelyon, tiles):
+        a = F.contrimix(camelyon, tiles, donors="sampled", spread=1.2, generator=gen(3))
+        assert torch.equal(a, F.contrimix(camelyon, tiles, donors="sampled", spread=1.2, generator=gen(3)))
+        assert not torch.equal(a, F.contrimix(camelyon, tiles, donors="sampled", spread=1.2, generator=gen(4)))
+        one = F.contrimix(camelyon, tiles[:1], donors="sampled", generator=gen(5))  # a batch of one: only the bank
+        assert one.shape == tiles[:1].shape and float((one - tiles[:1]).abs().mean()) > 1e-3
+
+    def test_sparse_path_encodes_no_donor(self, tiles):
+        model = make_tiny_model()
+        calls = _count_calls(model)
+        b = tiles.shape[0]
+        bank = compute_bank(model, tiles[:3])
+        calls["content"].clear()
+        calls["attributes"].clear()
+        p = sample_mix_params(b, donors="sampled", bank=bank, generator=gen())
+        sel = torch.zeros(b, dtype=torch.bool)
+        sel[1] = True
+        F.apply_contrimix(model, tiles, MixParams(sel, p.donors, p.from_bank, p.strength, p.donor_attributes))
+        assert calls == {"content": [1], "attributes": []}  # image 1's content; no donor image to encode
+
+    def test_partial_selection_and_strength(self, handset, tiles):
+        bank = compute_bank(handset, tiles)
+        p = sample_mix_params(tiles.shape[0], p=0.5, strength=(0.5, 0.5), donors="sampled", bank=bank,
+                              generator=gen(6))
+        out = F.apply_contrimix(handset, tiles, p)
+        sel = p.selected
+        assert bool(sel.any()) and not bool(sel.all())
+        assert torch.equal(out[~sel], tiles[~sel])
+        want = 0.5 * mean_od(tiles[sel]) + 0.5 * p.donor_attributes[sel][:, :, -1]
+        torch.testing.assert_close(mean_od(out[sel]), want, atol=5e-3, rtol=2e-2)
+
+    def test_errors(self, camelyon, tiny, tiles):
+        with pytest.raises(ValueError, match=r"donors='sampled' draws new attribute matrices.*pass bank="):
+            F.contrimix(tiny, tiles, donors="sampled", generator=gen())
+        with pytest.raises(ValueError, match=">= 0"):
+            F.contrimix(camelyon, tiles, donors="sampled", spread=-1.0, generator=gen())
+        p = sample_mix_params(tiles.shape[0], donors="sampled", bank=camelyon.bank, generator=gen())
+        with pytest.raises(ValueError, match="donors of -1 mark sampled donors.*no donor_attributes"):
+            F.apply_contrimix(camelyon, tiles, MixParams(p.selected, p.donors, p.from_bank, p.strength))
 
 
 class TestRenderViews:

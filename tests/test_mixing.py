@@ -10,10 +10,14 @@ from hypothesis import strategies as st
 
 from contrimix_aug.mixing import (
     DONOR_MODES,
+    SAMPLED_ENTRIES,
     MixParams,
+    check_spread,
     gather_attributes,
     mix_attributes,
+    sample_bank_attributes,
     sample_donors,
+    sampled_reach,
     sample_mix_params,
     sample_strength,
 )
@@ -21,6 +25,32 @@ from contrimix_aug.mixing import (
 
 def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
+
+
+@pytest.fixture(scope="module")
+def camelyon_bank() -> torch.Tensor:
+    """The attribute bank of the bundled ``camelyon`` weights: (449, 3, 8) attributes of real CAMELYON17 crops."""
+    from contrimix_aug import load_model
+
+    return load_model("camelyon").bank.float().clone()
+
+
+def in_scaled_hull(z: torch.Tensor, bank: torch.Tensor, spread: float, tol: float = 1e-5) -> torch.Tensor:
+    """(n,) bool: whether each z lies in c + spread·(hull(bank) − c), c the bank mean, by the support function.
+
+    A point of that region satisfies u·(z − c) <= spread·max_j u·(b_j − c) for every direction u; checked on the
+    coordinate axes (both signs), 256 random directions and each sample's own direction z − c (where a point
+    outside is most often caught). Necessary for membership; with these directions a practical test of it.
+    """
+    c = bank.mean(0).flatten().double()
+    b = bank.flatten(1).double() - c
+    d = z.flatten(1).double() - c
+    eye = torch.eye(b.shape[1], dtype=torch.float64)
+    rand = torch.randn(256, b.shape[1], generator=gen(123), dtype=torch.float64)
+    own = d / d.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    u = torch.cat([eye, -eye, rand / rand.norm(dim=1, keepdim=True), own])  # (U, D)
+    support = (u @ b.T).amax(1)  # (U,) max_j u·(b_j − c)
+    return ((d @ u.T) <= spread * support + tol * (1 + support.abs())).all(1)
 
 
 class TestSampleDonors:
@@ -273,24 +303,27 @@ class TestSampleMixParams:
         assert all(torch.equal(getattr(a, f), getattr(b, f)) for f in ("selected", "donors", "from_bank", "strength"))
         assert not torch.equal(a.donors, c.donors)
 
-    @pytest.mark.parametrize("donors, bank", [("batch", 0), ("bank", 3), ("both", 3)])
+    @pytest.mark.parametrize("donors, bank", [("batch", 0), ("bank", 3), ("both", 3), ("sampled", 3)])
     def test_identical_to_what_contrimix_draws(self, tiny, real_tiles, donors: str, bank: int) -> None:
         """The transform draws its parameters with sample_mix_params from its own seeded generator, nothing else."""
         from contrimix_aug import ContriMix
 
         x = real_tiles[:5, :, :32, :32]
         kw = {"bank": x[:bank]} if bank else {}
-        aug = ContriMix(weights=tiny, p=0.6, strength=(0.3, 0.9), donors=donors, seed=17, **kw)
+        spread = {"spread": 1.3} if donors == "sampled" else {}
+        aug = ContriMix(weights=tiny, p=0.6, strength=(0.3, 0.9), donors=donors, seed=17, **kw, **spread)
         g = gen(17)
         for _ in range(3):
             aug(x)
-            want = sample_mix_params(5, p=0.6, strength=(0.3, 0.9), donors=donors, bank_size=bank, generator=g)
+            want = sample_mix_params(5, p=0.6, strength=(0.3, 0.9), donors=donors, bank=aug.model.bank,
+                                     generator=g, **spread)
             got = MixParams.from_dict(aug.params)
-            for f in ("selected", "donors", "from_bank", "strength"):
-                assert torch.equal(getattr(got, f), getattr(want, f)), f
+            for f in ("selected", "donors", "from_bank", "strength", "donor_attributes"):
+                a, b = getattr(got, f), getattr(want, f)
+                assert (a is None and b is None) or torch.equal(a, b), f
 
     def test_bad_arguments(self) -> None:
-        assert DONOR_MODES == ("batch", "bank", "both")
+        assert DONOR_MODES == ("batch", "bank", "both", "sampled")
         with pytest.raises(ValueError, match="donors: expected one of"):
             sample_mix_params(4, donors="others", generator=gen())
         with pytest.raises(ValueError, match="batch_size must be >= 1"):
@@ -312,3 +345,161 @@ class TestMixParams:
             MixParams(ok.selected, ok.donors[:2], ok.from_bank, ok.strength)
         with pytest.raises(ValueError, match="lack \\['strength'\\]"):
             MixParams.from_dict({k: v for k, v in ok.to_dict().items() if k != "strength"})
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# sampled donors: new attribute matrices around the bank (stains nobody saw)
+# ---------------------------------------------------------------------------------------------------------------
+class TestSampleBankAttributes:
+    """z = c + spread·κ·(Dirichlet(1) blend of 3 distinct bank entries − c): spread is the samples' std relative to
+    the bank's; spread 1/κ (0.71) stays inside the bank's hull."""
+
+    def test_new_stains_in_the_scaled_hull(self, camelyon_bank):
+        z = sample_bank_attributes(camelyon_bank, 300, generator=gen(0))
+        assert z.shape == (300, 3, 8) and z.dtype == torch.float32 and bool(torch.isfinite(z).all())
+        nearest = torch.cdist(z.flatten(1), camelyon_bank.flatten(1)).min(1).values
+        assert float(nearest.min()) > 1e-4, "a sampled matrix is a bank entry"  # bank entries are >= 6e-3 apart
+        assert len({tuple(r) for r in z.flatten(1).tolist()}) == 300  # and all differ from each other
+        kappa = sampled_reach(camelyon_bank.shape[0])
+        assert abs(kappa - 2**0.5) < 0.01
+        assert bool(in_scaled_hull(z, camelyon_bank, kappa).all())
+        assert not bool(in_scaled_hull(z, camelyon_bank, 1.0).all()), "spread 1 never left the bank's hull"
+        inside = sample_bank_attributes(camelyon_bank, 300, 1 / kappa, generator=gen(0))
+        assert bool(in_scaled_hull(inside, camelyon_bank, 1.0).all())  # spread 1/κ: blends of real stains
+        assert float(torch.cdist(inside.flatten(1), camelyon_bank.flatten(1)).min()) > 1e-4
+
+    @pytest.mark.parametrize("n_bank", [2, 3, 5, 449])
+    def test_spread_is_the_std_relative_to_the_banks(self, camelyon_bank, n_bank):
+        bank = camelyon_bank[:n_bank]
+        centre = bank.mean(0)
+        bank_var = float((bank - centre).square().flatten(1).sum(1).mean())
+        for spread in (0.5, 1.0, 1.5):
+            z = sample_bank_attributes(bank, 8000, spread, generator=gen(n_bank))
+            ratio = float((z - centre).square().flatten(1).sum(1).mean()) / bank_var
+            assert abs(ratio / spread**2 - 1) < 0.06, (n_bank, spread, ratio)
+            assert bool(in_scaled_hull(z[:500], bank, spread * sampled_reach(n_bank)).all())
+
+    def test_spread_scales_the_deviation_from_the_bank_centre(self, camelyon_bank):
+        centre = camelyon_bank.mean(0)
+        z1 = sample_bank_attributes(camelyon_bank, 300, 1.0, generator=gen(1))
+        z2 = sample_bank_attributes(camelyon_bank, 300, 2.0, generator=gen(1))  # the same draws, twice as far
+        torch.testing.assert_close(z2 - centre, 2 * (z1 - centre), atol=1e-5, rtol=1e-5)
+
+    def test_spread_zero_is_the_bank_centre(self, camelyon_bank):
+        z = sample_bank_attributes(camelyon_bank, 5, 0.0, generator=gen(2))
+        assert torch.equal(z, camelyon_bank.mean(0).expand(5, -1, -1))
+
+    def test_draws_only_from_the_generator_in_a_fixed_order(self, camelyon_bank):
+        state = torch.get_rng_state()
+        a = sample_bank_attributes(camelyon_bank, 6, 1.3, generator=gen(3))
+        assert torch.equal(a, sample_bank_attributes(camelyon_bank, 6, 1.3, generator=gen(3)))
+        assert not torch.equal(a, sample_bank_attributes(camelyon_bank, 6, 1.3, generator=gen(4)))
+        assert torch.equal(torch.get_rng_state(), state)
+        # entries (without replacement), then the simplex weights: spacings of sorted uniforms
+        g = gen(3)
+        n_bank = camelyon_bank.shape[0]
+        idx = torch.multinomial(torch.ones(6, n_bank), SAMPLED_ENTRIES, replacement=False, generator=g)
+        assert all(len(set(row)) == SAMPLED_ENTRIES for row in idx.tolist())
+        cuts = torch.rand(6, SAMPLED_ENTRIES - 1, generator=g).sort(1).values
+        w = torch.diff(torch.cat([torch.zeros(6, 1), cuts, torch.ones(6, 1)], 1), dim=1)
+        assert bool((w >= 0).all()) and torch.allclose(w.sum(1), torch.ones(6))
+        c = camelyon_bank.mean(0)
+        want = c + 1.3 * sampled_reach(n_bank) * (torch.einsum("nm,nmck->nck", w, camelyon_bank[idx]) - c)
+        torch.testing.assert_close(a, want, rtol=0, atol=1e-7)
+        # every spread draws the same numbers: spread changes the scale, not the stream
+        g0, g1 = gen(5), gen(5)
+        sample_bank_attributes(camelyon_bank, 4, 0.0, generator=g0)
+        sample_bank_attributes(camelyon_bank, 4, 1.5, generator=g1)
+        assert torch.equal(g0.get_state(), g1.get_state())
+
+    def test_small_banks(self, camelyon_bank):
+        one = camelyon_bank[:1]
+        assert sampled_reach(1) == 1.0
+        assert torch.equal(sample_bank_attributes(one, 3, 1.7, generator=gen()), one.expand(3, -1, -1))
+        two = camelyon_bank[:2]  # on the line through the two entries, within √3 of their half-distance
+        z = sample_bank_attributes(two, 50, generator=gen())
+        c, half = two.mean(0), (two[1] - two[0]) / 2
+        t = ((z - c) * half).sum((1, 2)) / half.square().sum()
+        torch.testing.assert_close(z, c + t.view(-1, 1, 1) * half, atol=1e-6, rtol=1e-5)
+        assert abs(sampled_reach(2) - 3**0.5) < 1e-12 and float(t.abs().max()) <= 3**0.5 + 1e-5
+        assert sample_bank_attributes(camelyon_bank, 0, generator=gen()).shape == (0, 3, 8)
+
+    @settings(max_examples=40, deadline=None)
+    @given(n=st.integers(0, 12), n_bank=st.integers(1, 30), spread=st.floats(0, 3), seed=st.integers(0, 2**31 - 1))
+    def test_shape_and_region(self, camelyon_bank, n: int, n_bank: int, spread: float, seed: int) -> None:
+        pick = torch.randperm(camelyon_bank.shape[0], generator=gen(seed))[:n_bank]
+        bank = camelyon_bank[pick]
+        z = sample_bank_attributes(bank, n, spread, generator=gen(seed))
+        assert z.shape == (n, 3, 8) and bool(torch.isfinite(z).all())
+        assert bool(in_scaled_hull(z, bank, spread * sampled_reach(n_bank)).all())
+
+    @pytest.mark.parametrize("spread, exc, match", [
+        (-0.1, ValueError, ">= 0"), (float("nan"), ValueError, "finite"), (float("inf"), ValueError, "finite"),
+        ("1", TypeError, "spread"), (True, TypeError, "spread"), (None, TypeError, "spread"),
+    ])
+    def test_bad_spread(self, camelyon_bank, spread, exc, match):
+        with pytest.raises(exc, match=match):
+            sample_bank_attributes(camelyon_bank, 2, spread, generator=gen())
+        with pytest.raises(exc, match=match):
+            sample_mix_params(2, donors="sampled", bank=camelyon_bank, spread=spread, generator=gen())
+
+    def test_bad_bank(self):
+        with pytest.raises(ValueError, match="non-empty .N, C, K. attribute bank.*bank="):
+            sample_bank_attributes(torch.zeros(0, 3, 8), 2, generator=gen())
+        with pytest.raises(ValueError, match="attribute bank"):
+            sample_bank_attributes(torch.zeros(3, 8), 2, generator=gen())
+
+    def test_check_spread(self):
+        assert check_spread(1) == 1.0 and check_spread(0.0) == 0.0 and check_spread(2.5, "sampled") == 2.5
+        assert check_spread(1.0, "batch") == 1.0  # the default is accepted with every mode
+        with pytest.raises(ValueError, match="applies to donors='sampled' only"):
+            check_spread(1.5, "bank")
+
+
+class TestSampledMixParams:
+    @pytest.mark.parametrize("b", [1, 2, 5])
+    def test_record(self, camelyon_bank, b):
+        p = sample_mix_params(b, p=0.5, strength=(0.2, 0.9), donors="sampled", bank=camelyon_bank, spread=1.2,
+                              generator=gen(7))
+        assert p.batch_size == b and p.donor_attributes.shape == (b, 3, 8)
+        assert torch.equal(p.donors, torch.full((b,), -1)) and not bool(p.from_bank.any())
+        assert bool(in_scaled_hull(p.donor_attributes, camelyon_bank, 1.2 * sampled_reach(449)).all())
+        assert float(p.strength.min()) >= 0.2 and float(p.strength.max()) <= 0.9
+
+    def test_draw_order_is_selection_attributes_strength(self, camelyon_bank):
+        p = sample_mix_params(6, p=0.5, strength=(0.1, 0.9), donors="sampled", bank=camelyon_bank, spread=0.8,
+                              generator=gen(21))
+        g = gen(21)
+        selected = torch.rand(6, generator=g) < 0.5
+        attrs = sample_bank_attributes(camelyon_bank, 6, 0.8, generator=g)
+        alpha = 0.1 + 0.8 * torch.rand(6, generator=g)
+        assert torch.equal(p.selected, selected) and torch.equal(p.donor_attributes, attrs)
+        torch.testing.assert_close(p.strength, alpha, rtol=0, atol=0)
+
+    def test_bank_size_stands_in_only_for_index_donors(self, camelyon_bank):
+        a = sample_mix_params(5, donors="bank", bank_size=449, generator=gen(2))
+        b = sample_mix_params(5, donors="bank", bank=camelyon_bank, generator=gen(2))
+        assert torch.equal(a.donors, b.donors) and a.donor_attributes is None and b.donor_attributes is None
+        with pytest.raises(ValueError, match="bank_size=3 but the bank has 449"):
+            sample_mix_params(5, donors="bank", bank_size=3, bank=camelyon_bank, generator=gen())
+        with pytest.raises(ValueError, match="needs the bank itself"):
+            sample_mix_params(5, donors="sampled", bank_size=449, generator=gen())
+
+    def test_errors(self, camelyon_bank):
+        for bank in (None, camelyon_bank[:0]):
+            with pytest.raises(ValueError, match=r"donors='sampled' draws new attribute matrices.*pass bank="):
+                sample_mix_params(3, donors="sampled", bank=bank, generator=gen())
+        with pytest.raises(ValueError, match=r"spread=1.5 applies to donors='sampled' only"):
+            sample_mix_params(3, donors="bank", bank=camelyon_bank, spread=1.5, generator=gen())
+
+    def test_dict_round_trip_and_validation(self, camelyon_bank):
+        p = sample_mix_params(4, p=0.5, donors="sampled", bank=camelyon_bank, generator=gen(8))
+        d = p.to_dict()
+        assert set(d) == {"batch_prob", "donors", "from_bank", "strength", "donor_attributes"}
+        q = MixParams.from_dict(d)
+        assert torch.equal(q.donor_attributes, p.donor_attributes)
+        assert all(torch.equal(getattr(p, f), getattr(q, f)) for f in ("selected", "donors", "from_bank", "strength"))
+        with pytest.raises(ValueError, match=r"donor_attributes must be a float \(B, C, K\) tensor with B = 4"):
+            MixParams(p.selected, p.donors, p.from_bank, p.strength, p.donor_attributes[:3])
+        with pytest.raises(ValueError, match="donor_attributes"):
+            MixParams(p.selected, p.donors, p.from_bank, p.strength, p.donor_attributes[:, 0])

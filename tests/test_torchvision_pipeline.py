@@ -204,6 +204,28 @@ def test_normalize_in_a_v2_sample(he_tiles):
     assert torch.equal(out["image"].as_subclass(torch.Tensor), norm(he_tiles[:3]))
 
 
+def test_sampled_donors_in_v1_and_v2_pipelines(he_tiles):
+    """donors="sampled" (new stains drawn around the bank) on a PIL image after ToTensor, and in a v2 sample."""
+    pil = PILTiles(lambda x: x).images[0]
+    tf = transforms.Compose([transforms.ToTensor(), ContriMix(weights="camelyon", p=1.0, donors="sampled", seed=0)])
+    out = tf(pil)
+    assert out.shape == (3, 96, 96) and float((out - transforms.ToTensor()(pil)).abs().mean()) > 1e-3
+    aug = ContriMix(weights="camelyon", p=1.0, donors="sampled", spread=0.8, seed=1)
+    a, b, mask = he_tiles[2], he_tiles[7], tv_tensors.Mask(nuclei_mask(he_tiles[2]))
+    out_a, out_b, out_mask = v2.Compose([v2.RandomHorizontalFlip(p=1.0), aug])(
+        tv_tensors.Image(a), tv_tensors.Image(b), mask)
+    assert type(out_a) is tv_tensors.Image and type(out_mask) is tv_tensors.Mask
+    assert torch.equal(out_mask.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor).flip(-1))
+    params = aug.params
+    assert params["donor_attributes"].shape == (1, 3, 8)  # one sampled matrix for the sample, both images
+    assert torch.equal(out_a.as_subclass(torch.Tensor), aug(a.flip(-1), params=params))
+    assert torch.equal(out_b.as_subclass(torch.Tensor), aug(b.flip(-1), params=params))
+    again = aug({"image": tv_tensors.Image(a.flip(-1)), "mask": mask}, params=params)  # replay a sample
+    assert torch.equal(again["image"], out_a) and again["mask"] is mask
+    aug({"image": tv_tensors.Image(a)})
+    assert not torch.equal(aug.params["donor_attributes"], params["donor_attributes"])  # a new stain per sample
+
+
 def test_without_torchvision_a_sample_is_refused(he_tiles, camelyon, monkeypatch):
     monkeypatch.setitem(sys.modules, "torchvision", None)  # as if not installed
     with pytest.raises(TypeError, match="pip install torchvision"):

@@ -465,6 +465,120 @@ class TestSameOnBatch:
 
 
 # --------------------------------------------------------------------------------------------------------------
+# donors="sampled": new attribute matrices drawn around the bank (stains nobody saw), with the camelyon weights
+# --------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def camelyon_bank() -> torch.Tensor:
+    return ca.load_model("camelyon").bank.float()
+
+
+def _in_scaled_hull(z: torch.Tensor, bank: torch.Tensor, scale: float) -> torch.Tensor:
+    """(n,) bool: z in c + scale·(hull(bank) − c), by the support function on the axes, random directions and each
+    sample's own direction (tests/test_mixing.py has the same check)."""
+    c = bank.mean(0).flatten().double()
+    b, d = bank.flatten(1).double() - c, z.flatten(1).double() - c
+    eye = torch.eye(b.shape[1], dtype=torch.float64)
+    rand = torch.randn(128, b.shape[1], generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    u = torch.cat([eye, -eye, rand / rand.norm(dim=1, keepdim=True), d / d.norm(dim=1, keepdim=True).clamp_min(1e-12)])
+    support = (u @ b.T).amax(1)
+    return ((d @ u.T) <= scale * support + 1e-5 * (1 + support.abs())).all(1)
+
+
+class TestSampledDonors:
+    def test_repr_flags_and_params(self, tiles, camelyon_bank):
+        aug = ContriMix(weights="camelyon", p=1.0, donors="sampled", spread=1.25, seed=0)
+        assert repr(aug).startswith("ContriMix(weights='camelyon', p=1.0, donors='sampled', spread=1.25, strength=1.0")
+        assert aug.flags == {"strength": (1.0, 1.0), "donors": "sampled", "spread": 1.25}
+        assert "spread" not in repr(ContriMix(weights="camelyon", donors="bank"))
+        out = aug(tiles)
+        p = aug.params
+        assert set(p) == {"batch_prob", "donors", "from_bank", "strength", "donor_attributes", "forward_input_shape"}
+        assert p["donor_attributes"].shape == (tiles.shape[0], 3, 8) and p["donor_attributes"].device.type == "cpu"
+        assert bool((p["donors"] == -1).all()) and not bool(p["from_bank"].any())
+        assert out.shape == tiles.shape and bool((out != tiles).flatten(1).any(1).all())
+
+    def test_stains_nobody_saw_inside_the_spread_scaled_region(self, tiles, camelyon_bank):
+        from contrimix_aug.mixing import sampled_reach
+
+        kappa = sampled_reach(camelyon_bank.shape[0])
+        for spread in (0.5, 1.0, 1.5):
+            aug = ContriMix(weights="camelyon", p=1.0, donors="sampled", spread=spread, seed=1)
+            z = torch.cat([(aug(tiles), aug.params["donor_attributes"])[1] for _ in range(4)])
+            assert float(torch.cdist(z.flatten(1), camelyon_bank.flatten(1)).min()) > 1e-4  # no bank entry
+            assert bool(_in_scaled_hull(z, camelyon_bank, spread * kappa).all())
+        # spread 1/κ: every sampled stain is a blend of real stains, inside the bank's hull
+        aug = ContriMix(weights="camelyon", p=1.0, donors="sampled", spread=1 / kappa, seed=2)
+        aug(tiles)
+        assert bool(_in_scaled_hull(aug.params["donor_attributes"], camelyon_bank, 1.0).all())
+
+    def test_spread_zero_is_the_bank_centre(self, tiles, camelyon_bank):
+        aug = ContriMix(weights="camelyon", p=1.0, donors="sampled", spread=0.0, seed=3)
+        out = aug(tiles)
+        assert torch.equal(aug.params["donor_attributes"], camelyon_bank.mean(0).expand(tiles.shape[0], -1, -1))
+        # the same rendering as the learned normaliser, whose default target is the bank centre
+        torch.testing.assert_close(out, ContriMixNormalize(weights="camelyon")(tiles), atol=1e-6, rtol=0)
+
+    def test_seed_replay_and_other_seeds(self, tiles):
+        def make(seed):
+            return ContriMix(weights="camelyon", p=0.7, strength=(0.5, 1.0), donors="sampled", spread=1.2, seed=seed)
+
+        a, b, c = make(5), make(5), make(6)
+        out_a = a(tiles)
+        assert torch.equal(out_a, b(tiles))
+        assert not torch.equal(out_a, c(tiles))
+        params = a.params
+        second = a(tiles)  # another draw in between: other stains
+        assert not torch.equal(second, out_a)
+        assert torch.equal(a(tiles, params=params), out_a)
+        assert torch.equal(a(tiles, params), out_a)  # kornia's positional spelling
+        assert torch.equal(c(tiles, params=params), out_a)  # the params alone decide (same weights)
+        sel = params["batch_prob"] > 0.5
+        assert torch.equal(out_a[~sel], tiles[~sel])
+
+    def test_single_chw_image(self, tiles):
+        aug = ContriMix(weights="camelyon", p=1.0, donors="sampled", seed=4)
+        out = aug(tiles[0])
+        assert out.shape == tiles[0].shape and float((out - tiles[0]).abs().mean()) > 1e-3
+        assert aug.params["donor_attributes"].shape == (1, 3, 8)
+        assert torch.equal(aug(tiles[0], params=aug.params), out)
+        assert aug(tiles[:1]).shape == tiles[:1].shape
+
+    def test_same_on_batch_one_matrix(self, tiles):
+        aug = ContriMix(weights="camelyon", p=1.0, donors="sampled", same_on_batch=True, seed=5)
+        out = aug(tiles)
+        z = aug.params["donor_attributes"]
+        assert bool((z == z[:1]).all()) and len(set(aug.params["strength"].tolist())) == 1
+        params = aug.params
+        assert torch.equal(aug(tiles, params=params), out)
+        for i in (0, 2):  # each image alone with that one matrix gives the same rendering
+            one = {k: (v[i : i + 1] if k != "forward_input_shape" else torch.tensor([1, *tiles.shape[1:]]))
+                   for k, v in params.items()}
+            torch.testing.assert_close(aug(tiles[i : i + 1], params=one)[0], out[i], atol=1e-5, rtol=1e-5)
+
+    def test_global_rng_untouched_and_pickle(self, tiles):
+        aug = ContriMix(weights="camelyon", p=1.0, donors="sampled", spread=0.8, seed=6)
+        state = torch.get_rng_state()
+        aug(tiles)
+        aug(tiles[0])
+        assert torch.equal(state, torch.get_rng_state())
+        clone = pickle.loads(pickle.dumps(aug))
+        assert clone.spread == 0.8 and torch.equal(clone(tiles), aug(tiles))
+
+    def test_in_augmentation_sequential(self, tiles):
+        mask = (rgb_to_od(tiles).mean(1, keepdim=True) > 0.3).float()
+        seq = K.AugmentationSequential(K.RandomHorizontalFlip(p=1.0),
+                                       ContriMix(weights="camelyon", p=1.0, donors="sampled", seed=7),
+                                       data_keys=["input", "mask"])
+        img, m_out = seq(tiles, mask)
+        assert torch.equal(m_out, mask.flip(-1))
+        cm = seq[1]
+        assert "donor_attributes" in cm.params
+        assert torch.equal(img, cm(tiles.flip(-1), params=cm.params))
+        img2, m2 = seq(tiles, mask, params=seq._params)
+        assert torch.equal(img2, img) and torch.equal(m2, m_out)
+
+
+# --------------------------------------------------------------------------------------------------------------
 # gradients flow to the input (kornia augmentations are differentiable); the model stays frozen
 # --------------------------------------------------------------------------------------------------------------
 class TestGradients:
@@ -776,6 +890,16 @@ class TestModes:
         fn = torch.compile(lambda x, p: apply_contrimix(tiny, x, p, bank=bank), backend="aot_eager", fullgraph=True)
         torch.testing.assert_close(fn(tiles[:4], params), apply_contrimix(tiny, tiles[:4], params, bank=bank))
 
+    @pytest.mark.filterwarnings("ignore::DeprecationWarning")
+    def test_compile_model_path_with_sampled_donors(self, tiles):
+        """Sampled donors (explicit donor_attributes) under torch.compile(fullgraph=True), camelyon weights."""
+        torch._dynamo.reset()
+        aug = ContriMix(weights="camelyon", p=1.0, donors="sampled", strength=(0.5, 1.0), seed=0)
+        want = aug(tiles[:4])
+        params = MixParams.from_dict(aug.params)
+        fn = torch.compile(lambda x, p: apply_contrimix(aug.model, x, p), backend="aot_eager", fullgraph=True)
+        torch.testing.assert_close(fn(tiles[:4], params), want, atol=1e-5, rtol=1e-5)
+
     @pytest.mark.slow
     @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # inductor internals on torch 2.13
     def test_compile_model_path_inductor(self, tiny, tiles):  # ~2 min on 2 CPU cores
@@ -894,6 +1018,11 @@ class TestErrors:
             ({"strength": (0.1, 0.2, 0.3)}, TypeError, "strength"),
             ({"donors": "others"}, ValueError, "donors"),
             ({"donors": "bank"}, ValueError, "bank"),
+            ({"donors": "sampled"}, ValueError, "donors='sampled' needs an attribute bank.*pass bank="),
+            ({"donors": "sampled", "spread": -0.5}, ValueError, "spread.*>= 0"),
+            ({"donors": "sampled", "spread": float("nan")}, ValueError, "spread.*finite"),
+            ({"donors": "sampled", "spread": "wide"}, TypeError, "spread"),
+            ({"spread": 1.5}, ValueError, "spread=1.5 applies to donors='sampled' only"),
             ({"seed": 1.5}, TypeError, "seed"),
             ({"seed": 1, "generator": torch.Generator()}, ValueError, "either"),
             ({"generator": 3}, TypeError, "generator"),
@@ -907,9 +1036,9 @@ class TestErrors:
 
     def test_constructor_hints_work(self, tiny, tiles, bank_images):
         """Each constructor message names the fix; applying it verbatim gives a working transform."""
-        with pytest.raises(ValueError, match=r"expected one of \('batch', 'bank', 'both'\)"):
+        with pytest.raises(ValueError, match=r"expected one of \('batch', 'bank', 'both', 'sampled'\)"):
             ContriMix(weights=tiny, donors="others")
-        for mode in ("batch", "bank", "both"):
+        for mode in ("batch", "bank", "both", "sampled"):
             assert ContriMix(weights=tiny, donors=mode, bank=bank_images, seed=0)(tiles).shape == tiles.shape
         with pytest.raises(ValueError, match=r"seed=3 is generator=torch.Generator\(\).manual_seed\(3\)"):
             ContriMix(weights=tiny, seed=3, generator=torch.Generator())
@@ -923,6 +1052,13 @@ class TestErrors:
         with pytest.raises(ValueError, match=r"pass bank=reference images \(N, C, H, W\)"):
             ContriMix(weights=tiny, donors="bank")
         assert ContriMix(weights=tiny, donors="bank", bank=bank_images, seed=0)(tiles[0]).shape == tiles[0].shape
+        with pytest.raises(ValueError, match=r"donors='sampled' needs an attribute bank.*pass bank=reference images"):
+            ContriMix(weights=tiny, donors="sampled")
+        assert ContriMix(weights=tiny, donors="sampled", bank=bank_images, seed=0)(tiles[0]).shape == tiles[0].shape
+        with pytest.raises(ValueError, match="pass donors='sampled', or leave spread at 1.0"):
+            ContriMix(weights=tiny, spread=0.5)
+        fixed = ContriMix(weights=tiny, donors="sampled", spread=0.5, bank=bank_images, seed=0)
+        assert fixed(tiles).shape == tiles.shape
         with pytest.raises(ca.WeightsError, match="Did you mean 'camelyon'"):
             ContriMix(weights="camelyon17")
         assert ContriMix(weights="camelyon", p=1.0, seed=0)(tiles).shape == tiles.shape
@@ -983,6 +1119,19 @@ class TestCuda:
                            mean_od(tiles)[d.clamp(max=n - 1)])
         torch.testing.assert_close(mean_od(out).cpu(), want, atol=5e-3, rtol=2e-2)
         single = aug(tiles[0].cuda())
+        assert single.shape == tiles[0].shape and single.is_cuda
+
+    def test_cuda_sampled_donors_match_cpu(self, tiles):
+        cpu = ContriMix(weights="camelyon", p=0.7, donors="sampled", spread=1.2, seed=0)
+        gpu = ContriMix(weights="camelyon", p=0.7, donors="sampled", spread=1.2, seed=0).to("cuda")
+        ref = cpu(tiles)
+        out = gpu(tiles.cuda())
+        assert out.is_cuda and gpu.params["donor_attributes"].device.type == "cpu"
+        for k in ("batch_prob", "strength", "donor_attributes"):  # the same draws: the generator lives on the CPU
+            assert torch.equal(gpu.params[k].cpu(), cpu.params[k])
+        assert float((out.cpu() - ref).abs().mean()) <= 3e-4  # cuDNN may use TF32
+        assert torch.equal(gpu(tiles.cuda(), params=gpu.params), out)
+        single = gpu(tiles[0].cuda())
         assert single.shape == tiles[0].shape and single.is_cuda
 
     def test_cuda_sequential_masks_boxes(self, tiny, tiles):
