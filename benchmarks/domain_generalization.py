@@ -6,6 +6,9 @@ Datasets (``--dataset``; the pieces live in ``benchmarks/dg/``):
 * ``camelyon16`` (headline): tumour vs normal, train on one hospital, test on the other (RUMC->UMCU, UMCU->RUMC);
   real CAMELYON16 patches through the data root (``CONTRIMIX_AUG_DATA``). :mod:`dg.tasks.camelyon16`.
 * ``bbbc021``: DMSO vs cycloheximide, leave one plate out over plates 27801, 27821, 27861. :mod:`dg.tasks.bbbc021`.
+* ``monuseg``: nuclei segmentation, MoNuSeg tiles of 18 (``official``) or 3 (``few-sites``) TCGA tissue source
+  sites -> the 14 test sites; a small U-Net per method and seed, per-tile AJI and Dice (``dg/segmentation.py``);
+  ``--dev`` runs the pre-registration splits (training sites only). :mod:`dg.tasks.monuseg`.
 * ``hgsc`` (secondary, semi-synthetic): HGSC nuclei leave-one-stain-out, two renderers. :mod:`dg.tasks.hgsc`.
 * ``stain-transfer``: do attributes carry the whole stain (CAMELYON17 tiles re-rendered in other hospitals'
   stains; ContriMix weights against RGB mean/std, Reinhard, Macenko). :mod:`dg.tasks.stain_transfer`.
@@ -33,13 +36,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dg import diagnostics, engine, plots  # noqa: E402
 from dg import report as R  # noqa: E402
+from contrimix_aug.mixing import DONOR_MODES  # noqa: E402
 from dg.contrimix_models import JointObjective, fold_model, load_bundled  # noqa: E402
 from dg.methods import (  # noqa: E402
     HE_PEERS,
+    STRONG_PEERS,
     Method,
     build_peers,
     contrimix_augment,
     contrimix_normalise,
+    then,
     to_float,
     to_uint8_hwc,
 )
@@ -50,7 +56,13 @@ METHODS = {
     "camelyon16": HE_PEERS + CONTRIMIX_HE,
     "hgsc": HE_PEERS + ["contrimix-camelyon", "contrimix-he", "contrimix-fold"],
     "bbbc021": ["erm", "plate-zscore", "gain-gamma", "contrimix-fold"],
+    "monuseg": HE_PEERS + STRONG_PEERS + ["contrimix-camelyon", "contrimix-camelyon-batch", "contrimix-camelyon-bank",
+                                          "contrimix-camelyon-both", "contrimix-camelyon-sampled", "contrimix-he",
+                                          "contrimix-fold", "contrimix-camelyon-colorjitter"],
 }
+# per-run metrics of each task, the primary first (it ranks the peers); segmentation scores tiles, not crops
+METRICS = {"monuseg": ("aji", "dice")}
+ITEMS = {"monuseg": ("tile_aji", "tile_dice")}
 # post-hoc variants (--post-hoc): tried after the pre-registered results, because of what the coverage diagnostic
 # showed (docs/benchmarks/preregistration.md, "Post-hoc"); reported apart, paired against the registered rows
 POST_HOC = {
@@ -60,6 +72,8 @@ POST_HOC = {
 FOLD_RECIPES = {"contrimix-fold-ls8": "fluorescence-ls"}  # per-fold variants with their own recipe
 AUG_P = 0.5  # every augmentation (peers and ContriMix) is applied to an image with this probability
 
+# MoNuSeg segmenter steps, chosen on the training sites only (--dev; docs/benchmarks/preregistration.md)
+MONUSEG_STEPS = 800
 # pre-registered protocol (fixed before any held-out result was seen; docs/benchmarks.md says when and how)
 FULL = {
     "camelyon16": dict(seeds=list(range(10)), epochs=30, batch_size=32, fold_steps=600, fold_max_steps=2400),
@@ -67,11 +81,14 @@ FULL = {
                     max_per_plate=1000),
     "hgsc": dict(seeds=list(range(10)), epochs=8, batch_size=32, fold_steps=300, fold_max_steps=900,
                  max_per_split=160),
+    "monuseg": dict(seeds=list(range(10)), steps=MONUSEG_STEPS, batch_size=8, crop=96, fold_steps=600,
+                    fold_max_steps=2400),
 }
 QUICK = {
     "camelyon16": dict(seeds=[0], epochs=2, batch_size=32, fold_steps=8, fold_max_steps=8),
     "bbbc021": dict(seeds=[0], epochs=1, batch_size=64, fold_steps=8, fold_max_steps=8, max_per_plate=120),
     "hgsc": dict(seeds=[0], epochs=1, batch_size=32, fold_steps=8, fold_max_steps=8, max_per_split=64),
+    "monuseg": dict(seeds=[0], steps=6, batch_size=4, crop=96, fold_steps=8, fold_max_steps=8),
 }
 # the bundled weights' measured quality: a per-fold model must reach it on its held-out images before it is used
 TARGET_DB = {"he": 32.0, "fluorescence": 45.0}
@@ -119,11 +136,17 @@ def methods_for(names: Sequence[str], fold_images: np.ndarray, key: str, args, n
                                               note="ContriMixNormalize, target = mean attributes of 64 training "
                                                    "crops"))
             else:
-                donors = {"both": "both", "bank": "bank"}.get(n.rsplit("-", 1)[-1], "batch")
-                ms.append(contrimix_augment(n, m, seed=seed, p=p, donors=donors,
-                                            note=f"ContriMix(p={p}, donors={donors!r})" + {
-                                                "both": ": other images of the batch and the weights' bank",
-                                                "bank": ": the weights' bank only"}.get(donors, "")))
+                base, jitter = n.removesuffix("-colorjitter"), n.endswith("-colorjitter")
+                mode = base.rsplit("-", 1)[-1]  # a donor mode named in the method, else the library's default
+                aug = contrimix_augment(n, m, seed=seed, p=p, donors=mode if mode in DONOR_MODES else None)
+                donors = aug.extra["module"].donors
+                aug.note = f"ContriMix(p={p}, donors={donors!r})" + {
+                    "both": ": other images of the batch and the weights' bank", "bank": ": the weights' bank only",
+                    "sampled": ": new attribute matrices drawn from the bank's distribution"}.get(donors, "") + (
+                    "" if mode in DONOR_MODES else " (the library's default donor policy)")
+                if jitter:  # what users write: ContriMix, then kornia ColorJitter (each with its own p)
+                    aug = then(n, aug, build_peers(["kornia-colorjitter"], None, seed=seed + 7919, p=p)[0])
+                ms.append(aug)
         for n in peers:
             notes.setdefault("methods", {})[n] = next(x.describe() for x in ms if x.name == n)
         return ms
@@ -184,11 +207,12 @@ def examples(methods: list[Method], hs: dict, path: Path, log) -> None:
 
 
 def _before_after(raw: np.ndarray, methods: list[Method], cols: Sequence[str], path: Path, log, title: str,
-                  pretransformed: dict[str, np.ndarray] | None = None) -> None:
+                  pretransformed: dict[str, np.ndarray] | None = None, input_row: np.ndarray | None = None) -> None:
     """The example grid: ``raw`` (N, H, W, C) crops as the input row, then one row per method applied to them
-    (``pretransformed[name]``: that method's own (N, H, W, C) version of the crops; identity methods skipped)."""
+    (``pretransformed[name]``: that method's own (N, H, W, C) version of the crops; identity methods skipped;
+    ``input_row``: what to show as the input row instead of ``raw``, e.g. with the labels drawn on)."""
     x = to_float(raw)
-    rows = [("input", to_uint8_hwc(x))]
+    rows = [("input", to_uint8_hwc(x) if input_row is None else input_row)]
     for m in methods:
         if pretransformed and m.name in pretransformed:
             rows.append((m.name, to_uint8_hwc(to_float(pretransformed[m.name]))))
@@ -253,6 +277,51 @@ def run_hgsc(args, log) -> dict[str, Any]:
     return {**T.describe(), "rows": rows, "notes": _public(notes)}
 
 
+def run_monuseg(args, log) -> dict[str, Any]:
+    from dg import segmentation as S
+    from dg.tasks import monuseg as T
+
+    rows, notes = [], {}
+    names = args.heldout or (T.DEV_SPLITS if args.dev else T.VARIANTS)
+    for name in names:
+        sp = T.split(name)
+        crops = T.grid_crops(sp.train_x, args.crop)  # normalisation targets, peers' statistics, per-fold ContriMix
+        log(f"[monuseg] {name}: {len(sp.train_x)} training tiles of sites {sorted(set(sp.train_sites.tolist()))} "
+            f"({len(crops)} crops of {args.crop} px), {len(sp.test_x)} test tiles")
+        build = methods_for(args.methods, crops, f"monuseg-{name}", args, notes, log)
+        rows += S.run_split(sp, build, args.seeds, steps=args.steps, device=args.device_t,
+                            batch_size=args.batch_size, crop=args.crop, log=log, journal=args.journal)
+        if not args.no_plot and name == names[0]:
+            pic = methods_for(args.methods, crops, f"monuseg-{name}", args, notes, log, p=1.0)(0)
+            examples_monuseg(sp, pic, args.out_dir / f"{args.stem}_examples.png", log)
+        notes.setdefault("test_tiles", {})[name] = [  # the order of every row's tile_aji / tile_dice
+            {"site": str(s), "organ": str(o), "slide": str(n)} for s, o, n in zip(sp.test_sites, sp.test_organs,
+                                                                                 sp.test_names)]
+    return {**T.describe(), "rows": rows, "notes": _public(notes)}
+
+
+def examples_monuseg(sp, methods: list[Method], path: Path, log, n: int = 6, size: int = 160) -> None:
+    """Crops of ``n`` test sites (one each, with their nuclei outlined in the input row) before/after each method
+    (p = 1; batch donors come from these crops)."""
+    g = np.random.default_rng(0)
+    idx = np.linspace(0, len(sp.test_x) - 1, n).round().astype(int)
+    crops, cols = [], []
+    for i in idx:
+        h, w = sp.test_mask[i].shape
+        y, x = int(g.integers(0, h - size)), int(g.integers(0, w - size))
+        crop = sp.test_x[i, y:y + size, x:x + size].copy()
+        m = sp.test_mask[i, y:y + size, x:x + size]
+        edge = m & ~(np.roll(m, 1, 0) & np.roll(m, -1, 0) & np.roll(m, 1, 1) & np.roll(m, -1, 1))
+        crops.append((crop, edge))
+        cols.append(f"{sp.test_sites[i]} {sp.test_organs[i]}")
+    raw = np.stack([c for c, _ in crops])
+    outlined = raw.copy()
+    for k, (_, edge) in enumerate(crops):
+        outlined[k][edge] = (0, 255, 0)
+    _before_after(raw, methods, cols, path, log, "MoNuSeg test sites (never trained on) before/after each method (one "
+                  "draw, p = 1); input row: nuclei outlined in green", input_row=outlined)
+
+
 def run_stain_transfer(args, log) -> dict[str, Any]:
     from dg.tasks import stain_transfer as T
 
@@ -264,15 +333,16 @@ def run_stain_transfer(args, log) -> dict[str, Any]:
     return T.run(models, log)
 
 
-def _heldouts(dataset: str) -> tuple[str, ...] | None:
-    from dg.tasks import bbbc021, camelyon16
+def _heldouts(dataset: str, dev: bool = False) -> tuple[str, ...] | None:
+    from dg.tasks import bbbc021, camelyon16, monuseg
 
-    return {"camelyon16": camelyon16.DIRECTIONS, "bbbc021": bbbc021.MIXED_PLATES}.get(dataset)
+    return {"camelyon16": camelyon16.DIRECTIONS, "bbbc021": bbbc021.MIXED_PLATES,
+            "monuseg": monuseg.DEV_SPLITS if dev else monuseg.VARIANTS}.get(dataset)
 
 
 def _ordered(args, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Journal rows in table order: registered held-out domains, then methods, then seeds."""
-    helds = list(_heldouts(args.dataset) or [])
+    helds = list(_heldouts(args.dataset, args.dev) or [])
     names = [*METHODS.get(args.dataset, []), *POST_HOC.get(args.dataset, [])]
 
     def key(r):
@@ -284,7 +354,7 @@ def _ordered(args, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _completeness(args, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Which runs of the registered protocol (every method x held-out domain x seed) are in ``rows``."""
-    heldouts = list(_heldouts(args.dataset) or dict.fromkeys(r["heldout"] for r in rows))
+    heldouts = list(_heldouts(args.dataset, args.dev) or dict.fromkeys(r["heldout"] for r in rows))
     seeds = (QUICK if args.quick else FULL)[args.dataset]["seeds"]
     have = {(r["heldout"], r["method"], int(r["seed"])) for r in rows}
     names = POST_HOC[args.dataset] if args.post_hoc else METHODS[args.dataset]
@@ -300,13 +370,20 @@ def _public(notes: dict) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", default="camelyon16", choices=["camelyon16", "bbbc021", "hgsc", "stain-transfer"])
+    p.add_argument("--dataset", default="camelyon16",
+                   choices=["camelyon16", "bbbc021", "hgsc", "monuseg", "stain-transfer"])
     p.add_argument("--methods", nargs="+", default=None, help="subset of the dataset's methods (default: all)")
     p.add_argument("--seeds", type=int, nargs="+", default=None)
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--steps", type=int, default=None, help="monuseg: segmenter training steps")
+    p.add_argument("--crop", type=int, default=None, help="monuseg: training crop size (px at 0.5 um/px)")
+    p.add_argument("--dev", action="store_true",
+                   help="monuseg: the pre-registration splits (training sites only: official-dev, few-sites-dev); "
+                        "writes dg_monuseg_dev*")
     p.add_argument("--heldout", nargs="+", default=None,
-                   help="held-out domains (camelyon16: RUMC->UMCU / UMCU->RUMC; bbbc021: plates; hgsc: stains)")
+                   help="held-out domains (camelyon16: RUMC->UMCU / UMCU->RUMC; bbbc021: plates; hgsc: stains; "
+                        "monuseg: the variants official / few-sites)")
     p.add_argument("--renderers", nargs="+", default=None, help="hgsc: renderers")
     p.add_argument("--max-per-plate", type=int, default=None, help="bbbc021: crops per plate")
     p.add_argument("--max-per-split", type=int, default=None, help="hgsc: nuclei per split")
@@ -353,7 +430,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(args.threads or max(1, os.cpu_count() or 1))
     args.device_t = torch.device(args.device)
     args.out_dir = Path(args.out)
-    registered_stem = f"dg_{args.dataset.replace('-', '_')}" + ("" if mode == "full" else f"_{mode}")
+    if args.dev and args.dataset != "monuseg":
+        raise SystemExit("--dev applies to --dataset monuseg")
+    registered_stem = f"dg_{args.dataset.replace('-', '_')}" + "_dev" * args.dev + ("" if mode == "full" else f"_{mode}")
     args.stem = args.name or registered_stem.replace(args.dataset.replace("-", "_"),
                                                      args.dataset.replace("-", "_") + "_posthoc" * args.post_hoc)
     if args.coverage_only:
@@ -367,8 +446,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.fold_dir = args.fold_dir or str(work / "folds")
     affects = ("dataset", "mode", "epochs", "batch_size", "fold_steps", "fold_max_steps", "max_per_plate",
                "max_per_split")
+    settings = {"mode": mode, **{k: getattr(args, k, None) for k in affects if k != "mode"},
+                **{k: getattr(args, k) for k in ("steps", "crop") if getattr(args, k, None) is not None}}
     args.journal = None if not keep or args.coverage_only or args.dataset == "stain-transfer" else engine.Journal(
-        work / "runs.jsonl", {"mode": mode, **{k: getattr(args, k, None) for k in affects if k != "mode"}})
+        work / "runs.jsonl", settings)
     if args.from_journal:
         if args.journal is None:
             raise SystemExit("--from-journal needs a journal: a full run, or --work with --quick")
@@ -380,7 +461,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(f"{time.perf_counter() - t0:7.1f}s {msg}", flush=True)
 
-    runner = {"camelyon16": run_camelyon16, "bbbc021": run_bbbc021, "hgsc": run_hgsc,
+    runner = {"camelyon16": run_camelyon16, "bbbc021": run_bbbc021, "hgsc": run_hgsc, "monuseg": run_monuseg,
               "stain-transfer": run_stain_transfer}[args.dataset]
     result: dict[str, Any] = {"benchmark": "domain_generalization", "dataset": args.dataset, "mode": mode,
                               "environment": env,
@@ -403,20 +484,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             log(f"post-hoc: paired with {len(lines)} registered runs from {reg}")
         log(f"{result['runs_done']} of {result['runs_planned']} planned runs done"
             + ("" if result["complete"] else f"; missing, e.g. {result['missing'][:3]}"))
+    metrics = METRICS.get(args.dataset, engine.CLASSIFICATION_METRICS)
+    items = ITEMS.get(args.dataset, ("correct",))
     if result.get("rows"):
         order = list(dict.fromkeys([*METHODS.get(args.dataset, []), *POST_HOC.get(args.dataset, []),
                                     *(r["method"] for r in result["rows"])]))
-        result["summary"] = engine.summarise(result["rows"], order)
-        result["paired_vs_erm"] = engine.paired_table(result["rows"], "erm")
+        result["summary"] = engine.summarise(result["rows"], order, metrics)
+        result["paired_vs_erm"] = [d for it in items for d in engine.paired_table(result["rows"], "erm", item=it)]
         peers = [s for s in result["summary"] if not s["method"].startswith("contrimix") and s["method"] != "erm"]
         best = {}
-        for s in peers:  # the best peer per held-out domain, by mean accuracy
-            if s["heldout"] not in best or s["acc_mean"] > best[s["heldout"]]["acc_mean"]:
+        for s in peers:  # the best peer per held-out domain, by the mean of the primary metric
+            if s["heldout"] not in best or s[f"{metrics[0]}_mean"] > best[s["heldout"]][f"{metrics[0]}_mean"]:
                 best[s["heldout"]] = s
+        result["primary_metric"] = metrics[0]
         result["best_peer"] = {h: s["method"] for h, s in best.items()}
         result["paired_vs_best_peer"] = [
-            d for h, s in best.items()
-            for d in engine.paired_table([r for r in result["rows"] if r["heldout"] == h], s["method"])
+            d for h, s in best.items() for it in items
+            for d in engine.paired_table([r for r in result["rows"] if r["heldout"] == h], s["method"], item=it)
             if d["method"].startswith("contrimix")]
     result["wall_seconds"] = round(time.perf_counter() - t0, 1)
     out = args.out_dir
@@ -427,13 +511,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if result.get("rows"):
         R.write_csv(out / f"{args.stem}_summary.csv", result["summary"])
         R.write_csv(out / f"{args.stem}_paired.csv", result["paired_vs_erm"] + result["paired_vs_best_peer"])
-        R.write_csv(out / f"{args.stem}_runs.csv", [{k: v for k, v in r.items() if k not in ("correct", "score")}
+        R.write_csv(out / f"{args.stem}_runs.csv", [{k: v for k, v in r.items() if k not in ("correct", "score",
+                                                                                         "tile_aji", "tile_dice")}
                                                      for r in result["rows"]])
-        print(R.markdown_table(result["summary"], ["heldout", "method", "kind", "seeds", "acc_mean", "acc_std",
-                                                   "auroc_mean", "auroc_std"]))
+        shown = (metrics[0], metrics[2]) if metrics == engine.CLASSIFICATION_METRICS else metrics
+        print(R.markdown_table(result["summary"], ["heldout", "method", "kind", "seeds",
+                                                   *(f"{m}_{k}" for m in shown for k in ("mean", "std"))]))
         if not args.no_plot:
-            plots.plot_accuracy(result["summary"], result["paired_vs_erm"], out / f"{args.stem}.png", args.dataset)
-    log(f"wrote {out / (args.stem + '.json')} ({result['wall_seconds']} s)")
+            plots.plot_accuracy(result["summary"], [d for d in result["paired_vs_erm"]
+                                                    if d.get("metric", metrics[0]) == metrics[0]],
+                                out / f"{args.stem}.png", args.dataset, metric=metrics[0])
+    log(f"wrote {out / (args.stem + '.json.gz')} ({result['wall_seconds']} s)")
     return 0
 
 

@@ -86,7 +86,58 @@ def real_section(run: dict, item: str) -> str:
                 for s in run["summary"] if s["heldout"] == held]
         out.append(markdown_table(rows))
     for suffix, alt in ((".png", "accuracy per method"), ("_examples.png", "example crops before/after")):
-        png = run["_file"].replace(".json", suffix)
+        png = R.result_stem(run["_file"]) + suffix
+        if (R.DOCS_DIR / png).is_file():
+            out.append(f"\n![{alt}](benchmarks/{png})\n")
+    return "".join(out) + "\n"
+
+
+def monuseg_section(run: dict) -> str:
+    """MoNuSeg: per variant, every method's AJI and Dice (mean ± std over seeds) with paired differences against
+    ERM and the best peer, then the per-site table (AJI per test tile = site, mean over seeds)."""
+    out = [_env_block(run)]
+    st = run["settings"]
+    out.append(f"- seeds {st['seeds']}, {st['steps']} steps of batch {st['batch_size']} random {st['crop']} px crops, "
+               f"augmentation p = {run['augmentation_p']}; segmenter: {run['classifier']}\n")
+    if "complete" in run:
+        out.append(f"- **{run['runs_done']} of the {run['runs_planned']} registered runs are done**"
+                   + ("" if run["complete"] else
+                      f" (the run continues where it stopped: same command; missing: {_missing(run['missing'])})")
+                   + "\n")
+    out.append(_fold_notes(run))
+    for k, v in (run.get("notes", {}).get("contrimix") or {}).items():
+        out.append(f"- `{k}`: {v}\n")
+    erm = {(d["heldout"], d["method"], d["metric"]): d for d in run.get("paired_vs_erm", [])}
+    best = {(d["heldout"], d["method"], d["metric"]): d for d in run.get("paired_vs_best_peer", [])}
+    variants = run.get("variants", {})
+    for held in dict.fromkeys(s["heldout"] for s in run["summary"]):
+        bp = run.get("best_peer", {}).get(held)
+        out.append(f"\n**{held}** (training: {variants.get(held, held)}; test: the 14 test sites)"
+                   + (f", best peer by AJI: `{bp}`" if bp else "") + ". AJI and Dice per test tile, averaged over "
+                   "the 14 tiles, mean ± std over seeds; paired differences [95 % bootstrap interval over seeds and "
+                   "tiles]\n\n")
+        rows = [{"method": s["method"], "kind": s["kind"], "seeds": s["seeds"], "AJI": _pm(s["aji_mean"], s["aji_std"]),
+                 "Dice": _pm(s["dice_mean"], s["dice_std"]), "AJI vs ERM": _ci(erm.get((held, s["method"], "aji"))),
+                 "Dice vs ERM": _ci(erm.get((held, s["method"], "dice"))),
+                 "AJI vs best peer": _ci(best.get((held, s["method"], "aji")))
+                 if s["method"].startswith("contrimix") else ""}
+                for s in run["summary"] if s["heldout"] == held]
+        out.append(markdown_table(rows))
+        tiles = (run.get("notes", {}).get("test_tiles") or {}).get(held)
+        if tiles:
+            out.append(f"\nPer test site ({held}): AJI, mean over seeds\n\n")
+            table = []
+            for s in run["summary"]:
+                if s["heldout"] != held:
+                    continue
+                rs = [r["tile_aji"] for r in run["rows"] if r["heldout"] == held and r["method"] == s["method"]]
+                row = {"method": s["method"]}
+                for j, t in enumerate(tiles):
+                    row[f"{t['site']} {t['organ']}"] = f"{fmean(r[j] for r in rs):.2f}"
+                table.append(row)
+            out.append(markdown_table(table))
+    for suffix, alt in ((".png", "AJI per method"), ("_examples.png", "test-site crops before/after")):
+        png = R.result_stem(run["_file"]) + suffix
         if (R.DOCS_DIR / png).is_file():
             out.append(f"\n![{alt}](benchmarks/{png})\n")
     return "".join(out) + "\n"
@@ -274,6 +325,7 @@ with:
 export CONTRIMIX_AUG_DATA=../shared/data          # the labelled collections (docs/data.md)
 python benchmarks/domain_generalization.py --dataset camelyon16
 python benchmarks/domain_generalization.py --dataset bbbc021
+python benchmarks/domain_generalization.py --dataset monuseg
 python benchmarks/domain_generalization.py --dataset stain-transfer
 python benchmarks/domain_generalization.py --dataset camelyon16 --post-hoc   # the variants tried afterwards
 python benchmarks/domain_generalization.py --dataset bbbc021 --post-hoc
@@ -350,6 +402,23 @@ def main(argv=None) -> int:
         after = _pick(dg, dataset, post_hoc=True)
         if after is not None:
             parts.append(post_hoc_section(after, item))
+    parts.append("\n## MoNuSeg: nuclei segmentation, train on some hospitals, test on 14 unseen ones\n\n")
+    mo = _pick([r for r in dg if not r["settings"].get("dev")], "monuseg")
+    if mo is None:
+        parts.append("No run of the registered protocol has been written yet (see the MoNuSeg section of "
+                     "[preregistration.md](benchmarks/preregistration.md)).\n")
+    else:
+        parts.append(f"Task: {mo['task']}. Shift: {mo['shift']}. Inputs: {mo['inputs']}. Metrics: {mo['metrics']}.\n\n")
+        parts.append(monuseg_section(mo))
+    dev = [r for r in dg if r.get("dataset") == "monuseg" and r["settings"].get("dev") and r.get("summary")]
+    if dev:
+        parts.append("\n**How the step count was chosen** (`--dev`: training sites only, before any test-site run; "
+                     "rule in [preregistration.md](benchmarks/preregistration.md)): validation AJI and Dice per "
+                     "candidate\n\n")
+        parts.append(markdown_table([
+            {"steps": r["settings"]["steps"], "split": s["heldout"], "method": s["method"],
+             "AJI": f"{s['aji_mean']:.3f}", "Dice": f"{s['dice_mean']:.3f}"}
+            for r in sorted(dev, key=lambda r: r["settings"]["steps"]) for s in r["summary"]]))
     parts.append("\n## Do the attributes carry the whole stain?\n\n")
     st = _pick(dg, "stain-transfer", "any")
     parts.append(stain_transfer_section(st) if st else "No result file yet.\n")

@@ -29,6 +29,8 @@ LABELS = {
     "kornia-colorjitter-strong": "ColorJitter, strong (kornia; 0.4, 0.4, 0.4, 0.1)",
     "hed-strong-bc": "HED jitter strong + brightness/contrast",
     "contrimix-camelyon-colorjitter": "ContriMix `camelyon`, then ColorJitter",
+    "contrimix-camelyon-batch": "ContriMix `camelyon`, batch donors",
+    "contrimix-camelyon-sampled": "ContriMix `camelyon`, sampled attributes",
     "contrimix-camelyon": "**ContriMix, bundled `camelyon`**",
     "contrimix-camelyon-both": "ContriMix `camelyon`, batch + bank donors",
     "contrimix-camelyon-normalise": "ContriMixNormalize `camelyon`",
@@ -86,8 +88,9 @@ POST_HOC_NAMES = ("contrimix-camelyon-bank",)
 POST_HOC_BBBC021 = ("contrimix-fold-ls8",)
 
 
-MONUSEG_CONTRIMIX = ("contrimix-camelyon", "contrimix-camelyon-bank", "contrimix-camelyon-both", "contrimix-he",
-                     "contrimix-fold", "contrimix-camelyon-colorjitter")
+MONUSEG_CONTRIMIX = ("contrimix-camelyon", "contrimix-camelyon-batch", "contrimix-camelyon-bank",
+                     "contrimix-camelyon-both", "contrimix-camelyon-sampled", "contrimix-he", "contrimix-fold",
+                     "contrimix-camelyon-colorjitter")
 
 
 def _summary(run: dict) -> dict:

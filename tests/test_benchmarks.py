@@ -195,6 +195,58 @@ def test_bbbc021_folds(data_root):
         assert len(f["contrimix_x"]) < 7774
 
 
+# -- MoNuSeg segmentation ----------------------------------------------------------------------------------------
+def test_aji_and_dice_against_hand_counts():
+    from dg.segmentation import aji, dice, instances_from_mask
+
+    gt = np.zeros((40, 40), np.int32)
+    gt[2:12, 2:12] = 1  # 100 px
+    gt[20:30, 20:30] = 2  # 100 px, missed by the prediction
+    pred = np.zeros((40, 40), np.int32)
+    pred[2:12, 2:11] = 5  # 90 px inside nucleus 1
+    pred[35:38, 35:38] = 9  # 9 px false positive
+    # C = 90; U = 100 (|G1 ∪ S5|) + 100 (G2 unmatched) + 9 (S9 unmatched)
+    assert aji(pred, gt) == pytest.approx(90 / 209)
+    assert aji(gt, gt) == 1.0 and aji(np.zeros_like(gt), gt) == 0.0
+    assert dice(pred > 0, gt > 0) == pytest.approx(2 * 90 / (99 + 200))
+    inst = instances_from_mask(pred > 0, min_area=10)  # the 9 px speck is dropped
+    assert inst.max() == 1 and (inst > 0).sum() == 90
+
+
+def test_monuseg_splits_keep_test_sites_out_of_training(data_root):
+    from dg.tasks import monuseg as T
+
+    off, few = T.split("official"), T.split("few-sites")
+    assert len(off.train_x) == 30 and len(off.test_x) == 14 and len(set(off.test_sites)) == 14
+    assert not set(off.train_sites) & set(off.test_sites)
+    assert set(few.train_sites) == set(T.FEW_SITES) and len(few.train_x) == 11
+    assert off.test_x.shape[1:] == (504, 504, 3) and off.test_mask.shape[1:] == (504, 504)
+    assert all(i is not None and i.shape == (504, 504) and i.max() > 50 for i in off.test_inst)
+    assert 0.1 < off.test_mask.mean() < 0.4  # nuclei cover a fifth or so of a tile
+    for dev in T.DEV_SPLITS:  # pre-registration never sees a test site
+        sp = T.split(dev)
+        assert not ({*sp.train_sites, *sp.test_sites} & set(off.test_sites))
+        assert not set(sp.train_sites) & set(sp.test_sites)
+    crops = T.grid_crops(few.train_x, 96)
+    assert crops.shape == (11 * 25, 96, 96, 3) and np.array_equal(crops[1], few.train_x[0, :96, 96:192])
+
+
+def test_segmenter_learns_nuclei_on_real_tiles(data_root):
+    """A hundred steps on two real training tiles already separate nuclei from the rest better than chance."""
+    from dg.methods import build_peers, to_float
+    from dg.segmentation import dice, predict_masks, train_segmenter
+    from dg.tasks import monuseg as T
+
+    sp = T.split("few-sites")
+    x, m = to_float(sp.train_x[:2]), torch.from_numpy(sp.train_mask[:2])
+    model = train_segmenter(x, m, build_peers(["erm"], None)[0], steps=100, seed=0, device=torch.device("cpu"),
+                            batch_size=4, crop=96)
+    pred = predict_masks(model, to_float(sp.test_x[:2]), torch.device("cpu"))
+    assert pred.shape == (2, 504, 504) and pred.dtype == bool
+    chance = [dice(np.ones_like(t), t) for t in sp.test_mask[:2]]  # "everything is a nucleus"
+    assert np.mean([dice(p, t) for p, t in zip(pred, sp.test_mask[:2])]) > np.mean(chance) + 0.1
+
+
 # -- the scripts, CI-sized ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("dataset", ["camelyon16", "bbbc021"])
 def test_domain_generalization_quick(dataset, data_root, tmp_path):
@@ -218,6 +270,33 @@ def test_domain_generalization_quick(dataset, data_root, tmp_path):
         assert joint and all(0 < r["train_recon_psnr_db"] < 100 and 0 < r["test_recon_psnr_db"] < 100 for r in joint)
         fold = next(iter(res["notes"]["contrimix_fold"].values()))
         assert fold["steps"] > 0 and "heldout_psnr_db" in fold and "target_met" in fold
+
+def test_domain_generalization_quick_monuseg(data_root, tmp_path):
+    r = _run(["benchmarks/domain_generalization.py", "--dataset", "monuseg", "--quick", "--out", str(tmp_path),
+              "--threads", "2"])
+    assert r.returncode == 0, r.stderr[-3000:] + r.stdout[-3000:]
+    res = _result(tmp_path / "dg_monuseg_quick.json.gz")
+    import domain_generalization as DG
+
+    for variant in ("official", "few-sites"):  # every method named, in table order, on both variants
+        assert [s["method"] for s in res["summary"] if s["heldout"] == variant] == DG.METHODS["monuseg"]
+    for row in res["rows"]:
+        assert len(row["tile_aji"]) == len(row["tile_dice"]) == row["n_test_tiles"] == 14
+        assert 0 <= row["aji"] <= 1 and 0 <= row["dice"] <= 1
+    assert {r["n_train_tiles"] for r in res["rows"]} == {30, 11}
+    assert res["primary_metric"] == "aji" and set(res["best_peer"]) == {"official", "few-sites"}
+    assert {d["metric"] for d in res["paired_vs_erm"]} == {"aji", "dice"}
+    assert all(d["method"].startswith("contrimix") for d in res["paired_vs_best_peer"])
+    assert (tmp_path / "dg_monuseg_quick.png").is_file()
+    assert (tmp_path / "dg_monuseg_quick_examples.png").stat().st_size > 10_000
+    tiles = res["notes"]["test_tiles"]["official"]
+    assert len({t["site"] for t in tiles}) == 14 and tiles == res["notes"]["test_tiles"]["few-sites"]
+    import make_docs  # the docs page renders the run: both variants, every method, a column per test site
+
+    page = make_docs.monuseg_section({**res, "_file": "dg_monuseg_quick.json.gz"})
+    assert page.count("| contrimix-camelyon |") == 4  # the summary and per-site tables of both variants
+    assert all(f"{t['site']} {t['organ']}" in page for t in tiles)
+
 
 
 def test_journal_resumes_and_refuses_other_settings(tmp_path):

@@ -195,6 +195,39 @@ def test_bbbc021(data_root):
     assert dapi[:, 24:44, 24:44].mean() > 2 * dapi[:, :6, :6].mean()
 
 
+def test_monuseg(data_root):
+    d = RD.load_monuseg(data_root=data_root, progress=False)
+    assert len(d) == 44 and d.images.shape == (44, 1000, 1000, 3) and d.images.dtype == np.uint8
+    assert d.masks.shape == (44, 1000, 1000) and d.masks.dtype == bool
+    tr, te = d.splits == "train", d.splits == "test"
+    assert int(tr.sum()) == 30 and int(te.sum()) == 14
+    assert len(set(d.sites[tr].tolist())) == 18 and len(set(d.sites[te].tolist())) == 14
+    assert not set(d.sites[tr].tolist()) & set(d.sites[te].tolist())  # the official split is hospital-disjoint
+    assert all(i is not None for i, t in zip(d.instances, te) if t)  # every test tile has an instance map
+    assert sum(i is not None for i in d.instances) == 27
+    assert d.um_per_px == pytest.approx(0.2521)
+    for k in np.flatnonzero(te)[:3]:  # instance maps and binary masks describe the same nuclei
+        inst = d.instances[k]
+        assert inst.dtype == np.uint16 and inst.max() > 100
+        assert np.array_equal(inst > 0, d.masks[k])
+    # real H&E: nuclei (haematoxylin) are darker and bluer than the rest of the tile
+    g = d.images[:6].astype(np.float64)
+    nuc, rest = g[d.masks[:6]], g[~d.masks[:6]]
+    assert nuc.mean() < rest.mean() - 20 and (nuc[:, 2] - nuc[:, 0]).mean() > (rest[:, 2] - rest[:, 0]).mean()
+    few = RD.load_monuseg("train", sites=["G9", "B0", "HE"], data_root=data_root, progress=False)
+    assert len(few) == 11 and set(few.splits.tolist()) == {"train"}
+    with pytest.raises(ValueError, match="sites are"):
+        RD.load_monuseg("test", sites=["G9"], data_root=data_root, progress=False)
+    with pytest.raises(ValueError, match="split must be"):
+        RD.load_monuseg("validation", data_root=data_root)
+
+
+def test_monuseg_needs_a_data_root(tmp_path, monkeypatch):
+    monkeypatch.delenv(C.DATA_ROOT_ENV, raising=False)
+    with pytest.raises(C.DataUnavailableError, match="--data-root"):
+        RD.load_monuseg("test", cache_dir=tmp_path / "cache", progress=False)
+
+
 def test_bbbc021_needs_a_data_root(tmp_path, monkeypatch):
     monkeypatch.delenv(C.DATA_ROOT_ENV, raising=False)
     with pytest.raises(C.DataUnavailableError, match="--data-root"):

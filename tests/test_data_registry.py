@@ -85,7 +85,7 @@ def test_unknown_source_lists_known_ids():
 # labelled collections
 # ---------------------------------------------------------------------------------------------
 def test_collections_table():
-    assert list(R.COLLECTIONS) == ["camelyon17-tiles", "camelyon16-patches", "bbbc021-mcf7"]
+    assert list(R.COLLECTIONS) == ["camelyon17-tiles", "camelyon16-patches", "bbbc021-mcf7", "monuseg"]
     for name, c in R.COLLECTIONS.items():
         assert c.name == name and c.description and c.licence and c.attribution and c.provenance
         assert re.fullmatch(r"[0-9a-f]{40}", c.commit) and "/" in c.repository
@@ -115,11 +115,36 @@ def test_manifests():
     assert [f.path for f in bbbc] == ["images.npz", "cells.tsv", "BBBC021_v1_moa.csv"]
     assert R.COLLECTIONS["bbbc021-mcf7"].file("images.npz").sha256 == (
         "3dac8e22338143c97e6f9badb959c009223da96305c602b6506d22a009a36032")  # as published in the data README
+    mo = R.COLLECTIONS["monuseg"].files
+    assert Counter(f.meta["kind"] for f in mo) == {"image": 44, "mask": 44, "instances": 27}
+    images = [f for f in mo if f.meta["kind"] == "image"]
+    assert Counter(f.meta["split"] for f in images) == {"train": 30, "test": 14}
+    assert all(f.path.startswith(("images/", "masks/", "instances/")) and f.meta["image"].startswith("images/")
+               for f in mo)
+    assert all(SHA.fullmatch(f.meta["source_sha256"]) and f.meta["source_path"].endswith(".tif") for f in images)
+    assert R.COLLECTIONS["monuseg"].url is None  # test masks and instance maps were rasterised: data root only
     for c in R.COLLECTIONS.values():
         assert all(SHA.fullmatch(f.sha256) for f in c.files)
         assert len({f.path for f in c.files}) == len(c.files)
     with pytest.raises(KeyError, match="has no file 'nope.png'"):
         R.COLLECTIONS["camelyon17-tiles"].file("nope.png")
+
+
+def test_monuseg_manifest_agrees_with_the_published_collection(data_root: Path):
+    """Every image, mask and instance map of monuseg/MANIFEST.tsv, with its sha256, split, site and source."""
+    with open(data_root / "monuseg" / "MANIFEST.tsv", newline="", encoding="utf-8") as fh:
+        published = list(csv.DictReader(fh, delimiter="\t"))
+    ours = {f.path: f for f in R.COLLECTIONS["monuseg"].files}
+    expected = {}
+    for r in published:
+        expected[r["path"]] = r["sha256"]
+        expected[r["mask"]] = r["mask_sha256"]
+        if r["instances"]:
+            expected[r["instances"]] = r["instances_sha256"]
+        f = ours[r["path"]]
+        assert (f.meta["split"], f.meta["site"], f.meta["organ"], f.meta["source_sha256"]) == (
+            r["split"], r["site"], r["organ"], r["source_sha256"]), r["path"]
+    assert {p: f.sha256 for p, f in ours.items()} == expected
 
 
 @pytest.mark.parametrize("name", ["camelyon17-tiles", "camelyon16-patches"])

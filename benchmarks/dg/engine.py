@@ -23,7 +23,7 @@ from . import classifier as CL
 from .methods import Method, to_float
 from .stats import mean_std, paired_bootstrap
 
-__all__ = ["Fold", "Journal", "paired_table", "run_fold", "summarise"]
+__all__ = ["CLASSIFICATION_METRICS", "Fold", "Journal", "paired_table", "run_fold", "summarise"]
 
 
 @dataclass
@@ -184,8 +184,13 @@ def run_fold(fold: Fold, methods: Callable[[int], list[Method]], seeds: Sequence
     return rows
 
 
-def summarise(rows: list[dict[str, Any]], methods: Sequence[str]) -> list[dict[str, Any]]:
-    """Per dataset × held-out domain × method: mean ± std over seeds of accuracy, balanced accuracy and AUROC."""
+CLASSIFICATION_METRICS = ("acc", "bacc", "auroc", "crop_acc")
+
+
+def summarise(rows: list[dict[str, Any]], methods: Sequence[str],
+              metrics: Sequence[str] = CLASSIFICATION_METRICS) -> list[dict[str, Any]]:
+    """Per dataset × held-out domain × method: mean ± std over seeds of each metric (classification: accuracy,
+    balanced accuracy, AUROC, per-crop accuracy; segmentation: AJI, Dice)."""
     out = []
     for ds in dict.fromkeys(r["dataset"] for r in rows):
         for held in dict.fromkeys(r["heldout"] for r in rows if r["dataset"] == ds):
@@ -194,14 +199,16 @@ def summarise(rows: list[dict[str, Any]], methods: Sequence[str]) -> list[dict[s
                 if not rm:
                     continue
                 row = {"dataset": ds, "heldout": held, "method": m, "kind": rm[0]["kind"], "seeds": len(rm)}
-                for k in ("acc", "bacc", "auroc", "crop_acc"):
+                for k in metrics:
                     row[f"{k}_mean"], row[f"{k}_std"] = mean_std([r[k] for r in rm])
                 out.append(row)
     return out
 
 
-def paired_table(rows: list[dict[str, Any]], reference: str, *, exclude: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """Per dataset × held-out domain: every method against ``reference`` (paired over seeds and test items)."""
+def paired_table(rows: list[dict[str, Any]], reference: str, *, exclude: Sequence[str] = (),
+                 item: str = "correct") -> list[dict[str, Any]]:
+    """Per dataset × held-out domain: every method against ``reference`` (paired over seeds and test items);
+    ``item``: the rows' per-item score list (``correct``; segmentation: ``tile_aji`` / ``tile_dice``)."""
     out = []
     keys = dict.fromkeys((r["dataset"], r["heldout"]) for r in rows)
     for ds, held in keys:
@@ -214,8 +221,9 @@ def paired_table(rows: list[dict[str, Any]], reference: str, *, exclude: Sequenc
             seeds = sorted(set(ref) & set(mine))
             if not seeds:
                 continue
-            a = np.array([mine[s]["correct"] for s in seeds])
-            b = np.array([ref[s]["correct"] for s in seeds])
+            a = np.array([mine[s][item] for s in seeds])
+            b = np.array([ref[s][item] for s in seeds])
             res = paired_bootstrap(a, b)
-            out.append({"dataset": ds, "heldout": held, "method": m, "versus": reference, **res})
+            out.append({"dataset": ds, "heldout": held, "method": m, "versus": reference,
+                        **({} if item == "correct" else {"metric": item.removeprefix("tile_")}), **res})
     return out

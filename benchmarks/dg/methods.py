@@ -30,8 +30,8 @@ from contrimix_aug.bank import images_from_numpy
 from contrimix_aug.optical_density import hed_to_rgb, rgb_to_hed
 from contrimix_aug.viz import to_uint8
 
-__all__ = ["FLUO_PEERS", "HE_PEERS", "Method", "build_peers", "contrimix_augment", "contrimix_normalise",
-           "hed_jitter", "to_float", "to_uint8_hwc"]
+__all__ = ["FLUO_PEERS", "HE_PEERS", "STRONG_PEERS", "Method", "build_peers", "contrimix_augment", "contrimix_normalise",
+           "hed_jitter", "then", "to_float", "to_uint8_hwc"]
 
 
 def to_uint8_hwc(x: torch.Tensor) -> np.ndarray:
@@ -236,19 +236,43 @@ def _rgb_meanstd(train_images: np.ndarray, seed: int, p: float) -> Method:
                   _batch_fn=_with_p(fn, p, g))
 
 
-def _kornia_jitter(seed: int, p: float) -> Method:
-    import kornia.augmentation as K
-
-    aug = K.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.05, p=p)
-
+def _kornia(aug: Any, g: torch.Generator) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A kornia augmentation drawing from a fixed stream (kornia draws from torch's global RNG)."""
     def fn(x: torch.Tensor) -> torch.Tensor:
-        with torch.random.fork_rng(devices=[]):  # kornia draws from the global RNG: give it a fixed stream
+        with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=g)))
             return aug(x)
 
+    return fn
+
+
+def _kornia_jitter(seed: int, p: float, name: str = "kornia-colorjitter",
+                   setting: tuple[float, float, float, float] = (0.2, 0.2, 0.2, 0.05)) -> Method:
+    import kornia.augmentation as K
+
     g = torch.Generator().manual_seed(seed)
-    return Method("kornia-colorjitter", "augment", "batch", f"kornia {pkg_version('kornia')}",
-                  f"kornia.augmentation.ColorJitter(0.2, 0.2, 0.2, 0.05, p={p}), per-sample", _batch_fn=fn)
+    return Method(name, "augment", "batch", f"kornia {pkg_version('kornia')}",
+                  f"kornia.augmentation.ColorJitter{setting}, p={p}, per-sample",
+                  _batch_fn=_kornia(K.ColorJitter(*setting, p=p), g))
+
+
+def _hed_bc(seed: int, p: float, sigma: float = 0.2, bc: float = 0.2) -> Method:
+    """HED jitter (strong, σ = 0.2) followed by brightness/contrast jitter (±``bc``), both applied together to an
+    image with probability p (the combination of Tellez et al. 2019's best-performing groups, HED + BC)."""
+    import kornia.augmentation as K
+
+    g = torch.Generator().manual_seed(seed)
+    bc_fn = _kornia(K.ColorJitter(brightness=bc, contrast=bc, p=1.0), g)
+    return Method("hed-strong-bc", "augment", "batch", f"own HED jitter + kornia {pkg_version('kornia')}",
+                  f"HED jitter σ={sigma} then ColorJitter(brightness={bc}, contrast={bc}), together with p={p}, "
+                  "per-sample", _batch_fn=_with_p(lambda x: bc_fn(hed_jitter(x, sigma, generator=g)), p, g))
+
+
+def then(name: str, first: Method, second: Method, note: str = "") -> Method:
+    """``second`` applied after ``first`` (both batch augmentations, each with its own probability)."""
+    return Method(name, "augment", "batch", f"{first.package} + {second.package}",
+                  note or f"{first.note}; then {second.note}", _batch_fn=lambda x: second(first(x)),
+                  extra={**first.extra, **second.extra})
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -271,6 +295,9 @@ def _gain_gamma(seed: int, p: float, gain: float = 0.3, gamma: float = 0.3) -> M
 HE_PEERS = ["erm", "torchstain-macenko", "torchstain-reinhard", "hestain-preset", "hed-light", "hed-strong",
             "randstainna", "rgb-meanstd", "kornia-colorjitter"]
 """The H&E peers of the domain-generalisation benchmark, in table order."""
+STRONG_PEERS = ["kornia-colorjitter-strong", "hed-strong-bc"]
+"""The strong generic colour augmentations practitioners use (MoNuSeg task): ColorJitter(0.4, 0.4, 0.4, 0.1) and
+HED-strong + brightness/contrast."""
 FLUO_PEERS = ["erm", "gain-gamma"]
 """Fluorescence peers that are batch methods (per-plate z-scoring is a property of the task's input pipeline)."""
 
@@ -299,22 +326,29 @@ def build_peers(names: Iterable[str], train_images: np.ndarray | None, seed: int
             out.append(_rgb_meanstd(train_images, seed, p))
         elif n == "kornia-colorjitter":
             out.append(_kornia_jitter(seed, p))
+        elif n == "kornia-colorjitter-strong":
+            out.append(_kornia_jitter(seed, p, n, (0.4, 0.4, 0.4, 0.1)))
+        elif n == "hed-strong-bc":
+            out.append(_hed_bc(seed, p))
         elif n == "gain-gamma":
             out.append(_gain_gamma(seed, p))
         else:
-            raise ValueError(f"unknown peer {n!r}; known: {HE_PEERS + FLUO_PEERS}")
+            raise ValueError(f"unknown peer {n!r}; known: {HE_PEERS + STRONG_PEERS + FLUO_PEERS}")
     return out
 
 
 # ------------------------------------------------------------------------------------------------------------------
 # ContriMix
 # ------------------------------------------------------------------------------------------------------------------
-def contrimix_augment(name: str, model, *, seed: int, donors: str = "batch", p: float = 0.5,
+def contrimix_augment(name: str, model, *, seed: int, donors: str | None = None, p: float = 0.5,
                       strength: float | tuple[float, float] = 1.0, bank: Any = None, note: str = "") -> Method:
-    """``contrimix_aug.ContriMix`` as a batch method (the product's main use)."""
+    """``contrimix_aug.ContriMix`` as a batch method (the product's main use); ``donors=None``: the library's default
+    donor policy (what ``ContriMix(weights=...)`` does with no other argument)."""
     import contrimix_aug
 
-    aug = contrimix_aug.ContriMix(weights=model, p=p, seed=seed, donors=donors, strength=strength, bank=bank)
+    aug = contrimix_aug.ContriMix(weights=model, p=p, seed=seed, strength=strength, bank=bank,
+                                  **({} if donors is None else {"donors": donors}))
+    donors = aug.donors
 
     def fn(x: torch.Tensor) -> torch.Tensor:
         if next(aug.model.parameters()).device != x.device:

@@ -4,7 +4,7 @@
 * PyPI-shipped sources (H&E of six labs, fluorescence nuclei, HGSC nucleus labels): :func:`load_image`,
   :func:`load_hgsc_nuclei`, :func:`sample_source_patches`.
 * Labelled collections read through a data root (``CONTRIMIX_AUG_DATA``), the cache or the public URL:
-  :func:`load_camelyon17_tiles`, :func:`load_camelyon16_patches`, :func:`load_bbbc021`.
+  :func:`load_camelyon17_tiles`, :func:`load_camelyon16_patches`, :func:`load_bbbc021`, :func:`load_monuseg`.
 * Training/benchmark datasets: :func:`make_dataset` (``he-sources``, ``fluo-sources``, ``camelyon17-tiles``,
   ``camelyon17:ROOT``, ``rxrx1:ROOT``, a folder).
 """
@@ -21,6 +21,7 @@ from .readers import (
     load_demo_tiles,
     load_hgsc_nuclei,
     load_image,
+    load_monuseg,
     read_image,
     to_tensor,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "load_demo_tiles",
     "load_hgsc_nuclei",
     "load_image",
+    "load_monuseg",
     "make_dataset",
     "read_image",
     "sample_source_patches",

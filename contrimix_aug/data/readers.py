@@ -1,6 +1,6 @@
 """Readers: image files (:func:`read_image`, :func:`to_tensor`), pixels and labels of the registered data
 (TIFF/SVS, PNG/JPEG, npz, parquet polygons), the bundled demo tiles, and the labelled collections (CAMELYON17
-tiles, CAMELYON16 patches, BBBC021 crops).
+tiles, CAMELYON16 patches, BBBC021 crops, MoNuSeg nuclei tiles).
 
 H&E images come back as ``(H, W, 3)`` uint8 RGB; fluorescence and labels as their native arrays.
 """
@@ -28,6 +28,7 @@ __all__ = [
     "DEMO_TILES",
     "Camelyon16Patches",
     "Camelyon17Tiles",
+    "MoNuSeg",
     "NucleiLabels",
     "load_bbbc021",
     "load_camelyon16_patches",
@@ -35,6 +36,7 @@ __all__ = [
     "load_demo_tiles",
     "load_hgsc_nuclei",
     "load_image",
+    "load_monuseg",
     "read_image",
     "to_tensor",
 ]
@@ -379,6 +381,63 @@ def load_bbbc021(*, data_root: str | os.PathLike | None = None, cache_dir: str |
                    np.array([r["compound"] for r in rows]))
 
 
+@dataclass(frozen=True)
+class MoNuSeg:
+    """MoNuSeg tiles: ``images`` (N, 1000, 1000, 3) uint8 RGB at ``um_per_px``, ``masks`` (N, 1000, 1000) bool
+    nuclei, ``instances`` (N,) uint16 (1000, 1000) instance maps (0 = background) or None where the collection has
+    none (17 training tiles), ``splits`` (N,) ``"train"`` / ``"test"`` (the official hospital-disjoint split),
+    ``sites`` (N,) TCGA tissue source site, ``organs`` (N,), ``names`` (N,) slide barcodes."""
+
+    images: np.ndarray
+    masks: np.ndarray
+    instances: tuple[np.ndarray | None, ...]
+    splits: np.ndarray
+    sites: np.ndarray
+    organs: np.ndarray
+    names: tuple[str, ...]
+    um_per_px: float
+
+    def __len__(self) -> int:
+        return int(self.splits.shape[0])
+
+
+def load_monuseg(split: str | None = None, *, sites: tuple[str, ...] | list[str] | None = None,
+                 data_root: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
+                 progress: bool = True) -> MoNuSeg:
+    """The MoNuSeg tiles of ``split`` (``"train"``, ``"test"`` or None for all 44), optionally of ``sites`` only,
+    in manifest order, with their nuclei masks and instance maps (needs a data root holding ``monuseg/``)."""
+    if split not in (None, "train", "test"):
+        raise ValueError(f"monuseg: split must be 'train', 'test' or None, got {split!r}.")
+    coll = get_collection("monuseg")
+    kw = {"data_root": data_root, "cache_dir": cache_dir, "progress": progress}
+    rows = [f for f in coll.files if f.meta["kind"] == "image" and (split is None or f.meta["split"] == split)
+            and (sites is None or f.meta["site"] in set(sites))]
+    if not rows:
+        known = sorted({f.meta["site"] for f in coll.files if split is None or f.meta["split"] == split})
+        raise ValueError(f"monuseg: no tile of sites {sites} in split {split!r}; its sites are {known}.")
+    by_image: dict[str, dict[str, str]] = {}
+    for f in coll.files:
+        by_image.setdefault(f.meta["image"], {})[f.meta["kind"]] = f.path
+    images, masks, instances = [], [], []
+    for f in rows:
+        images.append(_read_rgb(collection_file(coll.name, f.path, **kw)))
+        masks.append(_read_label(collection_file(coll.name, by_image[f.path]["mask"], **kw)) > 0)
+        inst = by_image[f.path].get("instances")
+        instances.append(_read_label(collection_file(coll.name, inst, **kw)) if inst else None)
+    return MoNuSeg(np.stack(images), np.stack(masks), tuple(instances), np.array([f.meta["split"] for f in rows]),
+                   np.array([f.meta["site"] for f in rows]), np.array([f.meta["organ"] for f in rows]),
+                   tuple(f.meta["slide"] for f in rows), float(coll.um_per_px))
+
+
+def _read_label(path: Path) -> np.ndarray:
+    """A single-channel label PNG (binary mask or uint16 instance map) as its native 2-D array."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        arr = np.asarray(im)
+    return np.ascontiguousarray(arr if arr.ndim == 2 else arr[..., 0])
+
+
 # ------------------------------------------------------------------------------------------------
 # image files
 # ------------------------------------------------------------------------------------------------
@@ -396,6 +455,7 @@ def read_image(path: str | os.PathLike, channels: int | None = 3) -> np.ndarray:
         ValueError: the file cannot be decoded (names the file).
     """
     path = Path(path)
+    tifffile = _import_tifffile(path) if path.suffix.lower() in (".tif", ".tiff") else None
     try:
         if tifffile is not None:
             arr = _tiff_asarray(lambda: tifffile.imread(path), path)
@@ -448,4 +508,3 @@ def to_tensor(arr: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(f).permute(2, 0, 1).contiguous()
 
 
-    tifffile = _import_tifffile(path) if path.suffix.lower() in (".tif", ".tiff") else None

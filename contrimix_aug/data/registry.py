@@ -7,7 +7,7 @@ Two kinds of entries:
   ``fluorescence`` weights and the HGSC nucleus labels.
 * :class:`Collection`: a labelled real dataset published as files of a public GitHub repository at a pinned
   commit (CAMELYON17 tiles of five hospitals, CAMELYON16 tumour/normal patches of two hospitals, BBBC021
-  single-cell crops of six plates). Each file's sha256 is in the collection's manifest
+  single-cell crops of six plates, MoNuSeg nuclei tiles of 32 hospitals). Each file's sha256 is in the collection's manifest
   (``contrimix_aug/data/manifests/NAME.tsv``). The files are never bundled: they are read from a data root the
   user names, the cache, or the public URL (:func:`contrimix_aug.data.cache.collection_file`).
 """
@@ -294,8 +294,8 @@ class Collection:
     """A labelled real dataset known by public source and per-file sha256 (never bundled).
 
     Attributes:
-        name: ``"camelyon17-tiles"``, ``"camelyon16-patches"`` or ``"bbbc021-mcf7"`` (also the folder name under
-            a data root).
+        name: ``"camelyon17-tiles"``, ``"camelyon16-patches"``, ``"bbbc021-mcf7"`` or ``"monuseg"`` (also the folder
+            name under a data root).
         description, licence, attribution: what it is and on what terms.
         repository, commit: the public GitHub repository and the pinned commit the files come from.
         url: template of a file's public URL (``{commit}`` and ``{path}`` of the published file), or None when no
@@ -393,6 +393,27 @@ _COLLECTIONS: tuple[Collection, ...] = (
         "public file holds the stack: read it through a data root.",
         um_per_px=None,
         stain="fluorescence",
+    ),
+    Collection(
+        name="monuseg",
+        description="MoNuSeg 2018: 44 H&E tiles, 1000x1000 px at 0.252 um/px (40x), not stain-normalised, from 32 "
+        "TCGA tissue source sites (hospitals/biobanks) and 9 organs, with nuclei masks; the official split is "
+        "hospital-disjoint: train 30 tiles from 18 sites, test 14 tiles from 14 other sites",
+        licence="MoNuSeg challenge data, CC BY-NC-SA 4.0 as distributed by the challenge: benchmark use only, "
+        "never bundled",
+        attribution="Kumar et al., IEEE TMI 2017 (MoNuSeg, MICCAI 2018 challenge), files of ykrmm/monuseg "
+        "(the same blobs are in davidlane23/MonuSeg2018_Computer_Vision@421a4fd3934d7610e014d45f58376b2665fc1acc).",
+        repository="ykrmm/monuseg",
+        commit="93a696d5b608b963ff7083a059c93d5addbd985a",
+        url=None,
+        published_path="datasets/{path}",
+        provenance="images: lossless PNG conversion of the published LZW TIFFs (pixel-identical; each image row "
+        "keeps the TIFF's path and sha256 in source_path / source_sha256); masks of the 30 training tiles: the "
+        "repository's Binary_masks; masks of the 14 test tiles and the uint16 instance maps (14 test, 13 training "
+        "tiles): rasterised from the official XML polygons. Site = the TCGA tissue source site (second field of the "
+        "barcode). Read it through a data root.",
+        um_per_px=0.2521,
+        stain="he",
     ),
 )
 
