@@ -23,7 +23,7 @@ from . import classifier as CL
 from .methods import Method, to_float
 from .stats import mean_std, paired_bootstrap
 
-__all__ = ["CLASSIFICATION_METRICS", "Fold", "Journal", "paired_table", "run_fold", "summarise"]
+__all__ = ["CLASSIFICATION_METRICS", "Fold", "Journal", "paired_table", "record", "run_fold", "summarise"]
 
 
 @dataclass
@@ -176,12 +176,19 @@ def run_fold(fold: Fold, methods: Callable[[int], list[Method]], seeds: Sequence
                 hook.model.eval()
                 for side, xs in (("train", xtr), ("test", xte)):
                     row[f"{side}_recon_psnr_db"] = round(float(reconstruction(hook.model, xs)["psnr"].mean()), 2)
-            rows.append(row)
-            if journal is not None:
-                journal.add(row)
-            log(f"[{fold.dataset}] {fold.heldout:12s} seed {seed} {name:22s} acc {acc:.3f}  AUROC {row['auroc']:.3f}"
-                f"  ({row['seconds']:.1f}s{', peer failures %d' % row['peer_failures'] if row['peer_failures'] else ''})")
+            record(row, rows, journal, log, f"acc {acc:.3f}  AUROC {row['auroc']:.3f}")
     return rows
+
+
+def record(row: dict[str, Any], rows: list[dict[str, Any]], journal: Journal | None, log: Callable[[str], None],
+           scores: str) -> None:
+    """A finished run: kept in ``rows``, journaled (so a restart skips it), logged with its ``scores``."""
+    rows.append(row)
+    if journal is not None:
+        journal.add(row)
+    fails = row.get("peer_failures")
+    log(f"[{row['dataset']}] {row['heldout']:12s} seed {row['seed']} {row['method']:28s} {scores}  "
+        f"({row['seconds']:.1f}s{', peer failures %d' % fails if fails else ''})")
 
 
 CLASSIFICATION_METRICS = ("acc", "bacc", "auroc", "crop_acc")

@@ -189,6 +189,7 @@ def run_split(split, methods, seeds, *, steps: int, device: torch.device, batch_
     ``journal`` are taken from it, new ones appended as they finish."""
     import time
 
+    from .engine import record
     from .methods import to_float
 
     rows = []
@@ -217,9 +218,5 @@ def run_split(split, methods, seeds, *, steps: int, device: torch.device, batch_
                    "n_train_tiles": int(len(train_x)), "n_test_tiles": int(len(test_x)),
                    "peer_failures": m.failures, "seconds": round(time.perf_counter() - t0, 1),
                    "tile_dice": [round(v, 5) for v in tile_dice], "tile_aji": [round(v, 5) for v in tile_aji]}
-            rows.append(row)
-            if journal is not None:
-                journal.add(row)
-            log(f"[{dataset}] {split.name:10s} seed {seed} {m.name:28s} AJI {row['aji']:.3f}  Dice {row['dice']:.3f}"
-                f"  ({row['seconds']:.1f}s{', peer failures %d' % m.failures if m.failures else ''})")
+            record(row, rows, journal, log, f"AJI {row['aji']:.3f}  Dice {row['dice']:.3f}")
     return rows

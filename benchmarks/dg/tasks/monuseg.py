@@ -55,14 +55,51 @@ class Split:
     test_organs: np.ndarray
 
 
+TILES_ENV = "CONTRIMIX_AUG_MONUSEG_TILES"
+"""Path of a prepared copy of the tiles at 0.5 µm/px (:func:`save_tiles`), read instead of the data root when set:
+the whole collection does not fit the 64 MiB that a GPU session can carry (``scripts/prepare_gpu_carry.sh``)."""
+
+
+def _manifest_sha() -> str:
+    import hashlib
+    from importlib import resources
+
+    return hashlib.sha256(resources.files("contrimix_aug.data").joinpath("manifests", "monuseg.tsv")
+                          .read_bytes()).hexdigest()
+
+
 @functools.lru_cache(maxsize=1)
 def _tiles():
     """Every tile at 0.5 µm/px: (images, masks, instances, splits, sites, organs, names)."""
+    import os
+
+    prepared = os.environ.get(TILES_ENV)
+    if prepared:
+        with np.load(prepared, allow_pickle=False) as z:
+            if str(z["manifest_sha"]) != _manifest_sha():
+                raise ValueError(f"{prepared} was prepared from another monuseg manifest; prepare it again "
+                                 "(python benchmarks/dg/tasks/monuseg.py OUT.npz) or unset " + TILES_ENV)
+            inst = tuple(z[f"inst_{i}"] if f"inst_{i}" in z else None for i in range(len(z["splits"])))
+            return (z["images"], z["masks"], inst, z["splits"], z["sites"], z["organs"], tuple(z["names"].tolist()))
     d = load_monuseg(progress=False)
     img = np.stack([resample_to_mpp(im, d.um_per_px, MPP) for im in d.images])
     msk = np.stack([resample_to_mpp(m.astype(np.uint8), d.um_per_px, MPP, method="nearest") > 0 for m in d.masks])
     inst = tuple(None if i is None else resample_to_mpp(i, d.um_per_px, MPP, method="nearest") for i in d.instances)
     return img, msk, inst, d.splits, d.sites, d.organs, d.names
+
+
+def save_tiles(path: str) -> None:
+    """Write the tiles at 0.5 µm/px (read from the sha256-verified data root) to ``path`` (compressed npz)."""
+    img, msk, inst, splits, sites, organs, names = _tiles()
+    np.savez_compressed(path, images=img, masks=msk, splits=splits, sites=sites, organs=organs,
+                        names=np.asarray(names), manifest_sha=np.asarray(_manifest_sha()),
+                        **{f"inst_{i}": a for i, a in enumerate(inst) if a is not None})
+
+
+if __name__ == "__main__":  # python benchmarks/dg/tasks/monuseg.py OUT.npz
+    import sys
+
+    save_tiles(sys.argv[1])
 
 
 def _make(name: str, train: np.ndarray, test: np.ndarray) -> Split:
