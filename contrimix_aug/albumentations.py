@@ -96,6 +96,9 @@ class AlbumentationsContriMix(A.ImageOnlyTransform):
             a list of (H, W, C) numpy images (any sizes), (N, C, H, W) float tensor in [0, 1], or
             precomputed attributes (N, C, K) tensor.
         device: where the model runs (``"cpu"``, ``"cuda"``, ...). A model passed in is copied before being moved.
+        render_guard: glass stays glass and no pixel is darker than real tissue
+            (:func:`~contrimix_aug.optical_density.limit_render`; absorbance-mode weights only, linear-mode
+            (fluorescence) weights are unaffected); False: the authors' unguarded render.
 
     Targets:
         image, images (a stack shares one donor and strength: albumentations gives a stack one params dict,
@@ -122,6 +125,7 @@ class AlbumentationsContriMix(A.ImageOnlyTransform):
         spread: Any = 1.0
         bank: Any = None
         device: Any = "cpu"
+        render_guard: Any = True
 
         @field_validator("strength")
         @classmethod
@@ -147,6 +151,13 @@ class AlbumentationsContriMix(A.ImageOnlyTransform):
             except TypeError as err:  # pydantic only turns ValueError into a validation error
                 raise ValueError(str(err)) from None
 
+        @field_validator("render_guard")
+        @classmethod
+        def _render_guard(cls, v: Any) -> bool:
+            if not isinstance(v, bool):
+                raise ValueError(f"render_guard: expected True or False, got {v!r}.")
+            return v
+
         @field_validator("device")
         @classmethod
         def _device(cls, v: Any) -> str:
@@ -169,8 +180,11 @@ class AlbumentationsContriMix(A.ImageOnlyTransform):
         device: str | torch.device = "cpu",
         donors: str = "bank",
         spread: float = 1.0,
+        render_guard: bool = True,
     ) -> None:
         super().__init__(p=p)
+        if not isinstance(render_guard, bool):
+            raise TypeError(f"render_guard: expected True or False, got {render_guard!r}.")
         if donors not in _DONOR_MODES:
             raise ValueError(f"donors: expected one of {_DONOR_MODES} (a single image has no batch to take donors "
                              f"from), got {donors!r}.")
@@ -178,6 +192,7 @@ class AlbumentationsContriMix(A.ImageOnlyTransform):
         self.strength = check_strength(strength)
         self.donors = donors
         self.spread = check_spread(spread, donors)
+        self.render_guard = render_guard
         self.device = str(torch.device(device))
         self.bank = bank
         self._model: ContriMixModel = load_model(weights, copy=True).to(torch.device(self.device))
@@ -198,7 +213,7 @@ class AlbumentationsContriMix(A.ImageOnlyTransform):
 
     # -- albumentations API ------------------------------------------------------------------------------
     def get_transform_init_args_names(self) -> tuple[str, ...]:
-        return ("weights", "strength", "donors", "spread", "bank", "device")
+        return ("weights", "strength", "donors", "spread", "bank", "device", "render_guard")
 
     def get_params(self) -> dict[str, Any]:
         """Donor index into the bank and strength α (:func:`~contrimix_aug.mixing.sample_mix_params`, drawing from
@@ -240,7 +255,7 @@ class AlbumentationsContriMix(A.ImageOnlyTransform):
         return (
             f"AlbumentationsContriMix(weights={w_s}, p={self.p}, donors={self.donors!r}{spread}, "
             f"strength={lo if lo == hi else self.strength}, bank={self._bank.shape[0]}, C={c.in_channels}, "
-            f"K={c.num_attributes}, device={self.device!r})"
+            f"K={c.num_attributes}, device={self.device!r}{'' if self.render_guard else ', render_guard=False'})"
         )
 
     # -- conversions ---------------------------------------------------------------------------------------
@@ -309,7 +324,7 @@ class AlbumentationsContriMix(A.ImageOnlyTransform):
             params = MixParams(torch.ones(n, dtype=torch.bool), torch.full((n,), -1, dtype=torch.long),
                                torch.zeros(n, dtype=torch.bool), torch.full((n,), float(strength)),
                                attrs.expand(n, c, k))
-            return apply_contrimix(self._model, x, params)
+            return apply_contrimix(self._model, x, params, render_guard=self.render_guard)
         if not 0 <= int(donor) < self._bank.shape[0]:
             raise ValueError(
                 f"ContriMix: donor {donor} is outside the attribute bank (size {self._bank.shape[0]}); "
@@ -317,4 +332,4 @@ class AlbumentationsContriMix(A.ImageOnlyTransform):
             )
         params = MixParams(torch.ones(n, dtype=torch.bool), torch.full((n,), int(donor), dtype=torch.long),
                            torch.ones(n, dtype=torch.bool), torch.full((n,), float(strength)))
-        return apply_contrimix(self._model, x, params, bank=self._bank)
+        return apply_contrimix(self._model, x, params, bank=self._bank, render_guard=self.render_guard)

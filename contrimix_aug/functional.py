@@ -7,6 +7,13 @@ functions of a model and explicit parameters.
 * :func:`normalize`: every image re-rendered with one fixed attribute matrix;
 * :func:`mix` and :func:`render_views`: the authors' training-time expansion (self-reconstruction plus M
   re-renderings per image), which the training objective uses too.
+
+The augmentation renders (:func:`contrimix`, :func:`apply_contrimix`, :func:`normalize`) take ``render_guard``
+(default True): in absorbance mode (H&E) the generated optical density goes through
+:func:`~contrimix_aug.optical_density.limit_render` against the source image's own before it becomes an image, so
+glass stays glass and no pixel is darker than real tissue; False gives the authors' unguarded render. Linear-mode
+(fluorescence) weights are rendered as before either way. :func:`mix` and :func:`render_views` stay unguarded
+(their renders feed the training loss, which is defined on the authors' render).
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import torch
 from ._checks import check_image, check_image_values
 from .mixing import MixParams, gather_attributes, mix_attributes, sample_donors, sample_mix_params, sample_strength
 from .model import ContriMixModel
+from .optical_density import limit_render
 
 __all__ = ["apply_contrimix", "contrimix", "mix", "normalize", "render_views"]
 
@@ -49,6 +57,7 @@ def contrimix(
     bank: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     spread: float = 1.0,
+    render_guard: bool = True,
 ) -> torch.Tensor:
     """Draw the parameters of one call and apply them: the functional form of :class:`~contrimix_aug.ContriMix`.
 
@@ -57,6 +66,9 @@ def contrimix(
         p, strength, donors, generator, spread: as for :func:`~contrimix_aug.mixing.sample_mix_params`
             (``donors="sampled"``: new attribute matrices around the bank, ``spread`` their standard deviation
             relative to the bank's).
+        render_guard: glass stays glass and no pixel is darker than real tissue
+            (:func:`~contrimix_aug.optical_density.limit_render`; absorbance mode only); False: the authors' unguarded
+            render.
 
     Returns:
         (B, C, H, W), same dtype, device and memory format as ``image``.
@@ -64,11 +76,11 @@ def contrimix(
     bank = model.bank if bank is None else bank
     params = sample_mix_params(image.shape[0], p=p, strength=strength, donors=donors, bank=bank, spread=spread,
                                generator=generator)
-    return apply_contrimix(model, image, params, bank=bank)
+    return apply_contrimix(model, image, params, bank=bank, render_guard=render_guard)
 
 
 def apply_contrimix(model: ContriMixModel, image: torch.Tensor, params: MixParams,
-                    bank: torch.Tensor | None = None) -> torch.Tensor:
+                    bank: torch.Tensor | None = None, *, render_guard: bool = True) -> torch.Tensor:
     """Re-render the selected images with (interpolated) donor attributes. Draws no random numbers.
 
     Args:
@@ -77,13 +89,17 @@ def apply_contrimix(model: ContriMixModel, image: torch.Tensor, params: MixParam
         params: who is re-rendered, with whose attributes, how strongly (:class:`MixParams`, (B,) each); with
             ``params.donor_attributes`` (sampled donors) image i takes ``donor_attributes[i]`` (no bank needed).
         bank: (N, C, K) attribute bank the bank donors index (default: ``model.bank``).
+        render_guard: glass stays glass and no pixel is darker than real tissue
+            (:func:`~contrimix_aug.optical_density.limit_render`, against each selected image's own optical
+            density; absorbance mode only, linear-mode weights are unaffected); False: the authors' unguarded render.
 
     Returns:
         (B, C, H, W), same dtype, device and memory format (channels_last stays channels_last) as ``image``.
 
     When the parameters live on the CPU (the default), only what is needed is encoded (content of the selected
     images; attributes of their donors, and their own only where α < 1), in chunks of about 128k pixels on a CPU so
-    that the full-resolution maps stay in cache. There is no per-image Python loop.
+    that the full-resolution maps stay in cache. There is no per-image Python loop. Unselected images come back
+    bit-identical.
     """
     if params.batch_size != image.shape[0]:
         raise ValueError(
@@ -93,7 +109,7 @@ def apply_contrimix(model: ContriMixModel, image: torch.Tensor, params: MixParam
     if params.donor_attributes is not None:  # explicit donors: a per-image table, indexed like a bank by row
         rows = torch.arange(params.batch_size, device=params.donors.device)
         return _render(model, image, rows, params.strength, params.selected, torch.ones_like(params.from_bank),
-                       params.donor_attributes, None)
+                       params.donor_attributes, None, render_guard)
     if params.donors.device.type == "cpu" and not torch.compiler.is_compiling() and bool((params.donors < 0).any()):
         raise ValueError("apply_contrimix: donors of -1 mark sampled donors, and the params carry no "
                          "donor_attributes; replay the whole params dict a ContriMix call recorded.")
@@ -104,27 +120,51 @@ def apply_contrimix(model: ContriMixModel, image: torch.Tensor, params: MixParam
         from_bank = params.from_bank if bool(params.from_bank.any()) else None
     if from_bank is not None and bank.shape[0] == 0:
         raise ValueError("apply_contrimix: the params take donors from a bank, and there is none.")
-    return _render(model, image, params.donors, params.strength, params.selected, from_bank, bank, None)
+    return _render(model, image, params.donors, params.strength, params.selected, from_bank, bank, None,
+                   render_guard)
 
 
-def normalize(model: ContriMixModel, image: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Learned stain normalisation: re-render every image with one fixed attribute matrix ``target`` (C, K)."""
+def normalize(model: ContriMixModel, image: torch.Tensor, target: torch.Tensor, *,
+              render_guard: bool = True) -> torch.Tensor:
+    """Learned stain normalisation: re-render every image with one fixed attribute matrix ``target`` (C, K).
+
+    ``render_guard``: glass stays glass and no pixel is darker than real tissue
+    (:func:`~contrimix_aug.optical_density.limit_render`; absorbance mode only); False: the authors' unguarded render.
+    """
     b = image.shape[0]
     c, k = model.config.in_channels, model.config.num_attributes
     if tuple(target.shape) != (c, k):
         raise ValueError(f"normalize: target must be a ({c}, {k}) attribute matrix, got {tuple(target.shape)}.")
     return _render(model, image, torch.zeros(b, dtype=torch.long), torch.ones(b), torch.ones(b, dtype=torch.bool),
-                   None, None, target)
+                   None, None, target, render_guard)
 
 
-def _render(model, image, donors, strength, selected, from_bank, bank, target):
+def _guarded(model: ContriMixModel, render_guard: bool) -> bool:
+    """Whether the render goes through :func:`limit_render`: asked for, and the weights work in optical density."""
+    if not isinstance(render_guard, bool):
+        raise TypeError(f"render_guard: expected True or False, got {render_guard!r}.")
+    return render_guard and model.config.mode == "absorbance"
+
+
+def _decode(model: ContriMixModel, content: torch.Tensor, attributes: torch.Tensor,
+            source_signal: torch.Tensor | None) -> torch.Tensor:
+    """Content and attributes -> image; with ``source_signal`` (the rendered images' own signal, the weights'
+    channel order) the generated optical density is first limited against it (:func:`limit_render`)."""
+    if source_signal is None:
+        return model.decode(content, attributes)
+    signal = model.decode_signal(content, attributes)
+    return model.signal_to_image(limit_render(signal, source_signal))
+
+
+def _render(model, image, donors, strength, selected, from_bank, bank, target, render_guard=True):
+    guard = _guarded(model, render_guard)
     b = image.shape[0]
     dev = image.device
     cdtype = _model_dtype(model)
     sel = selected.bool()
     rows = _as_rows(sel)
     if rows is None:
-        return _render_dense(model, image, donors, strength, sel, from_bank, bank, target)
+        return _render_dense(model, image, donors, strength, sel, from_bank, bank, target, guard)
     if rows.numel() == 0:
         return image.clone()
     # Parameters known on the host: encode only what is needed, in cache-sized chunks on the CPU.
@@ -163,11 +203,15 @@ def _render(model, image, donors, strength, selected, from_bank, bank, target):
         donor_attrs = _donor_attributes(attrs, donors[c].to(dev), None if from_bank is None else from_bank[c].to(dev),
                                         bank, target)
         mixed = mix_attributes(own, donor_attrs, strength[c].to(dev))
+        signal = None
         if contents and all(int(r) in contents for r in c.tolist()):
             content = torch.stack([contents.pop(int(r)) for r in c.tolist()])
         else:
-            content = model.content_encoder(model.image_to_signal(image.index_select(0, cd).to(cdtype)))
-        out.index_copy_(0, cd, model.decode(content, mixed).to(image.dtype))
+            signal = model.image_to_signal(image.index_select(0, cd).to(cdtype))
+            content = model.content_encoder(signal)
+        if guard and signal is None:
+            signal = model.image_to_signal(image.index_select(0, cd).to(cdtype))
+        out.index_copy_(0, cd, _decode(model, content, mixed, signal if guard else None).to(image.dtype))
     return _like(out, image)
 
 
@@ -189,14 +233,17 @@ def _chunks(rows: torch.Tensor, image: torch.Tensor) -> list[torch.Tensor]:
     return list(rows.split(per))
 
 
-def _render_dense(model, image, donors, strength, selected, from_bank, bank, target):
+def _render_dense(model, image, donors, strength, selected, from_bank, bank, target, guard=False):
     """All rows at once, parameters on the device (no host sync), or under torch.compile."""
     dev = image.device
-    content, attrs = model.encode(image.to(_model_dtype(model)))
+    x = image.to(_model_dtype(model))
+    check_image(x, model.config.in_channels, min_size=model.min_size)  # as model.encode does
+    signal = model.image_to_signal(x)
+    content, attrs = model.encode_signal(signal)
     donor_attrs = _donor_attributes(attrs, donors.to(dev), None if from_bank is None else from_bank.to(dev),
                                     bank, target)
     mixed = mix_attributes(attrs, donor_attrs, strength.to(dev))
-    rendered = model.decode(content, mixed).to(image.dtype)
+    rendered = _decode(model, content, mixed, signal if guard else None).to(image.dtype)
     return _like(torch.where(selected.to(dev).view(-1, 1, 1, 1), rendered, image), image)
 
 

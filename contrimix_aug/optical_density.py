@@ -63,8 +63,11 @@ def limit_render(od: torch.Tensor, source_od: torch.Tensor, od_max: float | None
       the pixel's OD vector is scaled down to it (its hue, the ratio of the channels, is kept) instead of the
       per-channel clip of :func:`od_to_rgb`, which turns overshooting pixels black or into saturated primaries.
 
-    Not applied by the transforms (it would break their exact transfer of the donor's mean optical density, glass
-    and all); ``scripts/measure_plausibility.py`` measures what it changes.
+    The augmentation renders apply it by default (``render_guard=True`` of :class:`~contrimix_aug.ContriMix`,
+    :class:`~contrimix_aug.ContriMixNormalize`, the albumentations adapter and :mod:`contrimix_aug.functional`),
+    with the rendered images' own optical density as ``source_od``; ``render_guard=False`` is the authors' render
+    (exact transfer of the donor's mean optical density, glass and all). ``scripts/measure_plausibility.py``
+    measures what it changes. Differentiable in ``od`` and ``source_od``.
 
     Shape: (B, C, H, W), (B, C, H, W) -> (B, C, H, W).
     """

@@ -34,14 +34,17 @@ class _ContriMixBase(IntensityAugmentationBase2D):
     samples, gradients w.r.t. the input, state dicts."""
 
     def __init__(self, weights: Any, p: float, keepdim: bool, check_values: bool, state_dict_weights: bool,
-                 same_on_batch: bool = False) -> None:
+                 same_on_batch: bool = False, render_guard: bool = True) -> None:
         if not isinstance(same_on_batch, bool):
             raise TypeError(f"same_on_batch: expected True or False, got {same_on_batch!r}.")
+        if not isinstance(render_guard, bool):
+            raise TypeError(f"render_guard: expected True or False, got {render_guard!r}.")
         super().__init__(p=check_probability(p), p_batch=1.0, same_on_batch=same_on_batch, keepdim=keepdim)
         self.model: ContriMixModel = load_model(weights, copy=True)
         self.weights_label = _weights_label(weights, self.model)
         self.check_values = bool(check_values)
         self.state_dict_weights = bool(state_dict_weights)
+        self.render_guard = render_guard
         # The frozen weights are not the user's to checkpoint: nn.Sequential(ContriMix(...), net).state_dict()
         # holds only the net, unless state_dict_weights=True.
         self._register_state_dict_hook(_drop_model_keys)
@@ -159,7 +162,8 @@ class ContriMix(_ContriMixBase):
         p: probability that an image is re-rendered.
         strength: α in [0, 1], or a (low, high) range sampled per image: attributes become
             (1 - α)·own + α·donor.
-        donors: ``"batch"`` (other images of the batch; a batch of one falls back to the bank), ``"bank"``
+        donors: ``"batch"`` (the default, chosen on development data by the rule in docs/weights.md: other images
+            of the batch; a batch of one falls back to the bank), ``"bank"``
             (the attribute bank), ``"both"`` (uniform over the other images and the bank), or ``"sampled"``
             (new attribute matrices drawn around the bank, stains no reference image had: a random blend of 3
             bank entries, scaled from the bank centre by ``spread``;
@@ -179,6 +183,9 @@ class ContriMix(_ContriMixBase):
         same_on_batch: one draw for the whole batch (kornia's flag): every image is selected or none, and the
             selected ones all take the same donor and strength (with ``donors="batch"`` the donor image itself is
             re-rendered with its own attributes, i.e. reconstructed; with ``"sampled"`` one sampled matrix).
+        render_guard: glass stays glass and no pixel is darker than real tissue
+            (:func:`~contrimix_aug.optical_density.limit_render`; absorbance-mode weights only, linear-mode
+            (fluorescence) weights are unaffected); False: the authors' unguarded render.
 
     Shape:
         - Input: (B, C, H, W) or (C, H, W), float in [0, 1] (fp32, fp16, bf16, fp64), any device; or a
@@ -222,6 +229,7 @@ class ContriMix(_ContriMixBase):
         state_dict_weights: bool = False,
         same_on_batch: bool = False,
         spread: float = 1.0,
+        render_guard: bool = True,
     ) -> None:
         if donors not in DONOR_MODES:
             raise ValueError(f"donors: expected one of {DONOR_MODES}, got {donors!r}.")
@@ -234,7 +242,7 @@ class ContriMix(_ContriMixBase):
                             "generator=torch.Generator().manual_seed(0), or seed=0.")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise TypeError(f"seed: expected an int, got {type(seed).__name__}; pass e.g. seed=0.")
-        super().__init__(weights, p, keepdim, check_values, state_dict_weights, same_on_batch)
+        super().__init__(weights, p, keepdim, check_values, state_dict_weights, same_on_batch, render_guard)
         self.strength = check_strength(strength)
         self.donors = donors
         own_bank = resolve_bank(self.model, bank)
@@ -262,6 +270,7 @@ class ContriMix(_ContriMixBase):
         s = lo if lo == hi else self.strength
         c = self.model.config
         same = ", same_on_batch=True" if self.same_on_batch else ""
+        same += "" if self.render_guard else ", render_guard=False"
         spread = f", spread={self.spread}" if self.donors == "sampled" else ""
         return (
             f"ContriMix(weights={self.weights_label}, p={self.p}, donors={self.donors!r}{spread}, strength={s}{same}, "
@@ -304,7 +313,7 @@ class ContriMix(_ContriMixBase):
         return {**params.to_dict(), "forward_input_shape": torch.tensor(tuple(batch_shape), dtype=torch.long)}
 
     def _render(self, x: torch.Tensor, params: Dict[str, torch.Tensor]) -> torch.Tensor:
-        return apply_contrimix(self.model, x, MixParams.from_dict(params))
+        return apply_contrimix(self.model, x, MixParams.from_dict(params), render_guard=self.render_guard)
 
 
 def _one_draw_for_the_batch(b: int, p: float, strength: tuple[float, float], donors: str, bank: torch.Tensor,
@@ -352,14 +361,17 @@ class ContriMixNormalize(_ContriMixBase):
         target: None (the centre, i.e. mean, of the weights' attribute bank), reference image(s)
             (C, H, W) or (N, C, H, W) in [0, 1] (their mean attributes), or an attribute matrix (C, K).
         keepdim, check_values, state_dict_weights: as for :class:`ContriMix`.
+        render_guard: glass stays glass and no pixel is darker than real tissue
+            (:func:`~contrimix_aug.optical_density.limit_render`; absorbance-mode weights only); False: the authors'
+            unguarded render.
 
     Shape: (B, C, H, W) or (C, H, W) -> same, or a torchvision v2 sample as for :class:`ContriMix` (its images
     normalised, every other leaf untouched). Deterministic; gradients flow to an input that requires grad.
     """
 
     def __init__(self, weights: Any = None, target: torch.Tensor | None = None, keepdim: bool = True,
-                 check_values: bool = True, state_dict_weights: bool = False) -> None:
-        super().__init__(weights, 1.0, keepdim, check_values, state_dict_weights)
+                 check_values: bool = True, state_dict_weights: bool = False, render_guard: bool = True) -> None:
+        super().__init__(weights, 1.0, keepdim, check_values, state_dict_weights, render_guard=render_guard)
         c, k = self.model.config.in_channels, self.model.config.num_attributes
         if target is None:
             if self.model.bank.shape[0] == 0:
@@ -382,7 +394,7 @@ class ContriMixNormalize(_ContriMixBase):
     def __repr__(self) -> str:
         c = self.model.config
         return (f"ContriMixNormalize(weights={self.weights_label}, target=<{self.target_kind}>, C={c.in_channels}, "
-                f"K={c.num_attributes}, keepdim={self.keepdim})")
+                f"K={c.num_attributes}, keepdim={self.keepdim}{'' if self.render_guard else ', render_guard=False'})")
 
     def forward_parameters(self, batch_shape: Any) -> Dict[str, torch.Tensor]:
         b = int(batch_shape[0])
@@ -393,4 +405,4 @@ class ContriMixNormalize(_ContriMixBase):
         }
 
     def _render(self, x: torch.Tensor, params: Dict[str, torch.Tensor]) -> torch.Tensor:
-        return normalize(self.model, x, self.target)
+        return normalize(self.model, x, self.target, render_guard=self.render_guard)

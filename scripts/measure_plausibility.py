@@ -1,7 +1,12 @@
 """Measure how plausible ContriMix renders are: share of renders whose colour statistics lie within the calibrated
 distance of some real lab's crop (:func:`contrimix_aug.quality.plausible`, shipped reference) and pixel artefacts
-(:func:`contrimix_aug.quality.render_artefacts`), for the bundled ``camelyon`` and ``he`` weights with batch, bank
-and both donors, next to the real crops themselves and two peers (kornia ColorJitter, HED jitter).
+(:func:`contrimix_aug.quality.render_artefacts`), for the bundled ``camelyon`` and ``he`` weights with batch, bank,
+both and sampled donors, next to the real crops themselves and two peers (kornia ColorJitter, HED jitter).
+
+Each ContriMix draw is rendered twice: as shipped (the default ``render_guard=True``:
+:func:`contrimix_aug.optical_density.limit_render`, glass stays glass and no pixel is darker than real tissue;
+method ``contrimix-W``) and, replaying the same parameters, with ``render_guard=False`` (the authors' unguarded
+render; method ``contrimix-W (render_guard=False)``).
 
 Data (96 px crops at 0.5 um/px): CAMELYON16 RUMC (one crop per patch), CAMELYON17 hospitals 0, 3, 4, the MoNuSeg
 training sites, and the 16 bundled demo tiles. Renders use ``ContriMix(weights=W, p=1.0, donors=D, seed=0)`` on
@@ -13,6 +18,7 @@ shuffled batches of 16 crops of one data set (the demo: the 16 tiles in one batc
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -26,9 +32,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from contrimix_aug import ContriMix  # noqa: E402
-from contrimix_aug.mixing import MixParams, gather_attributes, mix_attributes  # noqa: E402
-from contrimix_aug.optical_density import RENDER_BACKGROUND_OD, RENDER_OD_MAX, limit_render  # noqa: E402
+from contrimix_aug import ContriMix, weights_path  # noqa: E402
+from contrimix_aug.optical_density import RENDER_BACKGROUND_OD, RENDER_OD_MAX  # noqa: E402
 from contrimix_aug.data import (  # noqa: E402
     load_camelyon16_patches,
     load_camelyon17_tiles,
@@ -115,41 +120,39 @@ def heldout_real(ref, seed: int = 1) -> dict:
             "lowest": min(per_lab.items(), key=lambda kv: kv[1]["plausible"])[0]}
 
 
+def _batches(x: torch.Tensor, shuffle: bool, seed: int) -> list[torch.Tensor]:
+    """Row indices of the batches of :data:`BATCH` (shuffled with ``seed`` unless ``shuffle`` is False)."""
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed)) if shuffle else torch.arange(len(x))
+    return list(order.split(BATCH))
+
+
 def _render(fn, x: torch.Tensor, shuffle: bool, seed: int) -> torch.Tensor:
     """``fn`` on batches of :data:`BATCH` (shuffled with ``seed`` unless ``shuffle`` is False)."""
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed)) if shuffle else torch.arange(len(x))
     y = torch.empty_like(x)
     with torch.no_grad():
-        for i in range(0, len(x), BATCH):
-            idx = order[i:i + BATCH]
+        for idx in _batches(x, shuffle, seed):
             y[idx] = fn(x[idx]).float()
     return y
 
 
-def limited(aug: ContriMix, limits: dict | None = None):
-    """``aug`` followed by the same render with :func:`~contrimix_aug.optical_density.limit_render` (``limits``)
-    on its optical density: the same draw (``aug.params``), re-decoded. With ``limits`` None: ``aug`` itself,
-    checked to equal the re-decoding (so both rows show one draw)."""
-    m = aug.model
-
-    def fn(x: torch.Tensor) -> torch.Tensor:
-        y = aug(x)
-        p = MixParams.from_dict(aug.params)
-        content, attrs = m.encode(x)
-        mixed = mix_attributes(attrs, gather_attributes(attrs, p.donors, m.bank, p.from_bank), p.strength)
-        signal = m.decode_signal(content, mixed)
-        if limits is None:
-            # float32: the transform solves in chunks, this in one batch
-            torch.testing.assert_close(m.signal_to_image(signal), y, atol=5e-3, rtol=0)
-            return y
-        return m.signal_to_image(limit_render(signal, m.image_to_signal(x), **limits))
-
-    return fn
+def render_both(weights: str, donors: str, x: torch.Tensor, shuffle: bool,
+                seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(shipped, unguarded): ``ContriMix(weights, p=1, donors, seed)`` as shipped (``render_guard`` at its default,
+    True) on each batch, and the same draw (its ``params``) replayed by an otherwise identical transform with
+    ``render_guard=False``."""
+    aug = ContriMix(weights=weights, p=1.0, donors=donors, seed=seed)
+    raw = ContriMix(weights=weights, p=1.0, donors=donors, seed=seed, render_guard=False)
+    assert aug.render_guard and not raw.render_guard
+    y, y_raw = torch.empty_like(x), torch.empty_like(x)
+    with torch.no_grad():
+        for idx in _batches(x, shuffle, seed):
+            y[idx] = aug(x[idx]).float()
+            y_raw[idx] = raw(x[idx], params=aug.params).float()
+    return y, y_raw
 
 
-LIMITS = {"": None, "+limit_render": {},
-          "+limit_render(background only)": {"od_max": None},
-          "+limit_render(od_max only)": {"background": None}}
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def summarise(ref, x: torch.Tensor, y: torch.Tensor, exclude: list[str] | None = None) -> dict:
@@ -190,11 +193,31 @@ def peers(seed: int) -> dict:
             "hed-jitter-strong(0.2)": lambda x: hed_jitter(x, 0.2, generator=g)}
 
 
+SUMMARY_KEYS = ("plausible", "background_coloured_pixels", "near_black_pixels", "clipped_pixels",
+                "renders_with_artefacts", "plausible_and_clean", "shift_from_input_median")
+
+
+def before_after(rows: list[dict]) -> list[dict]:
+    """Per weights x donors: each measure averaged over the data sets (equal weight per data set), without the
+    guard ("before", ``render_guard=False``) and as shipped ("after", the default)."""
+    out = []
+    keys = sorted({(r["method"].split(" ")[0], r["donors"]) for r in rows if "render_guard" in r},
+                  key=lambda k: (k[0], ["batch", "bank", "both", "sampled"].index(k[1])))
+    for method, donors in keys:
+        entry = {"weights": method.removeprefix("contrimix-"), "donors": donors}
+        for label, guard in (("before", False), ("after", True)):
+            sel = [r for r in rows if r.get("render_guard") is guard and r["donors"] == donors
+                   and r["method"].split(" ")[0] == method]
+            entry[label] = {k: round(float(np.mean([r[k] for r in sel])), 5) for k in SUMMARY_KEYS}
+        out.append(entry)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "weights" / "plausibility.json")
     ap.add_argument("--weights", nargs="+", default=["camelyon", "he"])
-    ap.add_argument("--donors", nargs="+", default=["batch", "bank", "both"])
+    ap.add_argument("--donors", nargs="+", default=["batch", "bank", "both", "sampled"])
     ap.add_argument("--no-peers", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -212,12 +235,11 @@ def main() -> None:
         print(rows[-1], flush=True)
         for w in args.weights:
             for d in args.donors:
-                for suffix, lim in LIMITS.items():
-                    aug = ContriMix(weights=w, p=1.0, donors=d, seed=args.seed)
-                    fn = limited(aug, lim)
-                    y = _render(fn, x, shuffle, args.seed)
-                    rows.append({"data": name, "method": f"contrimix-{w}{suffix}", "donors": d,
-                                 **summarise(ref, x, y)})
+                y, y_raw = render_both(w, d, x, shuffle, args.seed)
+                for method, guard, out in ((f"contrimix-{w} (render_guard=False)", False, y_raw),
+                                           (f"contrimix-{w}", True, y)):
+                    rows.append({"data": name, "method": method, "donors": d, "render_guard": guard,
+                                 **summarise(ref, x, out)})
                     print(rows[-1], flush=True)
         if not args.no_peers:
             for pname, fn in peers(args.seed).items():
@@ -228,10 +250,13 @@ def main() -> None:
                          "quantile": ref.quantile},
            "artefact_thresholds": ARTEFACT_THRESHOLDS,
            "limit_render": {"od_max": RENDER_OD_MAX, "background": list(RENDER_BACKGROUND_OD),
-                            "note": "not applied by ContriMix; rows '+limit_render' re-decode the same draw with it"},
+                            "note": "applied by ContriMix by default (render_guard=True): rows 'contrimix-W' are the "
+                                    "shipped render, rows 'contrimix-W (render_guard=False)' the authors' unguarded "
+                                    "render of the same draws"},
+           "weights_sha256": {w: _sha256(weights_path(w)) for w in args.weights},
            "artefact_render_fraction": ARTEFACT_RENDER, "heldout_real_crops": held, "batch": BATCH,
            "seed": args.seed, "data": {k: len(v[0]) for k, v in sets.items()},
-           "rows": rows, "seconds": round(time.time() - t0, 1)}
+           "summary_mean_over_data_sets": before_after(rows), "rows": rows, "seconds": round(time.time() - t0, 1)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1) + "\n")
     print(f"-> {args.out} ({out['seconds']} s)")

@@ -55,7 +55,8 @@ class TestBasics:
         t = ContriMix(weights=tiny_with_bank, p=1.0)
         assert isinstance(t, A.ImageOnlyTransform)
         assert set(t.targets) >= {"image", "images"}
-        assert t.get_transform_init_args_names() == ("weights", "strength", "donors", "spread", "bank", "device")
+        assert t.get_transform_init_args_names() == ("weights", "strength", "donors", "spread", "bank", "device",
+                                                     "render_guard")
         assert repr(t).startswith(
             "AlbumentationsContriMix(weights=<ContriMixModel>, p=1.0, donors='bank', strength=1.0, bank=3, C=3, K=3")
         named = ContriMix(weights="camelyon", p=0.5, strength=(0.2, 0.9))
@@ -102,7 +103,7 @@ class TestBasics:
 
     def test_colour_transfer_from_bank(self, tiles_u8, bank_u8):
         handset = make_handset_model()
-        t = ContriMix(weights=handset, p=1.0, bank=bank_u8)
+        t = ContriMix(weights=handset, p=1.0, bank=bank_u8, render_guard=False)
         for seed in range(3):
             out = A.Compose([t], seed=seed)(image=tiles_u8[0])["image"]
             d = t.get_applied_params()["donor"]
@@ -110,7 +111,8 @@ class TestBasics:
 
     def test_strength_zero_is_self_reconstruction(self, tiny_with_bank, tiles_u8):
         img = tiles_u8[2].astype(np.float32) / 255
-        out = ContriMix(weights=tiny_with_bank, p=1.0, strength=0.0).apply(img, donor=0, strength=0.0)
+        out = ContriMix(weights=tiny_with_bank, p=1.0, strength=0.0, render_guard=False).apply(img, donor=0,
+                                                                                              strength=0.0)
         rec = tiny_with_bank(torch.from_numpy(img).permute(2, 0, 1)[None])[0].permute(1, 2, 0).numpy()
         np.testing.assert_allclose(out, rec, atol=1e-5)  # float32 rounding through log10/exp; batch-of-one vs batched kernels
 
@@ -219,7 +221,7 @@ class TestCompose:
 
 @pytest.fixture(scope="module")
 def camelyon_bank() -> torch.Tensor:
-    """The attribute bank of the bundled ``camelyon`` weights (449 real CAMELYON17 crops)."""
+    """The attribute bank of the bundled ``camelyon`` weights (real crops of 26 H&E labs)."""
     return ca.load_model("camelyon").bank.float()
 
 
@@ -231,7 +233,7 @@ class TestSampledDonors:
 
         t = ContriMix(weights="camelyon", p=1.0, donors="sampled", spread=0.9)
         assert repr(t).startswith("AlbumentationsContriMix(weights='camelyon', p=1.0, donors='sampled', spread=0.9, "
-                                  "strength=1.0, bank=449")
+                                  f"strength=1.0, bank={len(camelyon_bank)},")
         pipe = A.Compose([t], seed=0, save_applied_params=True)
         seen = []
         for img in tiles_u8[:4]:
@@ -244,7 +246,7 @@ class TestSampledDonors:
         z = torch.stack(seen)
         assert float(torch.cdist(z.flatten(1), camelyon_bank.flatten(1)).min()) > 1e-4  # no bank entry
         c = camelyon_bank.mean(0)
-        reach = 0.9 * sampled_reach(449) * float((camelyon_bank - c).flatten(1).norm(dim=1).max())
+        reach = 0.9 * sampled_reach(len(camelyon_bank)) * float((camelyon_bank - c).flatten(1).norm(dim=1).max())
         assert float((z - c).flatten(1).norm(dim=1).max()) <= reach + 1e-5  # within spread·κ of the bank's extent
         assert len({tuple(r) for r in z.flatten(1).tolist()}) == 4
 
@@ -335,6 +337,7 @@ class TestErrors:
             ({"donors": "sampled", "spread": float("nan")}, "finite"),
             ({"donors": "sampled", "spread": "wide"}, "spread"),
             ({"spread": 2.0}, "applies to donors='sampled' only"),
+            ({"render_guard": "yes"}, "render_guard"),
         ],
     )
     def test_bad_arguments(self, tiny_with_bank, kwargs, match):
@@ -428,6 +431,68 @@ class TestErrors:
         spec = importlib.util.spec_from_file_location("contrimix_aug._albumentations_probe", mod.__file__)
         with pytest.raises(ImportError, match=r"albumentations package \(>= 2.0\).*pip install \"contrimix_aug\[albumentations\]\""):
             spec.loader.exec_module(importlib.util.module_from_spec(spec))
+
+
+@pytest.fixture(scope="module")
+def demo_u8() -> np.ndarray:
+    """The 16 bundled real H&E tiles of two labs, (16, 96, 96, 3) uint8."""
+    from contrimix_aug.data import load_demo_tiles
+
+    return load_demo_tiles()[0]
+
+
+class TestRenderGuard:
+    """The default ``render_guard=True``: glass stays glass and no pixel is darker than real tissue
+    (:func:`~contrimix_aug.optical_density.limit_render`), on the bundled real tiles with the bundled weights."""
+
+    @pytest.mark.parametrize("donors", ["bank", "sampled"])
+    def test_default_is_guarded(self, demo_u8, donors):
+        from contrimix_aug.functional import apply_contrimix
+        from contrimix_aug.mixing import MixParams
+        from contrimix_aug.optical_density import RENDER_BACKGROUND_OD
+
+        t = ContriMix(weights="camelyon", p=1.0, donors=donors)
+        raw_t = ContriMix(weights="camelyon", p=1.0, donors=donors, render_guard=False)
+        assert t.render_guard is True and A.to_dict(A.Compose([t]))["transform"]["transforms"][0]["render_guard"]
+        white_kept = dark_capped = 0
+        for i, img in enumerate(demo_u8[::2]):
+            out = A.Compose([t], seed=i)(image=img)["image"]
+            raw = A.Compose([raw_t], seed=i)(image=img)["image"]
+            params = t.get_applied_params()
+            assert params == raw_t.get_applied_params()  # the same draw
+            # the adapter renders what the functional API does with the guard
+            x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
+            n = 1
+            donor_attrs = (None if "donor_attributes" not in params
+                           else torch.tensor(params["donor_attributes"]).expand(n, -1, -1))
+            mp = MixParams(torch.ones(n, dtype=torch.bool), torch.full((n,), params["donor"]),
+                           torch.full((n,), donor_attrs is None), torch.full((n,), params["strength"]), donor_attrs)
+            want = apply_contrimix(t.model, x, mp, bank=t.model.bank if donor_attrs is None else None)
+            want_u8 = (want[0].permute(1, 2, 0) * 255).round().clamp(0, 255).to(torch.uint8).numpy()
+            assert np.abs(out.astype(int) - want_u8.astype(int)).max() <= 1
+            # near-white glass comes back as it went in (to uint8 rounding); no pixel darker than OD 1.7
+            white = rgb_to_od(x).sum(1)[0].numpy() < RENDER_BACKGROUND_OD[0]
+            if white.any():
+                assert np.abs(out.astype(int) - img.astype(int))[white].max() <= 1
+                white_kept += int(np.abs(raw.astype(int) - img.astype(int))[white].max() > 3)
+            assert out.min() >= 5  # 255 * 10^-1.7 = 5.09
+            dark_capped += int(raw.min() < 5)
+            assert np.abs(out.astype(int) - img.astype(int)).mean() > 5  # still a change of stain
+        assert white_kept >= 1 and dark_capped >= 1  # the unguarded render coloured glass, and overshot, here
+
+    def test_opt_out_is_the_authors_render(self, demo_u8):
+        from contrimix_aug.functional import apply_contrimix
+        from contrimix_aug.mixing import MixParams
+
+        t = ContriMix(weights="camelyon", p=1.0, render_guard=False)
+        assert "render_guard=False" in repr(t) and "render_guard" not in repr(ContriMix(weights="camelyon"))
+        x = demo_u8[3].astype(np.float32) / 255
+        out = t.apply(x, donor=5, strength=1.0)
+        mp = MixParams(torch.ones(1, dtype=torch.bool), torch.full((1,), 5), torch.ones(1, dtype=torch.bool),
+                       torch.ones(1))
+        want = apply_contrimix(t.model, torch.from_numpy(x).permute(2, 0, 1)[None], mp, bank=t.model.bank,
+                               render_guard=False)
+        np.testing.assert_allclose(out, want[0].permute(1, 2, 0).numpy(), atol=1e-6)
 
 
 @pytest.mark.cuda

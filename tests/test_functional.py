@@ -134,7 +134,7 @@ class TestApplyContrimix:
     def test_colour_transfer(self, handset, tiles):
         b = tiles.shape[0]
         donors = torch.roll(torch.arange(b), 1)
-        out = F.apply_contrimix(handset, tiles, params(donors, torch.ones(b)))
+        out = F.apply_contrimix(handset, tiles, params(donors, torch.ones(b)), render_guard=False)
         torch.testing.assert_close(mean_od(out), mean_od(tiles)[donors], atol=5e-3, rtol=2e-2)
 
     def test_bank_donors(self, handset, tiles):
@@ -142,7 +142,8 @@ class TestApplyContrimix:
         bank = compute_bank(handset, tiles[:2])
         from_bank = torch.arange(b) % 2 == 0
         donors = torch.where(from_bank, torch.arange(b) % 2, torch.roll(torch.arange(b), 1))
-        out = F.apply_contrimix(handset, tiles, params(donors, torch.ones(b), from_bank=from_bank), bank=bank)
+        out = F.apply_contrimix(handset, tiles, params(donors, torch.ones(b), from_bank=from_bank), bank=bank,
+                                render_guard=False)
         want = torch.where(from_bank[:, None], mean_od(tiles[:2])[donors % 2], mean_od(tiles)[donors])
         torch.testing.assert_close(mean_od(out), want, atol=5e-3, rtol=2e-2)
 
@@ -195,7 +196,7 @@ class TestContrimix:
         seen = set()
         for _ in range(6):
             state = g.get_state()
-            out = F.contrimix(handset, tiles, donors="both", bank=bank, generator=g)
+            out = F.contrimix(handset, tiles, donors="both", bank=bank, generator=g, render_guard=False)
             probe = torch.Generator()
             probe.set_state(state)
             p = sample_mix_params(tiles.shape[0], donors="both", bank_size=2, generator=probe)
@@ -208,7 +209,7 @@ class TestContrimix:
     def test_single_image_uses_the_models_bank(self, handset, tiles):
         model = ca.ContriMixModel(handset.config, bank=compute_bank(handset, tiles[-2:]))
         model.load_state_dict(handset.state_dict())
-        out = F.contrimix(model.freeze(), tiles[:1], generator=gen())
+        out = F.contrimix(model.freeze(), tiles[:1], generator=gen(), render_guard=False)
         d = mean_od(tiles[-2:])
         assert min(float((mean_od(out)[0] - d[i]).norm()) for i in range(2)) < 5e-3 + 2e-2 * float(d.norm(dim=1).max())
         with pytest.raises(ValueError, match="no other image"):
@@ -217,7 +218,7 @@ class TestContrimix:
 
 @pytest.fixture(scope="module")
 def camelyon():
-    """The bundled ``camelyon`` weights (attribute bank of 449 real CAMELYON17 crops)."""
+    """The bundled ``camelyon`` weights (attribute bank of real crops of 26 H&E labs)."""
     return ca.load_model("camelyon")
 
 
@@ -229,7 +230,8 @@ class TestSampledDonors:
         bank = compute_bank(handset, tiles)
         # spread 0.7 < 1/κ: inside the bank's hull, so every mean OD is a blend of the tiles' (positive) ones
         p = sample_mix_params(tiles.shape[0], donors="sampled", bank=bank, spread=0.7, generator=gen(1))
-        out = F.apply_contrimix(handset, tiles, p)  # no bank needed: the matrices travel in the params
+        # no bank needed: the matrices travel in the params
+        out = F.apply_contrimix(handset, tiles, p, render_guard=False)
         torch.testing.assert_close(mean_od(out), p.donor_attributes[:, :, -1], atol=5e-3, rtol=2e-2)
         # new colours: not the colour of any tile the bank was made from
         d = torch.cdist(mean_od(out), mean_od(tiles)).min(1).values
@@ -263,7 +265,7 @@ class TestSampledDonors:
         bank = compute_bank(handset, tiles)
         p = sample_mix_params(tiles.shape[0], p=0.5, strength=(0.5, 0.5), donors="sampled", bank=bank,
                               generator=gen(6))
-        out = F.apply_contrimix(handset, tiles, p)
+        out = F.apply_contrimix(handset, tiles, p, render_guard=False)
         sel = p.selected
         assert bool(sel.any()) and not bool(sel.all())
         assert torch.equal(out[~sel], tiles[~sel])
@@ -302,11 +304,66 @@ class TestRenderViews:
 class TestNormalize:
     def test_normalize_to_reference(self, handset, tiles):
         target = compute_bank(handset, tiles[:1])[0]
-        out = F.normalize(handset, tiles, target)
+        out = F.normalize(handset, tiles, target, render_guard=False)
         want = mean_od(tiles[:1]).expand(tiles.shape[0], -1)
         torch.testing.assert_close(mean_od(out), want, atol=5e-3, rtol=2e-2)
-        assert torch.equal(out, F.normalize(handset, tiles, target))
+        assert torch.equal(out, F.normalize(handset, tiles, target, render_guard=False))
 
     def test_target_shape_checked(self, handset, tiles):
         with pytest.raises(ValueError, match="target must be a \\(3, 7\\) attribute matrix"):
             F.normalize(handset, tiles, torch.zeros(3, 4))
+
+
+class TestRenderGuard:
+    """``render_guard`` (default True) in the functional API: the render's optical density goes through
+    :func:`~contrimix_aug.optical_density.limit_render` against the rendered image's own, in absorbance mode."""
+
+    @staticmethod
+    def by_definition(model, x, mixed):
+        from contrimix_aug.optical_density import limit_render
+
+        with torch.no_grad():
+            content, _ = model.encode(x)
+            signal = model.decode_signal(content, mixed)
+            return model.signal_to_image(limit_render(signal, model.image_to_signal(x)))
+
+    @pytest.mark.parametrize("donors", ["batch", "bank", "sampled"])
+    def test_contrimix_is_limit_render_of_the_unguarded_signal(self, camelyon, tiles, donors):
+        from contrimix_aug.mixing import gather_attributes, mix_attributes
+
+        p = sample_mix_params(tiles.shape[0], strength=(0.5, 1.0), donors=donors, bank=camelyon.bank,
+                              generator=gen(7))
+        out = F.contrimix(camelyon, tiles, strength=(0.5, 1.0), donors=donors, generator=gen(7))
+        assert torch.equal(out, F.apply_contrimix(camelyon, tiles, p))
+        with torch.no_grad():
+            attrs = camelyon.encode_attributes(tiles)
+        donor = (p.donor_attributes if p.donor_attributes is not None
+                 else gather_attributes(attrs, p.donors, camelyon.bank, p.from_bank))
+        want = self.by_definition(camelyon, tiles, mix_attributes(attrs, donor, p.strength))
+        torch.testing.assert_close(out, want, atol=2e-5, rtol=0)
+        raw = F.contrimix(camelyon, tiles, strength=(0.5, 1.0), donors=donors, generator=gen(7), render_guard=False)
+        assert float((raw - out).abs().max()) > 0.05  # real tiles: the guard has glass and dark pixels to act on
+
+    def test_normalize_default_is_guarded(self, camelyon, tiles):
+        target = camelyon.bank.mean(0)
+        out = F.normalize(camelyon, tiles, target)
+        want = self.by_definition(camelyon, tiles, target.expand(tiles.shape[0], -1, -1))
+        torch.testing.assert_close(out, want, atol=2e-5, rtol=0)
+        assert not torch.equal(out, F.normalize(camelyon, tiles, target, render_guard=False))
+
+    def test_training_expansion_stays_unguarded(self, camelyon, tiles):
+        """mix / render_views feed the training loss: the authors' render, self-reconstruction first."""
+        b = tiles.shape[0]
+        out = F.mix(camelyon, tiles, num_mixes=1, generator=gen())
+        with torch.no_grad():
+            rec = camelyon(tiles)
+        torch.testing.assert_close(out[:b], rec, atol=1e-6, rtol=1e-6)
+        guarded_self = F.contrimix(camelyon, tiles, strength=(0.0, 0.0), generator=gen())
+        assert not torch.equal(guarded_self, F.contrimix(camelyon, tiles, strength=(0.0, 0.0), generator=gen(),
+                                                         render_guard=False))
+
+    def test_flag_must_be_a_bool(self, camelyon, tiles):
+        with pytest.raises(TypeError, match="render_guard"):
+            F.contrimix(camelyon, tiles, generator=gen(), render_guard="off")
+        with pytest.raises(TypeError, match="render_guard"):
+            F.normalize(camelyon, tiles, camelyon.bank.mean(0), render_guard=0)

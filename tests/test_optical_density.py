@@ -212,3 +212,35 @@ class TestFloorsAndStainBasis:
         hed[:, 0] = 0
         no_h = hed_to_rgb(hed)
         assert float(no_h.min()) >= 0 and float(no_h.max()) <= 1 and float(no_h.mean()) > float(x.mean())
+
+
+class TestLimitRender:
+    """limit_render as the transforms use it: per pixel, in the weights' channel order, differentiable."""
+
+    def test_channel_order_invariant_and_per_pixel(self, real_tiles: torch.Tensor) -> None:
+        from contrimix_aug.optical_density import limit_render
+
+        src = rgb_to_od(real_tiles)
+        render = src.roll(1, 0) * 1.6 + torch.tensor([0.05, 0.2, 0.1]).view(1, 3, 1, 1)  # another tile's look, dark
+        out = limit_render(render, src)
+        # BGR weights apply it to flipped channels: the same pixels come out, flipped
+        torch.testing.assert_close(limit_render(render.flip(1), src.flip(1)), out.flip(1), atol=1e-6, rtol=0)
+        # pixel-wise: a crop of the inputs gives the crop of the output (chunks and batches cannot matter)
+        torch.testing.assert_close(limit_render(render[1:3, :, 5:20, 7:30], src[1:3, :, 5:20, 7:30]),
+                                   out[1:3, :, 5:20, 7:30], atol=0, rtol=0)
+
+    def test_gradcheck(self, real_tiles: torch.Tensor) -> None:
+        from contrimix_aug.optical_density import limit_render
+
+        od = rgb_to_od(real_tiles.double()).permute(0, 2, 3, 1).reshape(-1, 3)
+        order = od.sum(1).argsort()
+        picks = order[(torch.linspace(0.005, 0.995, 36) * (len(order) - 1)).long()]  # glass to the darkest tissue
+        src = od[picks].T.reshape(1, 3, 6, 6).contiguous()
+        render = (src.flip(-1) * 1.5 + 0.1).detach()
+        # real pixels on both sides of the cap and inside the glass band (the kinks themselves are measure zero)
+        assert bool((render.amax(1) > 1.2).any()) and bool((render.amax(1) < 1.2).any())
+        assert bool(((src.sum(1) > 0.1) & (src.sum(1) < 0.4)).any())
+        src = src.requires_grad_(True)
+        render = render.requires_grad_(True)
+        assert torch.autograd.gradcheck(lambda o, s: limit_render(o, s, od_max=1.2), (render, src), eps=1e-7,
+                                        atol=1e-6)

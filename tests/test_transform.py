@@ -220,7 +220,7 @@ class TestProbability:
 # --------------------------------------------------------------------------------------------------------------
 class TestColourTransfer:
     def test_batch_of_two_swaps_attributes(self, handset, far_pair):
-        aug = ContriMix(weights=handset, p=1.0, seed=0)
+        aug = ContriMix(weights=handset, p=1.0, seed=0, render_guard=False)
         out = aug(far_pair)
         assert aug.params["donors"].tolist() == [1, 0]
         mu_in, mu_out = mean_od(far_pair), mean_od(out)
@@ -237,7 +237,7 @@ class TestColourTransfer:
         assert bool((od_luminance_ssim(far_pair, far_pair.flip(0)) < 0.5).all())
 
     def test_batch_donors_are_other_images(self, handset, tiles):
-        aug = ContriMix(weights=handset, p=1.0, seed=0)
+        aug = ContriMix(weights=handset, p=1.0, seed=0, render_guard=False)
         out = aug(tiles)
         donors = aug.params["donors"]
         assert bool((donors != torch.arange(tiles.shape[0])).all())
@@ -246,7 +246,7 @@ class TestColourTransfer:
 
     def test_donor_can_be_an_unselected_image(self, handset, tiles):
         """Donors are drawn from the whole batch, not only from the p-selected images."""
-        aug = ContriMix(weights=handset, p=0.4, seed=0)
+        aug = ContriMix(weights=handset, p=0.4, seed=0, render_guard=False)
         found = 0
         for _ in range(10):
             out = aug(tiles)
@@ -263,14 +263,14 @@ class TestColourTransfer:
 
     @pytest.mark.parametrize("alpha", [0.0, 0.25, 0.5, 1.0])
     def test_strength_interpolates_colour(self, handset, far_pair, alpha):
-        out = ContriMix(weights=handset, p=1.0, strength=alpha, seed=0)(far_pair)
+        out = ContriMix(weights=handset, p=1.0, strength=alpha, seed=0, render_guard=False)(far_pair)
         mu = mean_od(far_pair)
         expected = (1 - alpha) * mu + alpha * mu.flip(0)
         torch.testing.assert_close(mean_od(out), expected, atol=5e-3, rtol=2e-2)
 
     def test_strength_zero_is_self_reconstruction(self, tiny, handset, tiles):
         for model in (tiny, handset):
-            out = ContriMix(weights=model, p=1.0, strength=0.0, seed=0)(tiles)
+            out = ContriMix(weights=model, p=1.0, strength=0.0, seed=0, render_guard=False)(tiles)
             assert torch.equal(out, model(tiles))
 
     def test_strength_range(self, tiny, tiles):
@@ -284,7 +284,7 @@ class TestColourTransfer:
 
 class TestBankDonors:
     def test_batch_of_one_falls_back_to_bank(self, handset, tiles, bank_images):
-        aug = ContriMix(weights=handset, p=1.0, bank=bank_images, seed=0)
+        aug = ContriMix(weights=handset, p=1.0, bank=bank_images, seed=0, render_guard=False)
         out = aug(tiles[:1])
         assert aug.params["from_bank"].tolist() == [True]
         d = int(aug.params["donors"][0])
@@ -292,7 +292,7 @@ class TestBankDonors:
         torch.testing.assert_close(mean_od(out), mean_od(bank_images[d : d + 1]), atol=5e-3, rtol=2e-2)
 
     def test_single_chw_image_uses_bank(self, handset, tiles, bank_images):
-        aug = ContriMix(weights=handset, p=1.0, bank=bank_images, seed=0)
+        aug = ContriMix(weights=handset, p=1.0, bank=bank_images, seed=0, render_guard=False)
         out = aug(tiles[0])
         assert out.shape == tiles[0].shape
         d = int(aug.params["donors"][0])
@@ -306,7 +306,7 @@ class TestBankDonors:
             aug(tiles[0])
 
     def test_donors_bank(self, handset, tiles, bank_images):
-        aug = ContriMix(weights=handset, p=1.0, donors="bank", bank=bank_images, seed=0)
+        aug = ContriMix(weights=handset, p=1.0, donors="bank", bank=bank_images, seed=0, render_guard=False)
         out = aug(tiles)
         assert bool(aug.params["from_bank"].all())
         d = aug.params["donors"]
@@ -314,7 +314,7 @@ class TestBankDonors:
         torch.testing.assert_close(mean_od(out), mean_od(bank_images)[d], atol=5e-3, rtol=2e-2)
 
     def test_donors_both(self, handset, tiles, bank_images):
-        aug = ContriMix(weights=handset, p=1.0, donors="both", bank=bank_images, seed=0)
+        aug = ContriMix(weights=handset, p=1.0, donors="both", bank=bank_images, seed=0, render_guard=False)
         n = tiles.shape[0]
         seen_bank = seen_batch = False
         for _ in range(5):
@@ -422,7 +422,7 @@ class TestRandomness:
 class TestSameOnBatch:
     def test_one_bank_donor_and_strength_for_every_image(self, handset, tiles, bank_images):
         aug = ContriMix(weights=handset, p=1.0, donors="bank", bank=bank_images, strength=(0.3, 1.0),
-                        same_on_batch=True, seed=0)
+                        same_on_batch=True, seed=0, render_guard=False)
         seen = set()
         for _ in range(6):
             out = aug(tiles)
@@ -437,7 +437,7 @@ class TestSameOnBatch:
         assert len(seen) > 1  # a new draw per call
 
     def test_batch_donor_shared(self, handset, tiles):
-        aug = ContriMix(weights=handset, p=1.0, same_on_batch=True, seed=3)
+        aug = ContriMix(weights=handset, p=1.0, same_on_batch=True, seed=3, render_guard=False)
         out = aug(tiles)
         d = aug.params["donors"]
         j = int(d[0])
@@ -607,7 +607,7 @@ class TestGradients:
     def test_directional_derivative_matches_finite_differences(self, handset, far_pair):
         """d/dε of a loss of the rendered image along a direction equals the autograd gradient. The real pair is
         compressed into [0.1, 0.9]: at 0 the optical density's log floor is a kink that no derivative sees."""
-        aug = ContriMix(weights=handset, p=1.0, strength=0.7, seed=0)
+        aug = ContriMix(weights=handset, p=1.0, strength=0.7, seed=0, render_guard=False)
         x0 = (0.1 + 0.8 * far_pair).double()
         x = x0.clone().requires_grad_(True)
         out = aug(x)
@@ -684,7 +684,7 @@ def _to_chw_float(img_hwc_uint8):
 
 class TestTorchvisionStyle:
     def test_compose_single_image_with_bank(self, handset, tiles, bank_images):
-        aug = ContriMix(weights=handset, p=1.0, bank=bank_images, seed=0)
+        aug = ContriMix(weights=handset, p=1.0, bank=bank_images, seed=0, render_guard=False)
         pipe = _Compose([_to_chw_float, aug, lambda t: (t - 0.5) / 0.5])
         img = (tiles[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
         out = pipe(img)
@@ -874,11 +874,14 @@ class TestModes:
         assert torch.equal(out.detach(), ref)
 
     @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch 2.11's dynamo touches torch.jit internals
-    def test_compile_model_path(self, tiny, tiles):
+    @pytest.mark.parametrize("render_guard", [True, False])
+    def test_compile_model_path(self, tiny, tiles, render_guard):
         torch._dynamo.reset()
         params = _fixed_params(4)
-        fn = torch.compile(lambda x, p: apply_contrimix(tiny, x, p), backend="aot_eager", fullgraph=True)
-        torch.testing.assert_close(fn(tiles[:4], params), apply_contrimix(tiny, tiles[:4], params))
+        fn = torch.compile(lambda x, p: apply_contrimix(tiny, x, p, render_guard=render_guard), backend="aot_eager",
+                           fullgraph=True)
+        torch.testing.assert_close(fn(tiles[:4], params),
+                                   apply_contrimix(tiny, tiles[:4], params, render_guard=render_guard))
 
     @pytest.mark.filterwarnings("ignore::DeprecationWarning")
     def test_compile_model_path_with_bank_donors(self, tiny, tiles, bank_images):
@@ -943,7 +946,7 @@ class TestNormalize:
 
     def test_target_from_reference_image(self, handset, tiles, far_pair):
         ref = far_pair[0]
-        out = ContriMixNormalize(weights=handset, target=ref)(tiles)
+        out = ContriMixNormalize(weights=handset, target=ref, render_guard=False)(tiles)
         want = mean_od(ref[None]).expand(tiles.shape[0], -1)
         torch.testing.assert_close(mean_od(out), want, atol=5e-3, rtol=2e-2)
         assert bool((od_luminance_ssim(tiles, out) > 0.9).all())
@@ -1111,7 +1114,7 @@ class TestCuda:
         assert torch.equal(gpu(x, params=gpu.params), out)
 
     def test_cuda_colour_transfer_and_bank(self, handset, tiles, bank_images):
-        aug = ContriMix(weights=handset, p=1.0, donors="both", bank=bank_images, seed=0).to("cuda")
+        aug = ContriMix(weights=handset, p=1.0, donors="both", bank=bank_images, seed=0, render_guard=False).to("cuda")
         out = aug(tiles.cuda())
         fb, d = aug.params["from_bank"], aug.params["donors"]
         n = tiles.shape[0]
@@ -1189,3 +1192,219 @@ def test_bf16_model_on_cpu(real_tiles):
     out = ContriMix(m, p=1.0, seed=3).to(torch.bfloat16)(x)
     assert out.dtype == x.dtype and out.shape == x.shape
     assert (out - ref).abs().mean() < 0.02
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the render guard (optical_density.limit_render), on by default, on real tiles with the bundled weights
+# --------------------------------------------------------------------------------------------------------------
+def _lab(x: torch.Tensor) -> torch.Tensor:
+    return kornia.color.rgb_to_lab(x.float().clamp(0, 1))
+
+
+def _tissue_shift(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Mean CIELAB distance between input and render over the input's tissue pixels (how far the stain moved)."""
+    from contrimix_aug.tissue import tissue_mask_tensor
+
+    return float((_lab(y) - _lab(x)).norm(dim=1)[tissue_mask_tensor(x)].mean())
+
+
+def _near_white(x: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) mask of glass the guard keeps exactly: summed optical density below the band's lower edge."""
+    from contrimix_aug.optical_density import RENDER_BACKGROUND_OD
+
+    return (rgb_to_od(x).sum(1, keepdim=True) < RENDER_BACKGROUND_OD[0]).expand_as(x)
+
+
+@pytest.fixture(scope="module")
+def demo() -> torch.Tensor:
+    """The 16 bundled real H&E tiles (two labs), (16, 3, 96, 96) float32 in [0, 1]."""
+    from contrimix_aug.data import load_demo_tiles
+
+    t, _ = load_demo_tiles()
+    return torch.from_numpy(t).permute(0, 3, 1, 2).float() / 255
+
+
+@pytest.fixture(scope="module")
+def slide_edge(cmu1_edge) -> torch.Tensor:
+    """The real CMU-1 crop across the tissue border (55 % near-white glass), four times: (4, 3, 256, 256)."""
+    x = torch.from_numpy(cmu1_edge).permute(2, 0, 1).float() / 255
+    return x.expand(4, -1, -1, -1).contiguous()
+
+
+class TestRenderGuard:
+    """``render_guard=True`` (the default): glass keeps the source and no pixel is darker than real tissue
+    (:func:`~contrimix_aug.optical_density.limit_render`), while tissue still takes the donor's stain."""
+
+    @pytest.mark.parametrize("weights", ["camelyon", "he"])
+    def test_glass_stays_glass_and_no_pixel_darker_than_tissue(self, demo, weights):
+        from contrimix_aug.optical_density import RENDER_OD_MAX
+        from contrimix_aug.quality import render_artefacts
+
+        raw_aug = ContriMix(weights=weights, p=1.0, donors="batch", seed=1, render_guard=False)
+        aug = ContriMix(weights=weights, p=1.0, donors="batch", seed=1)
+        raw, out = raw_aug(demo), aug(demo)
+        assert all(torch.equal(raw_aug.params[k], aug.params[k]) for k in raw_aug.params)  # the same draw
+        # glass: the unguarded render colours it (a donor's OD offset), the guarded one keeps it
+        bg_raw = float(render_artefacts(demo, raw)["background_coloured"].mean())
+        bg = float(render_artefacts(demo, out)["background_coloured"].mean())
+        assert bg_raw > 0.01 and bg < 0.005 and bg < bg_raw / 5
+        white = _near_white(demo)
+        assert bool(white.any())
+        assert float((raw - demo).abs()[white].max()) > 0.05
+        assert float((out - demo).abs()[white].max()) < 1e-4  # near-white glass is the input itself
+        # no rendered pixel darker than real tissue (the unguarded render reaches the OD floor, 6)
+        assert float(rgb_to_od(raw).amax()) > RENDER_OD_MAX + 0.5
+        assert float(rgb_to_od(out).amax()) <= RENDER_OD_MAX + 1e-4
+        # still a change of stain on tissue, about as large as the unguarded one
+        shift, shift_raw = _tissue_shift(demo, out), _tissue_shift(demo, raw)
+        assert shift > 10 and shift > 0.85 * shift_raw
+
+    @pytest.mark.parametrize("weights", ["camelyon", "he"])
+    def test_slide_edge_glass_with_bank_donors(self, slide_edge, weights):
+        """A real slide edge, half glass, re-rendered with four bank donors: the guard removes the coloured glass."""
+        from contrimix_aug.quality import render_artefacts
+
+        raw = ContriMix(weights=weights, p=1.0, donors="bank", seed=2, render_guard=False)(slide_edge)
+        out = ContriMix(weights=weights, p=1.0, donors="bank", seed=2)(slide_edge)
+        bg_raw = render_artefacts(slide_edge, raw)["background_coloured"]
+        bg = render_artefacts(slide_edge, out)["background_coloured"]
+        assert float(bg_raw.max()) > 0.02 and float(bg.max()) < 0.01
+        assert float((out - slide_edge).abs()[_near_white(slide_edge)].max()) < 1e-4
+        assert _tissue_shift(slide_edge, out) > 0.75 * _tissue_shift(slide_edge, raw)
+
+    @pytest.mark.parametrize("weights", ["camelyon", "he"])
+    def test_strength_zero_is_the_reconstruction_on_tissue(self, demo, weights):
+        """α = 0: tissue comes back as model(x) (the unguarded α = 0 render, to float rounding, away from the glass
+        band and the cap), glass as the input."""
+        from contrimix_aug.optical_density import RENDER_BACKGROUND_OD, RENDER_OD_MAX
+        from contrimix_aug.tissue import tissue_mask_tensor
+
+        aug = ContriMix(weights=weights, p=1.0, strength=0.0, seed=0)
+        out = aug(demo)
+        raw = ContriMix(weights=weights, p=1.0, strength=0.0, seed=0, render_guard=False)(demo)
+        with torch.no_grad():
+            rec = aug.model(demo)
+        torch.testing.assert_close(raw, rec, atol=1e-3, rtol=0)  # the authors' α = 0 is model(x) (chunked here)
+        tissue = tissue_mask_tensor(demo)
+        d_lab = (_lab(out) - _lab(rec)).norm(dim=1)
+        assert float(d_lab[tissue].mean()) < 0.75  # CIELAB units; 2.3 is a just noticeable difference
+        assert float((out - rec).abs()[tissue[:, None].expand_as(demo)].mean()) < 0.005
+        plain = ((rgb_to_od(demo).sum(1, keepdim=True) >= RENDER_BACKGROUND_OD[1])
+                 & (rgb_to_od(raw).amax(1, keepdim=True) < RENDER_OD_MAX)).expand_as(demo)
+        assert float(plain.float().mean()) > 0.7
+        torch.testing.assert_close(out[plain], raw[plain], atol=1e-6, rtol=0)
+        glass = ~tissue
+        assert float((_lab(out) - _lab(demo)).norm(dim=1)[glass].mean()) < \
+            float((_lab(rec) - _lab(demo)).norm(dim=1)[glass].mean())
+
+    def test_unselected_images_bit_identical(self, demo):
+        aug = ContriMix(weights="camelyon", p=0.5, seed=4)
+        out = aug(demo)
+        sel = aug.params["batch_prob"] > 0.5
+        assert bool(sel.any()) and not bool(sel.all())
+        assert torch.equal(out[~sel], demo[~sel])
+        assert torch.equal(aug(demo, params=aug.params), out)  # replay is exact with the guard too
+
+    @pytest.mark.parametrize("render_guard", [True, False])
+    @pytest.mark.parametrize("weights", ["camelyon", "least_squares"])
+    def test_chunked_path_equals_dense_path(self, tiles, bank_images, weights, render_guard):
+        """The CPU path (chunks, only what is needed encoded) and the dense one (parameters on the device, or
+        under torch.compile) render the same, with the guard on and off."""
+        from contrimix_aug.functional import _render_dense
+
+        if weights == "least_squares":  # the chunked path reuses the content of the rows it solved
+            model = ca.ContriMixModel(ca.ModelConfig(num_attributes=3, content_hidden=4, attributes="least_squares"))
+            model = model.freeze()
+        else:
+            model = ca.load_model(weights)
+        bank = compute_bank(model, bank_images)
+        b = tiles.shape[0]
+        sel = torch.arange(b) % 3 != 1
+        fb = torch.arange(b) % 2 == 0
+        donors = torch.where(fb, torch.arange(b) % bank.shape[0], torch.roll(torch.arange(b), 1))
+        strength = torch.linspace(0.3, 1.0, b)
+        p = MixParams(sel, donors, fb, strength)
+        chunked = apply_contrimix(model, tiles, p, bank=bank, render_guard=render_guard)
+        guard = render_guard and model.config.mode == "absorbance"
+        dense = _render_dense(model, tiles, donors, strength, sel, fb, bank, None, guard)
+        torch.testing.assert_close(chunked, dense, atol=1e-5, rtol=1e-5)
+        assert torch.equal(chunked[~sel], tiles[~sel])
+        other = apply_contrimix(model, tiles, p, bank=bank, render_guard=not render_guard)
+        assert not torch.equal(other[sel], chunked[sel])  # the guard changes the render of these real tiles
+
+    def test_directional_derivative_with_the_guard(self, handset, far_pair):
+        """Gradients flow through the guard (to the render and to the source's optical density it reads)."""
+        aug = ContriMix(weights=handset, p=1.0, strength=0.7, seed=0).to(torch.float64)  # fp64: a small step
+        x0 = (0.1 + 0.8 * far_pair).double()
+        x = x0.clone().requires_grad_(True)
+        out = aug(x)
+        raw = ContriMix(weights=handset, p=1.0, strength=0.7, seed=0, render_guard=False).to(torch.float64)(x0)
+        assert float((out.detach() - raw).abs().max()) > 0.01  # the guard changes this render
+        w = torch.linspace(0.5, 1.5, out.numel(), dtype=torch.float64).view_as(out)
+        (out * w).sum().backward()
+        assert bool(torch.isfinite(x.grad).all())
+        v = 0.1 * (far_pair - far_pair.mean()).double()
+        eps = 1e-6  # the guard has kinks (the cap, the edges of the glass band): a small step stays off them
+        with torch.no_grad():
+            fd = ((aug(x0 + eps * v, params=aug.params) * w).sum()
+                  - (aug(x0 - eps * v, params=aug.params) * w).sum()) / (2 * eps)
+        assert abs(float(fd)) > 1.0
+        torch.testing.assert_close((x.grad * v).sum(), fd, rtol=1e-4, atol=1e-4)
+
+    def test_linear_mode_is_unaffected(self):
+        """Fluorescence (linear-mode) weights render the same with and without the guard."""
+        from contrimix_aug.data import load_demo_tiles
+
+        t, _ = load_demo_tiles(modality="fluorescence")
+        x = torch.from_numpy(t).permute(0, 3, 1, 2).float() / 255
+        aug = ContriMix(weights="fluorescence", p=1.0, seed=0)
+        assert aug.model.config.mode == "linear"
+        out = aug(x)
+        assert torch.equal(out, ContriMix(weights="fluorescence", p=1.0, seed=0, render_guard=False)(x))
+        assert torch.equal(ContriMixNormalize(weights="fluorescence")(x),
+                           ContriMixNormalize(weights="fluorescence", render_guard=False)(x))
+
+    def test_normalize_applies_it(self, demo):
+        from contrimix_aug.functional import normalize
+        from contrimix_aug.optical_density import RENDER_OD_MAX
+
+        norm = ContriMixNormalize(weights="camelyon")
+        raw_norm = ContriMixNormalize(weights="camelyon", render_guard=False)
+        out, raw = norm(demo), raw_norm(demo)
+        assert torch.equal(out, normalize(norm.model, demo, norm.target, render_guard=True))
+        assert torch.equal(raw, normalize(norm.model, demo, norm.target, render_guard=False))
+        white = _near_white(demo)
+        assert float((out - demo).abs()[white].max()) < 1e-4 < float((raw - demo).abs()[white].max())
+        assert float(rgb_to_od(out).amax()) <= RENDER_OD_MAX + 1e-4 < float(rgb_to_od(raw).amax())
+        assert _tissue_shift(demo, out) > 0.85 * _tissue_shift(demo, raw)
+        # normalised tissue: the spread of mean colours over the two labs' tiles shrinks, as without the guard
+        assert float(mean_od(out).std(0).sum()) < 0.5 * float(mean_od(demo).std(0).sum())
+
+    def test_kornia_sequential_applies_it(self, demo):
+        from contrimix_aug.optical_density import RENDER_OD_MAX
+
+        masks = (rgb_to_od(demo).mean(1, keepdim=True) > 0.3).float()
+        seq = K.AugmentationSequential(K.RandomHorizontalFlip(p=1.0), ContriMix(weights="camelyon", p=1.0, seed=0),
+                                       data_keys=["input", "mask"])
+        img, m_out = seq(demo, masks)
+        assert torch.equal(m_out, masks.flip(-1))
+        cm = seq[1]
+        assert cm.render_guard is True
+        flipped = demo.flip(-1)
+        params = MixParams.from_dict(cm.params)
+        assert torch.equal(img, apply_contrimix(cm.model, flipped, params, render_guard=True))
+        raw = apply_contrimix(cm.model, flipped, params, render_guard=False)
+        assert float(rgb_to_od(img).amax()) <= RENDER_OD_MAX + 1e-4 < float(rgb_to_od(raw).amax())
+        white = _near_white(flipped)
+        assert float((img - flipped).abs()[white].max()) < 1e-4
+
+    def test_flag_checked_and_shown(self, tiny):
+        with pytest.raises(TypeError, match="render_guard"):
+            ContriMix(weights=tiny, render_guard="yes")
+        with pytest.raises(TypeError, match="render_guard"):
+            ContriMixNormalize(weights="camelyon", render_guard=1)
+        assert "render_guard" not in repr(ContriMix(weights=tiny))
+        assert ", render_guard=False" in repr(ContriMix(weights=tiny, render_guard=False))
+        assert ", render_guard=False" in repr(ContriMixNormalize(weights="camelyon", render_guard=False))
+        with pytest.raises(TypeError, match="render_guard"):
+            apply_contrimix(tiny, torch.rand(2, 3, 16, 16), _fixed_params(2), render_guard=None)
