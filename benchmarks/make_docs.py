@@ -215,6 +215,22 @@ def coverage_section(run: dict) -> str:
             f"(`{run['environment']['command']}`).\n\n" + markdown_table(rows) + "\n")
 
 
+def unseen_coverage_section(cov: dict) -> str:
+    """Coverage of unseen labs and plausibility, every method side by side (benchmarks/coverage.py)."""
+    sets = list(cov["training_sets"])
+    rows = [{"method": f"{r['label']} (`{r['method']}`)", "kind": r["kind"], "coverage": f"{r['coverage']:.3f}",
+             **{f"from {t}": f"{r[f'coverage[{t}]']:.3f}" for t in sets}, "plausible": f"{r['plausible']:.3f}"}
+            for r in cov["summary"]]
+    t = cov["target"]
+    return (f"Does a method's augmented training set hold the looks of labs it never saw, and do its renders look "
+            f"like real H&E? {cov['definition']} Training sets (one lab each): {'; '.join(cov['training_sets'].values())}. "
+            f"Held-out labs: {cov['heldout_labs']}. From `coverage.json` (`{cov['command']}`); run after the default "
+            "donor policy was fixed on development data ([weights.md](weights.md#the-default-donor-policy-how-it-was-"
+            "chosen)); nothing was chosen from it.\n\n" + markdown_table(rows)
+            + f"\n\nTarget (issue 18, item 5): {t['text']}: **{t['verdict']}**.\n\n"
+            "![coverage and plausibility per method](benchmarks/coverage.png)\n")
+
+
 def stain_transfer_section(run: dict) -> str:
     out = [_env_block(run), "\nShare of the colour gap closed (1 = the other stain reproduced), mean over the pairs "
            "(and over the pairs whose tissue comes from the unseen hospitals 1 and 2); content agreement of the "
@@ -419,6 +435,9 @@ def main(argv=None) -> int:
             {"steps": r["settings"]["steps"], "split": s["heldout"], "method": s["method"],
              "AJI": f"{s['aji_mean']:.3f}", "Dice": f"{s['dice_mean']:.3f}"}
             for r in sorted(dev, key=lambda r: r["settings"]["steps"]) for s in r["summary"]]))
+    parts.append("\n## Coverage of unseen labs\n\n")
+    cov_file = R.DOCS_DIR / "coverage.json"
+    parts.append(unseen_coverage_section(R.read_json(cov_file)) if cov_file.is_file() else "No result file yet.\n")
     parts.append("\n## Do the attributes carry the whole stain?\n\n")
     st = _pick(dg, "stain-transfer", "any")
     parts.append(stain_transfer_section(st) if st else "No result file yet.\n")

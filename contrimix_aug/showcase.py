@@ -1,24 +1,100 @@
 """The demo behind ``contrimix-aug demo``: pretrained weights at work on the real tiles bundled with the package (H&E tiles for
 3-channel weights, fluorescence nuclei for 1-channel weights).
 
-Writes a picture (a batch before/after ContriMix, and a content × donor swap matrix) and prints
-reconstruction and swap measures.
+H&E weights with an attribute bank: the picture shows real tissue (the bundled tiles) re-rendered in the looks of
+several real labs of the bank (one column per lab, the labs chosen far apart in attribute space). Every render in
+the picture passed
+:func:`contrimix_aug.quality.plausible` and has no pixel artefact of one kind on more than 1 % of its pixels
+(:func:`contrimix_aug.quality.render_artefacts`; the threshold of ``scripts/measure_plausibility.py``): a rejected
+one is redrawn (another bank entry of the same lab), and a lab whose look stays rejected is skipped, as the printed
+``looks`` and ``plausibility`` say. Other weights: the batch before/after and a content × donor swap matrix.
+
+Prints reconstruction and swap measures, and the plausibility of what is shown.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 __all__ = ["run_demo"]
 
+LOOKS = 6
+"""Labs whose look the demo shows (fewer when the bank has fewer)."""
+TRIES = 12
+"""Bank entries tried per lab before the lab is skipped."""
+ARTEFACT_RENDER = 0.01
+"""A render with more than this fraction of its pixels flagged by one kind of :func:`render_artefacts` is rejected."""
+
+
+def _acceptable(x: torch.Tensor, y: torch.Tensor, ref) -> torch.Tensor:
+    """(B,) bool: ``y`` (renders of ``x``) is plausible H&E and has no pixel artefact on more than 1 % of it."""
+    from .quality import plausible, render_artefacts
+
+    clean = torch.stack([v <= ARTEFACT_RENDER for v in render_artefacts(x, y).values()]).all(0)
+    return plausible(y, ref) & clean
+
+
+def _short(lab: str) -> str:
+    kind, _, name = lab.partition(":")
+    return {"monuseg": f"MoNuSeg {name}", "camelyon17": f"C17 h{name}", "source": name}.get(kind, lab)[:13]
+
+
+def _looks(model, g: torch.Generator) -> list[tuple[str, torch.Tensor]]:
+    """Every look group of the bank, farthest first: its labs (``meta.bank_labs``) or, without them, single entries;
+    ordered by greedy farthest-point selection on the groups' mean attributes (z-scaled), from the one farthest from
+    the bank centre. Each group's bank rows come in a seeded random order."""
+    bank = model.bank.float().cpu()
+    labs = model.meta.bank_entry_labs() if model.meta is not None else []
+    if len(labs) != bank.shape[0]:
+        labs = [f"bank entry {i}" for i in range(bank.shape[0])]
+    names = list(dict.fromkeys(labs))
+    rows = {name: torch.tensor([i for i, lab in enumerate(labs) if lab == name]) for name in names}
+    z = torch.stack([bank[rows[name]].mean(0).flatten() for name in names]) / bank.flatten(1).std(0).clamp_min(1e-6)
+    order = [int((z - z.mean(0)).norm(dim=1).argmax())]
+    while len(order) < len(names):
+        d = torch.cdist(z, z[order]).min(1).values
+        d[order] = -1
+        order.append(int(d.argmax()))
+    return [(names[i], rows[names[i]][torch.randperm(len(rows[names[i]]), generator=g)]) for i in order]
+
+
+@torch.no_grad()
+def _lab_looks(model, contents: torch.Tensor, seed: int, ref) -> tuple[list[torch.Tensor], list[str], dict]:
+    """Columns of ``contents`` re-rendered in the looks of :data:`LOOKS` labs of the bank, farthest apart first: per
+    lab, the first of up to :data:`TRIES` bank entries whose renders all pass :func:`_acceptable`; a lab without one
+    is skipped (and named in the report)."""
+    from .transform import ContriMix
+
+    g = torch.Generator().manual_seed(seed)
+    n = contents.shape[0]
+    params = {"batch_prob": torch.ones(n), "donors": torch.zeros(n, dtype=torch.long),
+              "from_bank": torch.ones(n, dtype=torch.bool), "strength": torch.ones(n)}
+    columns, labels, report, skipped = [], [], {}, {}
+    for lab, candidates in _looks(model, g):
+        if len(columns) == LOOKS:
+            break
+        rejected = 0
+        for row in candidates[:TRIES].tolist():
+            aug = ContriMix(weights=model, p=1.0, donors="bank", bank=model.bank[row:row + 1], seed=seed)
+            y = aug(contents, params=params)  # the library's own render path (render guard included)
+            ok = _acceptable(contents, y, ref)
+            if bool(ok.all()):
+                columns.append(y)
+                labels.append(_short(lab))
+                report[lab] = {"bank_entry": int(row), "entries_rejected_first": rejected}
+                break
+            rejected += 1
+        else:
+            skipped[lab] = f"none of {rejected} bank entries rendered all {n} tiles acceptably"
+    return columns, labels, {"per_lab": report, "labs_skipped": skipped}
+
 
 def run_demo(weights: str | None = None, out: str | Path = "contrimix_demo.png", seed: int = 0) -> dict:
     """Run the demo; returns the printed measures as a dict."""
     from .data.readers import load_demo_tiles
-    from .quality import reconstruction, swap_report
+    from .quality import load_plausibility_reference, reconstruction, swap_report
     from .transform import ContriMix
     from .viz import swap_grid, tile_grid
     from .weights import load_model
@@ -30,25 +106,46 @@ def run_demo(weights: str | None = None, out: str | Path = "contrimix_demo.png",
                          f"these weights take {channels} channels.")
     tiles, ids = load_demo_tiles(modality="he" if channels == 3 else "fluorescence")
     x = torch.from_numpy(tiles).permute(0, 3, 1, 2).float() / 255.0
-    aug = ContriMix(weights=model, p=1.0, seed=seed)
-    y = aug(x)
-
-    # a swap matrix: two contents per source, donors one per source
     srcs = sorted(set(ids))
     idx = {s: [i for i, v in enumerate(ids) if v == s] for s in srcs}
-    contents = torch.stack([x[i] for s in srcs for i in idx[s][:2]])
-    c_labels = [s for s in srcs for _ in idx[s][:2]]
-    donors = torch.stack([x[idx[s][-1]] for s in srcs] + [x[idx[s][-2]] for s in srcs])
-    d_labels = srcs + srcs
-
     half = (x.shape[0] + 1) // 2
-    batch_pic = tile_grid([x[:half], y[:half], x[half:], y[half:]], ["input", "ContriMix", "input", "ContriMix"])
-    swap_pic = swap_grid(model, contents, donors, c_labels, d_labels)
+    shown: dict = {}
+    if channels == 3 and model.bank.shape[0] > 0:
+        ref = load_plausibility_reference()
+        contents = torch.stack([x[i] for s in srcs for i in idx[s][:3]])
+        c_labels = [s for s in srcs for _ in idx[s][:3]]
+        columns, labels, looks = _lab_looks(model, contents, seed, ref)
+        rows = [torch.cat([contents[i:i + 1]] + [c[i:i + 1] for c in columns]) for i in range(contents.shape[0])]
+        pics = [tile_grid(rows, c_labels, ["input"] + labels)]
+        renders = torch.cat(columns) if columns else contents[:0]
+        ok = _acceptable(contents.repeat(len(columns), 1, 1, 1), renders, ref) if columns else renders.new_ones(0)
+        shown = {"looks": {
+            "what": f"{contents.shape[0]} bundled tiles (rows) re-rendered in the looks of {len(columns)} labs of the "
+                    "attribute bank (columns, chosen far apart), one bank entry per lab, full strength",
+            "labs": list(looks["per_lab"]), **looks},
+            "plausibility": {
+                "check": f"quality.plausible (shipped reference: {len(ref.lab_names)} labs, threshold "
+                         f"{ref.threshold:.3f}) and no quality.render_artefacts kind on more than "
+                         f"{ARTEFACT_RENDER:.0%} of a render's pixels",
+                "renders_in_picture": int(renders.shape[0]),
+                "plausible_share": round(float(ok.float().mean()), 4) if columns else None,
+                "entries_rejected_before_the_shown_ones": sum(v["entries_rejected_first"]
+                                                              for v in looks["per_lab"].values())}}
+    else:
+        aug = ContriMix(weights=model, p=1.0, seed=seed)
+        y = aug(x)
+        contents = torch.stack([x[i] for s in srcs for i in idx[s][:2]])
+        c_labels = [s for s in srcs for _ in idx[s][:2]]
+        donors = torch.stack([x[idx[s][-1]] for s in srcs] + [x[idx[s][-2]] for s in srcs])
+        batch_pic = tile_grid([x[:half], y[:half], x[half:], y[half:]], ["input", "ContriMix", "input", "ContriMix"])
+        pics = [batch_pic, swap_grid(model, contents, donors, c_labels, srcs + srcs)]
     from PIL import Image
 
-    canvas = Image.new("RGB", (max(batch_pic.width, swap_pic.width), batch_pic.height + swap_pic.height + 8), "white")
-    canvas.paste(batch_pic, (0, 0))
-    canvas.paste(swap_pic, (0, batch_pic.height + 8))
+    canvas = Image.new("RGB", (max(p.width for p in pics), sum(p.height for p in pics) + 8 * (len(pics) - 1)), "white")
+    top = 0
+    for p in pics:
+        canvas.paste(p, (0, top))
+        top += p.height + 8
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(out)
@@ -69,6 +166,7 @@ def run_demo(weights: str | None = None, out: str | Path = "contrimix_demo.png",
         "reconstruction_psnr_db": round(float(rec["psnr"].mean()), 2),
         "reconstruction_ssim": round(float(rec["ssim"].mean()), 4),
         **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in rep.summary().items()},
+        **shown,
         "picture": str(out),
     }
     return result

@@ -40,6 +40,11 @@ class WeightsMeta:
         um_per_px: (low, high) resolution range of the training crops in µm/px, or None when unknown.
         licence: terms of the weights and of the training images.
         bank_source: what the attribute bank stored with the weights holds ("" when there is none).
+        bank_labs: the lab of every bank entry, as ordered runs ``((lab, count), ...)``: the first ``count``
+            entries come from the first lab, and so on (empty when the bank's labs are not recorded; when given,
+            the counts add up to the bank's size). :meth:`bank_entry_labs` expands them.
+        never_seen: what neither the weights' training nor their bank ever used ({collection: what}; e.g. the
+            held-out labs of a benchmark), so that a user knows on which labs a measurement is clean.
         card: path of the model card in the repository ("" when there is none).
         training: how it was trained (command, seed, steps, batch, loss weights, config, hardware, ...).
         quality: measured quality (summary of the model card).
@@ -56,6 +61,8 @@ class WeightsMeta:
     um_per_px: tuple[float, float] | None = None
     licence: str = ""
     bank_source: str = ""
+    bank_labs: tuple[tuple[str, int], ...] = ()
+    never_seen: dict[str, str] = field(default_factory=dict)
     card: str = ""
     training: dict[str, Any] = field(default_factory=dict)
     quality: dict[str, Any] = field(default_factory=dict)
@@ -88,6 +95,18 @@ class WeightsMeta:
             if not 0 < a <= b:
                 bad("um_per_px", f"expected 0 < low <= high, got {self.um_per_px!r}.")
             object.__setattr__(self, "um_per_px", (a, b))
+        try:
+            runs = tuple((lab, count) for lab, count in self.bank_labs)
+        except (TypeError, ValueError):
+            bad("bank_labs", f"expected ((lab, count), ...), got {self.bank_labs!r}.")
+        for lab, count in runs:
+            if not isinstance(lab, str) or not lab or isinstance(count, bool) or not isinstance(count, int) \
+                    or count < 1:
+                bad("bank_labs", f"expected (lab name, count >= 1) pairs, got {(lab, count)!r}.")
+        object.__setattr__(self, "bank_labs", runs)
+        if not isinstance(self.never_seen, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in self.never_seen.items()):
+            bad("never_seen", f"expected a dict of strings, got {self.never_seen!r}.")
         for name in ("library_version", "training_data", "licence", "bank_source", "card"):
             if not isinstance(getattr(self, name), str):
                 bad(name, f"expected a string, got {type(getattr(self, name)).__name__}.")
@@ -95,10 +114,15 @@ class WeightsMeta:
             if not isinstance(getattr(self, name), dict):
                 bad(name, f"expected a dict, got {type(getattr(self, name)).__name__}.")
 
+    def bank_entry_labs(self) -> list[str]:
+        """The lab of each bank entry, in bank order (``[]`` when :attr:`bank_labs` is empty)."""
+        return [lab for lab, count in self.bank_labs for _ in range(count)]
+
     # -- (de)serialisation ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["value_range"] = list(self.value_range)
+        d["bank_labs"] = [list(r) for r in self.bank_labs]
         d["um_per_px"] = None if self.um_per_px is None else list(self.um_per_px)
         return d
 

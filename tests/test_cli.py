@@ -504,3 +504,16 @@ def test_tiff_folder_without_tifffile_is_one_line_naming_the_extra(tile_folder, 
     line = _one_error_line(capsys.readouterr().err, "train")
     assert 'pip install "contrimix_aug[data]"' in line and "t0.tif" in line and "tifffile" in line
     assert not (tmp_path / "o" / "weights.safetensors").exists()
+
+
+def test_demo_shows_several_labs_looks_and_only_plausible_renders(tmp_path, capsys):
+    """H&E weights: the tiles in the looks of six labs of the bank, every render in the picture accepted by
+    quality.plausible and the artefact check, the plausibility printed (issue 18, item 7)."""
+    png = tmp_path / "demo.png"
+    assert main(["demo", "--weights", "camelyon", "--out", str(png)]) == 0
+    out = capsys.readouterr().out
+    result = json.loads(out[: out.rindex("}") + 1])
+    looks, plaus = result["looks"], result["plausibility"]
+    assert len(looks["labs"]) == 6 and len({lab.split(":")[0] for lab in looks["labs"]}) >= 2
+    assert plaus["renders_in_picture"] == 6 * 6 and plaus["plausible_share"] == 1.0
+    assert "quality.plausible" in plaus["check"]

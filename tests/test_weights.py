@@ -493,3 +493,109 @@ def test_pth_as_weights_names_import_checkpoint_and_the_command_works(
     aug = ContriMix(weights="c17-authors", p=1.0, seed=0)
     out = aug(real_tiles[:2])
     assert out.shape == real_tiles[:2].shape and not torch.equal(out, real_tiles[:2])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the many-lab attribute banks of the bundled H&E weights (issue 18, item 1)
+# ---------------------------------------------------------------------------------------------------------------
+def _monuseg_sites(split: str) -> set[str]:
+    from contrimix_aug.data.registry import get_collection
+
+    return {f.meta["site"] for f in get_collection("monuseg").files if f.meta.get("split") == split}
+
+
+@pytest.mark.parametrize("name", ["camelyon", "he"])
+def test_bundled_bank_spans_the_training_labs_and_never_a_held_out_one(name: str) -> None:
+    """Every entry's lab is recorded; the same number of entries per lab; every lab we may train on (18 MoNuSeg
+    training sites, CAMELYON17 hospitals 0, 3, 4, the H&E sources) and never a benchmark's held-out lab (the MoNuSeg
+    test sites, CAMELYON16, CAMELYON17 hospitals 1 and 2)."""
+    from contrimix_aug.data import HE_SOURCES
+
+    w = load_weights(weights_path(name))
+    labs = w.meta.bank_entry_labs()
+    assert len(labs) == w.bank.shape[0] > 0  # one lab per entry
+    counts = dict(w.meta.bank_labs)
+    assert len(counts) == len(w.meta.bank_labs) and len(set(counts.values())) == 1  # one run per lab, equal counts
+    train_sites, test_sites = _monuseg_sites("train"), _monuseg_sites("test")
+    assert len(train_sites) == 18 and len(test_sites) == 14 and not train_sites & test_sites
+    sources = {"hgsc" if s.startswith("hgsc") else s for s in HE_SOURCES}
+    expected = ({f"monuseg:{s}" for s in train_sites} | {f"camelyon17:{h}" for h in (0, 3, 4)}
+                | {f"source:{s}" for s in sources})
+    assert set(counts) == expected
+    held_out = ({f"monuseg:{s}" for s in test_sites} | {"camelyon17:1", "camelyon17:2"})
+    assert not set(labs) & held_out
+    assert not any(lab.startswith("camelyon16") for lab in labs)
+    never = w.meta.never_seen
+    assert set(never) == {"monuseg", "camelyon16", "camelyon17"}
+    assert all(s in never["monuseg"] for s in test_sites) and "UMCU" in never["camelyon16"]
+    assert "1 and 2" in never["camelyon17"]
+    assert str(len(counts)) in w.meta.bank_source and "MoNuSeg" in w.meta.bank_source
+    card = (REPO / "docs" / "weights" / f"{name}.md").read_text()
+    assert "## Attribute bank: labs and counts" in card and "### What these weights never saw" in card
+    assert all(f"(`{lab}`) | {n} |" in card for lab, n in w.meta.bank_labs)
+
+
+def test_bank_labs_metadata_is_validated() -> None:
+    from contrimix_aug.weights_meta import WeightsMetaError
+
+    m = meta_for(bank_labs=[["monuseg:G9", 2], ("camelyon17:0", 1)], never_seen={"camelyon17": "hospitals 1 and 2"})
+    assert m.bank_labs == (("monuseg:G9", 2), ("camelyon17:0", 1))
+    assert m.bank_entry_labs() == ["monuseg:G9", "monuseg:G9", "camelyon17:0"]
+    assert WeightsMeta.from_dict(json.loads(json.dumps(m.to_dict()))) == m
+    assert meta_for().bank_labs == () and meta_for().bank_entry_labs() == [] and meta_for().never_seen == {}
+    for bad in ([("lab", 0)], [("", 1)], [("lab", 1.5)], [("lab", True)], "ab", [("lab",)]):
+        with pytest.raises(WeightsMetaError, match="weights metadata: bank_labs: "):
+            meta_for(bank_labs=bad)
+    with pytest.raises(WeightsMetaError, match="weights metadata: never_seen: "):
+        meta_for(never_seen={"camelyon17": 1})
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the default donor policy: the one chosen on development data and written down (issue 18, item 2)
+# ---------------------------------------------------------------------------------------------------------------
+def _documented_default() -> dict:
+    return json.loads((REPO / "docs" / "weights" / "default_policy.json").read_text())["chosen"]
+
+
+def test_default_donor_policy_is_the_documented_one() -> None:
+    import inspect
+
+    chosen = _documented_default()
+    sig = inspect.signature(ContriMix.__init__).parameters
+    assert sig["donors"].default == chosen["donors"]
+    assert sig["spread"].default == chosen.get("spread", 1.0)
+    aug = ContriMix(weights="camelyon", seed=0)
+    assert aug.donors == chosen["donors"] and aug.spread == chosen.get("spread", 1.0)
+    doc = (REPO / "docs" / "weights.md").read_text()
+    section = doc.split("## The default donor policy: how it was chosen", 1)[1]
+    assert f"`{chosen['label']}`" in section
+    readme = (REPO / "README.md").read_text()
+    assert f"`{chosen['label']}`" in readme.split("Options:", 1)[1].split("\n\n", 1)[0]
+    pytest.importorskip("albumentations")
+    from contrimix_aug.albumentations import AlbumentationsContriMix
+
+    one = "sampled" if chosen["donors"] == "sampled" else "bank"  # one image: no batch to draw from
+    assert inspect.signature(AlbumentationsContriMix.__init__).parameters["donors"].default == one
+
+
+def test_default_policy_on_one_labs_batch_draws_as_documented(data_root) -> None:
+    """A default ContriMix on a batch of real tiles of ONE lab (CAMELYON17 hospital 0): with a bank-drawing default
+    every donor attribute comes from outside the batch; with batch donors all come from inside it, and a single
+    image (a batch of one) takes a bank donor either way."""
+    from contrimix_aug.data import load_camelyon17_tiles
+    from contrimix_aug.mixing import MixParams
+
+    tiles = load_camelyon17_tiles((0,), progress=False)
+    x = torch.from_numpy(tiles.images[:, :96, :96].copy()).permute(0, 3, 1, 2).float() / 255
+    chosen = _documented_default()
+    aug = ContriMix(weights="camelyon", p=1.0, seed=0)
+    aug(x)
+    p = MixParams.from_dict(aug.params)
+    outside = p.from_bank | (p.donors < 0)
+    if chosen["donors"] == "batch":
+        assert not bool(outside.any())
+    else:
+        assert bool(outside.all()) if chosen["donors"] in ("bank", "sampled") else bool(outside.any())
+    aug(x[0])
+    one = MixParams.from_dict(aug.params)
+    assert bool((one.from_bank | (one.donors < 0)).all())

@@ -22,9 +22,12 @@ def _run(args: argparse.Namespace) -> int:
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "demo", formatter_class=HelpFormatter, help="show pretrained weights at work on the bundled real tiles",
-        description="Augment the real tiles bundled with the package with pretrained weights: writes a picture "
-        "(each tile before and after ContriMix, then a swap grid: contents by rows, donor attributes by columns) "
-        "and prints reconstruction and swap measures as JSON.")
+        description="Re-render the real tiles bundled with the package with pretrained weights. H&E weights: a "
+        "picture of the tiles (rows) in the looks of six real labs of the weights' attribute bank (columns, labs far "
+        "apart), every render checked with contrimix_aug.quality.plausible and render_artefacts (a rejected one is "
+        "redrawn from another bank entry of that lab, a lab without an accepted one is skipped); other weights: "
+        "each tile before and after ContriMix and a swap grid. Prints reconstruction and swap measures, and the "
+        "plausibility of what is shown, as JSON.")
     p.add_argument("--weights", default=None,
                    help="registry name or .safetensors path (default: the bundled 'he'); 1-channel weights run on "
                         "the bundled fluorescence tiles")
