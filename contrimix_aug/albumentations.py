@@ -35,7 +35,7 @@ from pydantic import field_validator
 from ._checks import check_image_values, check_strength
 from .bank import resolve_bank
 from .functional import apply_contrimix
-from .mixing import MixParams, check_spread, sample_mix_params
+from .mixing import DEFAULT_DONORS, MixParams, check_spread, sample_mix_params
 from .model import ContriMixModel
 from .weights import DEFAULT_WEIGHTS, load_model
 
@@ -87,11 +87,12 @@ class AlbumentationsContriMix(A.ImageOnlyTransform):
         p: probability of applying the transform.
         strength: α in [0, 1], or a (low, high) range sampled per call: attributes become
             (1 - α)·own + α·donor.
-        donors: ``"bank"`` (default: a bank entry) or ``"sampled"`` (stains no reference image had: a random blend
-            of 3 bank entries, scaled from the bank centre by ``spread``;
-            :func:`~contrimix_aug.mixing.sample_bank_attributes`).
+        donors: ``"sampled"`` (the default, as for :class:`~contrimix_aug.ContriMix`: stains no reference image
+            had, a random blend of 3 bank entries scaled from the bank centre by ``spread``;
+            :func:`~contrimix_aug.mixing.sample_bank_attributes`) or ``"bank"`` (a bank entry).
         spread: with ``donors="sampled"`` only: the sampled matrices' standard deviation relative to the bank's:
-            1 (default) = as varied as the bank, 0 = the bank centre, <= 0.71 = inside the bank's convex hull.
+            None = 0.7 (the default chosen with it), 1 = as varied as the bank, 0 = the bank centre, <= 0.71 =
+            inside the bank's convex hull.
         bank: donors to use instead of the weights' bank: reference images (N, H, W, C) numpy (uint8 or float32),
             a list of (H, W, C) numpy images (any sizes), (N, C, H, W) float tensor in [0, 1], or
             precomputed attributes (N, C, K) tensor.
@@ -121,8 +122,8 @@ class AlbumentationsContriMix(A.ImageOnlyTransform):
     class InitSchema(BaseTransformInitSchema):
         weights: Any = None
         strength: Any = 1.0
-        donors: Any = "bank"
-        spread: Any = 1.0
+        donors: Any = DEFAULT_DONORS
+        spread: Any = None
         bank: Any = None
         device: Any = "cpu"
         render_guard: Any = True
@@ -145,9 +146,9 @@ class AlbumentationsContriMix(A.ImageOnlyTransform):
 
         @field_validator("spread")
         @classmethod
-        def _spread(cls, v: Any) -> float:
+        def _spread(cls, v: Any) -> float | None:
             try:
-                return check_spread(v)
+                return None if v is None else check_spread(v)
             except TypeError as err:  # pydantic only turns ValueError into a validation error
                 raise ValueError(str(err)) from None
 
@@ -178,8 +179,8 @@ class AlbumentationsContriMix(A.ImageOnlyTransform):
         strength: float | tuple[float, float] = 1.0,
         bank: Any = None,
         device: str | torch.device = "cpu",
-        donors: str = "bank",
-        spread: float = 1.0,
+        donors: str = DEFAULT_DONORS,
+        spread: float | None = None,
         render_guard: bool = True,
     ) -> None:
         super().__init__(p=p)

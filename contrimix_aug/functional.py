@@ -56,7 +56,7 @@ def contrimix(
     donors: str = "batch",
     bank: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
-    spread: float = 1.0,
+    spread: float | None = None,
     render_guard: bool = True,
 ) -> torch.Tensor:
     """Draw the parameters of one call and apply them: the functional form of :class:`~contrimix_aug.ContriMix`.

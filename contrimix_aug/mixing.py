@@ -18,6 +18,8 @@ __all__ = [
     "DONOR_MODES",
     "SAMPLED_ENTRIES",
     "MixParams",
+    "DEFAULT_DONORS",
+    "DEFAULT_SPREAD",
     "check_spread",
     "gather_attributes",
     "mix_attributes",
@@ -126,12 +128,23 @@ def sample_strength(
     return low + (high - low) * torch.rand(batch_size, generator=generator, device=dev)
 
 
-def check_spread(spread: float, donors: str = "sampled") -> float:
-    """Validate ``spread=`` (a finite float >= 0; it applies to ``donors="sampled"`` only) and return it as a float.
+DEFAULT_DONORS = "sampled"
+"""The default donor policy of ``ContriMix`` and ``AlbumentationsContriMix``, chosen on development data by the rule
+of docs/weights.md ("The default donor policy: how it was chosen"; ``scripts/choose_default_policy.py``)."""
+DEFAULT_SPREAD = 0.7
+"""The default ``spread`` of sampled donors (chosen with :data:`DEFAULT_DONORS`): blends of real stains, inside the
+bank's hull."""
+
+
+def check_spread(spread: float | None, donors: str = "sampled") -> float | None:
+    """Validate ``spread=`` (a finite float >= 0; it applies to ``donors="sampled"`` only) and return it as a float;
+    None is :data:`DEFAULT_SPREAD` for ``"sampled"`` and stays None for the other modes (which ignore it).
 
     Raises:
         TypeError: not a real number. ValueError: negative, NaN or Inf; or != 1 with another donor mode.
     """
+    if spread is None:
+        return DEFAULT_SPREAD if donors == "sampled" else None
     if isinstance(spread, bool) or not isinstance(spread, (int, float)):
         raise TypeError(f"spread: expected a float >= 0 (1.0: as varied as the bank), got {type(spread).__name__}.")
     s = float(spread)
@@ -140,7 +153,7 @@ def check_spread(spread: float, donors: str = "sampled") -> float:
                          f"got {spread!r}.")
     if s != 1.0 and donors != "sampled":
         raise ValueError(f"spread={spread!r} applies to donors='sampled' only (donors={donors!r} takes real donors); "
-                         "pass donors='sampled', or leave spread at 1.0.")
+                         "pass donors='sampled', or leave spread out.")
     return s
 
 
@@ -226,7 +239,7 @@ def sample_mix_params(
     bank_size: int = 0,
     generator: torch.Generator | None = None,
     bank: torch.Tensor | None = None,
-    spread: float = 1.0,
+    spread: float | None = None,
 ) -> MixParams:
     """Draw the :class:`MixParams` of one call, on the generator's device.
 
@@ -238,7 +251,8 @@ def sample_mix_params(
 
     Args:
         bank_size: the bank's size (index donors). bank: the (N, C, K) bank itself, needed by ``"sampled"``
-            (its size stands for ``bank_size`` when that is 0). spread: see :func:`sample_bank_attributes`.
+            (its size stands for ``bank_size`` when that is 0). spread: see :func:`sample_bank_attributes` (None:
+            :data:`DEFAULT_SPREAD`).
 
     Raises:
         ValueError: no donor can exist (a single image and no bank; ``"bank"`` or ``"sampled"`` with an empty or

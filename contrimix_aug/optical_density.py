@@ -45,7 +45,7 @@ def od_to_rgb(od: torch.Tensor, od_min: float = OD_MIN, od_max: float = OD_MAX, 
 RENDER_OD_MAX = 1.7
 """Largest channel optical density of a re-rendered pixel under :func:`limit_render`: 99.9 % of the tissue pixels
 of the real crops of 26 labs behind :func:`contrimix_aug.quality.load_plausibility_reference` lie below it."""
-RENDER_BACKGROUND_OD = (0.10, 0.40)
+RENDER_BACKGROUND_OD = (0.20, 0.45)
 """Summed source optical density below which a pixel keeps the source under :func:`limit_render` (glass stays
 glass), and above which it is fully re-rendered; smooth in between. (Glass by the tissue mask's definition, grey >
 0.82, has a summed OD below about 0.26.)"""

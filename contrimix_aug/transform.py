@@ -22,7 +22,7 @@ from ._seeding import derive_seed
 from ._torchvision import apply_to_sample, is_kornia_params, is_sample_call
 from .bank import compute_bank, resolve_bank
 from .functional import apply_contrimix, normalize
-from .mixing import DONOR_MODES, MixParams, check_spread, sample_bank_attributes, sample_mix_params, sample_strength
+from .mixing import DEFAULT_DONORS, DONOR_MODES, MixParams, check_spread, sample_bank_attributes, sample_mix_params, sample_strength
 from .model import ContriMixModel
 from .weights import DEFAULT_WEIGHTS, load_model
 
@@ -162,15 +162,16 @@ class ContriMix(_ContriMixBase):
         p: probability that an image is re-rendered.
         strength: α in [0, 1], or a (low, high) range sampled per image: attributes become
             (1 - α)·own + α·donor.
-        donors: ``"batch"`` (the default, chosen on development data by the rule in docs/weights.md: other images
-            of the batch; a batch of one falls back to the bank), ``"bank"``
-            (the attribute bank), ``"both"`` (uniform over the other images and the bank), or ``"sampled"``
-            (new attribute matrices drawn around the bank, stains no reference image had: a random blend of 3
-            bank entries, scaled from the bank centre by ``spread``;
-            :func:`~contrimix_aug.mixing.sample_bank_attributes`).
+        donors: ``"sampled"`` (the default, None, chosen on development data by the rule in docs/weights.md: new
+            attribute matrices drawn around the bank, stains no reference image had: a random blend of 3 bank
+            entries, scaled from the bank centre by ``spread``; :func:`~contrimix_aug.mixing.sample_bank_attributes`;
+            single images and batches alike; weights without a bank fall back to ``"batch"``), ``"batch"`` (other
+            images of the batch; a batch of one falls back to the bank), ``"bank"`` (the attribute bank), or
+            ``"both"`` (uniform over the other images and the bank).
         spread: with ``donors="sampled"`` only: the sampled matrices' standard deviation relative to the bank's:
-            1 (default) = as varied as the bank's own entries, 0 = the bank centre, <= 0.71 = inside the bank's
-            convex hull (blends of real stains), > 1 = further out (nothing is clamped).
+            None = 0.7 (the default chosen with it: blends of real stains, inside the bank's convex hull), 1 = as
+            varied as the bank's own entries, 0 = the bank centre, <= 0.71 = inside the hull, > 1 = further out
+            (nothing is clamped).
         bank: donors to use instead of the bank stored in the weights: (N, C, K) attributes, (N, C, H, W)
             reference images in [0, 1], or numpy reference images (:func:`contrimix_aug.bank.resolve_bank`).
         seed: seed of the instance's own generator (reproducible; never touches torch's global RNG).
@@ -220,7 +221,7 @@ class ContriMix(_ContriMixBase):
         weights: Any = None,
         p: float = 0.5,
         strength: float | tuple[float, float] = 1.0,
-        donors: str = "batch",
+        donors: str | None = None,
         bank: Any = None,
         seed: int | None = None,
         generator: torch.Generator | None = None,
@@ -228,9 +229,11 @@ class ContriMix(_ContriMixBase):
         check_values: bool = True,
         state_dict_weights: bool = False,
         same_on_batch: bool = False,
-        spread: float = 1.0,
+        spread: float | None = None,
         render_guard: bool = True,
     ) -> None:
+        default = donors is None and spread is None  # the default policy; without a bank: batch donors (below)
+        donors = DEFAULT_DONORS if donors is None else donors
         if donors not in DONOR_MODES:
             raise ValueError(f"donors: expected one of {DONOR_MODES}, got {donors!r}.")
         spread = check_spread(spread, donors)
@@ -248,6 +251,8 @@ class ContriMix(_ContriMixBase):
         own_bank = resolve_bank(self.model, bank)
         if own_bank is not None:
             self.model.bank = own_bank.to(self.model.bank.device)
+        if default and self.model.bank.shape[0] == 0:  # nothing to sample around: other images of the batch
+            self.donors, donors, spread = "batch", "batch", None
         if donors in ("bank", "sampled") and self.model.bank.shape[0] == 0:
             raise ValueError(
                 f"donors={donors!r} needs an attribute bank, and these weights carry none: pass bank=reference "
@@ -317,7 +322,7 @@ class ContriMix(_ContriMixBase):
 
 
 def _one_draw_for_the_batch(b: int, p: float, strength: tuple[float, float], donors: str, bank: torch.Tensor,
-                            generator: torch.Generator, spread: float = 1.0) -> MixParams:
+                            generator: torch.Generator, spread: float | None = None) -> MixParams:
     """``same_on_batch``: one selection, one donor and one strength for all B >= 2 images.
 
     The donor is uniform over the B images (``"batch"``), the bank (``"bank"``) or both (``"both"``; the batch

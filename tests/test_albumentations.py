@@ -58,10 +58,11 @@ class TestBasics:
         assert t.get_transform_init_args_names() == ("weights", "strength", "donors", "spread", "bank", "device",
                                                      "render_guard")
         assert repr(t).startswith(
-            "AlbumentationsContriMix(weights=<ContriMixModel>, p=1.0, donors='bank', strength=1.0, bank=3, C=3, K=3")
+            "AlbumentationsContriMix(weights=<ContriMixModel>, p=1.0, donors='sampled', spread=0.7, strength=1.0, "
+            "bank=3, C=3, K=3")
         named = ContriMix(weights="camelyon", p=0.5, strength=(0.2, 0.9))
-        assert repr(named).startswith("AlbumentationsContriMix(weights='camelyon', p=0.5, donors='bank', "
-                                      "strength=(0.2, 0.9), bank=")
+        assert repr(named).startswith("AlbumentationsContriMix(weights='camelyon', p=0.5, donors='sampled', "
+                                      "spread=0.7, strength=(0.2, 0.9), bank=")
         assert "weights='camelyon'" in repr(A.Compose([named]))  # how a pipeline prints it
 
     def test_uint8_in_uint8_out(self, tiny_with_bank, tiles_u8):
@@ -103,7 +104,7 @@ class TestBasics:
 
     def test_colour_transfer_from_bank(self, tiles_u8, bank_u8):
         handset = make_handset_model()
-        t = ContriMix(weights=handset, p=1.0, bank=bank_u8, render_guard=False)
+        t = ContriMix(weights=handset, p=1.0, bank=bank_u8, render_guard=False, donors="bank")
         for seed in range(3):
             out = A.Compose([t], seed=seed)(image=tiles_u8[0])["image"]
             d = t.get_applied_params()["donor"]
@@ -175,7 +176,7 @@ class TestCompose:
         assert py_state == random.getstate() and torch.equal(t_state, torch.get_rng_state())
 
     def test_applied_params_and_replay(self, tiny_with_bank, tiles_u8):
-        t = ContriMix(weights=tiny_with_bank, p=1.0, strength=(0.2, 1.0))
+        t = ContriMix(weights=tiny_with_bank, p=1.0, strength=(0.2, 1.0), donors="bank")
         pipe = A.Compose([t], seed=3, save_applied_params=True)
         res = pipe(image=tiles_u8[0])
         params = t.get_applied_params()
@@ -184,7 +185,7 @@ class TestCompose:
         again = t.apply(tiles_u8[0], **params)
         assert np.array_equal(again, res["image"])
 
-        replay = A.ReplayCompose([ContriMix(weights=tiny_with_bank, p=1.0, strength=(0.2, 1.0))])
+        replay = A.ReplayCompose([ContriMix(weights=tiny_with_bank, p=1.0, strength=(0.2, 1.0), donors="bank")])
         first = replay(image=tiles_u8[1])
         rep = A.ReplayCompose.replay(first["replay"], image=tiles_u8[1])
         assert np.array_equal(rep["image"], first["image"])
@@ -204,7 +205,7 @@ class TestCompose:
         """get_params = sample_mix_params(donors="bank") on a torch generator seeded from albumentations' own RNG."""
         import copy
 
-        t = ContriMix(weights=tiny_with_bank, p=1.0, strength=(0.2, 1.0))
+        t = ContriMix(weights=tiny_with_bank, p=1.0, strength=(0.2, 1.0), donors="bank")
         A.Compose([t], seed=11)  # seeds the transform's generators
         for _ in range(4):
             probe = copy.deepcopy(t.random_generator)
@@ -320,7 +321,7 @@ class TestInitSchema:
         d = A.to_dict(A.Compose([ContriMix(weights=tiny_with_bank, p=0.3, strength=(0.1, 0.5))]))
         args = d["transform"]["transforms"][0]
         assert args["p"] == 0.3 and args["strength"] == (0.1, 0.5) and args["device"] == "cpu"
-        assert args["donors"] == "bank" and args["spread"] == 1.0
+        assert args["donors"] == "sampled" and args["spread"] == 0.7  # the default policy
 
 
 class TestErrors:
@@ -336,7 +337,7 @@ class TestErrors:
             ({"donors": "sampled", "spread": -1.0}, "spread"),
             ({"donors": "sampled", "spread": float("nan")}, "finite"),
             ({"donors": "sampled", "spread": "wide"}, "spread"),
-            ({"spread": 2.0}, "applies to donors='sampled' only"),
+            ({"spread": 2.0, "donors": "bank"}, "applies to donors='sampled' only"),
             ({"render_guard": "yes"}, "render_guard"),
         ],
     )

@@ -29,7 +29,7 @@ def gen(seed: int = 0) -> torch.Generator:
 
 @pytest.fixture(scope="module")
 def camelyon_bank() -> torch.Tensor:
-    """The attribute bank of the bundled ``camelyon`` weights: (449, 3, 8) attributes of real CAMELYON17 crops."""
+    """The attribute bank of the bundled ``camelyon`` weights: (N, 3, 8) attributes of real crops of 26 H&E labs."""
     from contrimix_aug import load_model
 
     return load_model("camelyon").bank.float().clone()
@@ -435,13 +435,20 @@ class TestSampleBankAttributes:
 
     @pytest.mark.parametrize("spread, exc, match", [
         (-0.1, ValueError, ">= 0"), (float("nan"), ValueError, "finite"), (float("inf"), ValueError, "finite"),
-        ("1", TypeError, "spread"), (True, TypeError, "spread"), (None, TypeError, "spread"),
+        ("1", TypeError, "spread"), (True, TypeError, "spread"),
     ])
     def test_bad_spread(self, camelyon_bank, spread, exc, match):
         with pytest.raises(exc, match=match):
             sample_bank_attributes(camelyon_bank, 2, spread, generator=gen())
         with pytest.raises(exc, match=match):
             sample_mix_params(2, donors="sampled", bank=camelyon_bank, spread=spread, generator=gen())
+
+    def test_spread_none_is_the_default_spread(self, camelyon_bank):
+        from contrimix_aug.mixing import DEFAULT_SPREAD, check_spread
+
+        assert check_spread(None) == DEFAULT_SPREAD and check_spread(None, "batch") is None
+        assert torch.equal(sample_bank_attributes(camelyon_bank, 3, None, generator=gen(1)),
+                           sample_bank_attributes(camelyon_bank, 3, DEFAULT_SPREAD, generator=gen(1)))
 
     def test_bad_bank(self):
         with pytest.raises(ValueError, match="non-empty .N, C, K. attribute bank.*bank="):
@@ -463,7 +470,7 @@ class TestSampledMixParams:
                               generator=gen(7))
         assert p.batch_size == b and p.donor_attributes.shape == (b, 3, 8)
         assert torch.equal(p.donors, torch.full((b,), -1)) and not bool(p.from_bank.any())
-        assert bool(in_scaled_hull(p.donor_attributes, camelyon_bank, 1.2 * sampled_reach(449)).all())
+        assert bool(in_scaled_hull(p.donor_attributes, camelyon_bank, 1.2 * sampled_reach(len(camelyon_bank))).all())
         assert float(p.strength.min()) >= 0.2 and float(p.strength.max()) <= 0.9
 
     def test_draw_order_is_selection_attributes_strength(self, camelyon_bank):
@@ -477,13 +484,13 @@ class TestSampledMixParams:
         torch.testing.assert_close(p.strength, alpha, rtol=0, atol=0)
 
     def test_bank_size_stands_in_only_for_index_donors(self, camelyon_bank):
-        a = sample_mix_params(5, donors="bank", bank_size=449, generator=gen(2))
+        a = sample_mix_params(5, donors="bank", bank_size=len(camelyon_bank), generator=gen(2))
         b = sample_mix_params(5, donors="bank", bank=camelyon_bank, generator=gen(2))
         assert torch.equal(a.donors, b.donors) and a.donor_attributes is None and b.donor_attributes is None
-        with pytest.raises(ValueError, match="bank_size=3 but the bank has 449"):
+        with pytest.raises(ValueError, match=f"bank_size=3 but the bank has {len(camelyon_bank)}"):
             sample_mix_params(5, donors="bank", bank_size=3, bank=camelyon_bank, generator=gen())
         with pytest.raises(ValueError, match="needs the bank itself"):
-            sample_mix_params(5, donors="sampled", bank_size=449, generator=gen())
+            sample_mix_params(5, donors="sampled", bank_size=len(camelyon_bank), generator=gen())
 
     def test_errors(self, camelyon_bank):
         for bank in (None, camelyon_bank[:0]):

@@ -525,7 +525,7 @@ def test_render_artefacts_on_constructed_cases(cmu1_edge):
 
 
 def test_limit_render_keeps_glass_glass_and_caps_optical_density(cmu1_edge):
-    from contrimix_aug.optical_density import RENDER_OD_MAX, limit_render, od_to_rgb
+    from contrimix_aug.optical_density import RENDER_BACKGROUND_OD, RENDER_OD_MAX, limit_render, od_to_rgb
 
     x = _u8_batch(cmu1_edge)
     src = rgb_to_od(x)
@@ -544,7 +544,7 @@ def test_limit_render_keeps_glass_glass_and_caps_optical_density(cmu1_edge):
     below = render.amax(1, keepdim=True).expand_as(render) <= RENDER_OD_MAX
     assert torch.equal(out[below], render[below])
     # tissue (summed source OD above the background band) is fully re-rendered
-    tissue = (src.sum(1, keepdim=True) > 0.4).expand_as(src)
+    tissue = (src.sum(1, keepdim=True) > RENDER_BACKGROUND_OD[1]).expand_as(src)
     torch.testing.assert_close(limit_render(render, src, od_max=None)[tissue], render[tissue])
     with pytest.raises(ValueError, match="background"):
         limit_render(render, src, background=(0.5, 0.1))
@@ -593,6 +593,8 @@ def test_render_guard_on_real_collections(real_collection_crops, weights):
                 assert float((out - x).abs()[white].max()) < 1e-4, (name, donors)
             assert float(rgb_to_od(out).amax()) <= RENDER_OD_MAX + 1e-4, (name, donors)
             s, s_raw = shift_on_tissue(x, out), shift_on_tissue(x, raw)
-            assert s > 5 and s > 0.8 * s_raw, (name, donors, s, s_raw)
+            # pale tissue (summed OD under RENDER_BACKGROUND_OD[1] = 0.45) is re-rendered in part: on CAMELYON16
+            # RUMC's pale pink the guarded shift is about 0.75 of the unguarded one
+            assert s > 5 and s > 0.7 * s_raw, (name, donors, s, s_raw)
     bg_raw, bg = float(torch.cat(pooled_raw).mean()), float(torch.cat(pooled).mean())
     assert bg_raw > 0.01 and bg < bg_raw / 10, (bg_raw, bg)

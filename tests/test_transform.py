@@ -284,7 +284,7 @@ class TestColourTransfer:
 
 class TestBankDonors:
     def test_batch_of_one_falls_back_to_bank(self, handset, tiles, bank_images):
-        aug = ContriMix(weights=handset, p=1.0, bank=bank_images, seed=0, render_guard=False)
+        aug = ContriMix(weights=handset, p=1.0, bank=bank_images, seed=0, render_guard=False, donors="batch")
         out = aug(tiles[:1])
         assert aug.params["from_bank"].tolist() == [True]
         d = int(aug.params["donors"][0])
@@ -292,7 +292,7 @@ class TestBankDonors:
         torch.testing.assert_close(mean_od(out), mean_od(bank_images[d : d + 1]), atol=5e-3, rtol=2e-2)
 
     def test_single_chw_image_uses_bank(self, handset, tiles, bank_images):
-        aug = ContriMix(weights=handset, p=1.0, bank=bank_images, seed=0, render_guard=False)
+        aug = ContriMix(weights=handset, p=1.0, bank=bank_images, seed=0, render_guard=False, donors="batch")
         out = aug(tiles[0])
         assert out.shape == tiles[0].shape
         d = int(aug.params["donors"][0])
@@ -684,7 +684,7 @@ def _to_chw_float(img_hwc_uint8):
 
 class TestTorchvisionStyle:
     def test_compose_single_image_with_bank(self, handset, tiles, bank_images):
-        aug = ContriMix(weights=handset, p=1.0, bank=bank_images, seed=0, render_guard=False)
+        aug = ContriMix(weights=handset, p=1.0, bank=bank_images, seed=0, render_guard=False, donors="batch")
         pipe = _Compose([_to_chw_float, aug, lambda t: (t - 0.5) / 0.5])
         img = (tiles[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
         out = pipe(img)
@@ -710,7 +710,7 @@ class TestTorchvisionStyle:
 def _run_loader(tiles, bank_images, loader_seed):
     """One epoch through 2 workers; ``loader_seed`` seeds the DataLoader's generator (None: no generator, the
     workers' seeds then come from torch's global RNG)."""
-    aug = ContriMix(weights=make_tiny_model(), p=1.0, strength=(0.0, 1.0), bank=bank_images, seed=0)
+    aug = ContriMix(weights=make_tiny_model(), p=1.0, strength=(0.0, 1.0), bank=bank_images, seed=0, donors="batch")
     gen = None if loader_seed is None else torch.Generator().manual_seed(loader_seed)
     dl = DataLoader(AugmentedTiles(tiles, aug), batch_size=2, num_workers=2, generator=gen)
     outs, donors, strengths, workers, _ = zip(*dl)
@@ -749,7 +749,7 @@ class TestDataLoader:
 def _he_loader_run(tile: torch.Tensor, start_method: str):
     """ContriMix(weights="he") applied per sample in 2 DataLoader workers started with ``start_method``; the same
     real tile for every item, so any difference between items comes from the donor draws."""
-    aug = ContriMix(weights="he", p=1.0, seed=0)
+    aug = ContriMix(weights="he", p=1.0, seed=0, donors="batch")
     dl = DataLoader(AugmentedTiles(tile[None], aug, length=8, same_input=True), batch_size=2, num_workers=2,
                     multiprocessing_context=multiprocessing.get_context(start_method),
                     generator=torch.Generator().manual_seed(0))
@@ -1025,7 +1025,7 @@ class TestErrors:
             ({"donors": "sampled", "spread": -0.5}, ValueError, "spread.*>= 0"),
             ({"donors": "sampled", "spread": float("nan")}, ValueError, "spread.*finite"),
             ({"donors": "sampled", "spread": "wide"}, TypeError, "spread"),
-            ({"spread": 1.5}, ValueError, "spread=1.5 applies to donors='sampled' only"),
+            ({"spread": 1.5, "donors": "batch"}, ValueError, "spread=1.5 applies to donors='sampled' only"),
             ({"seed": 1.5}, TypeError, "seed"),
             ({"seed": 1, "generator": torch.Generator()}, ValueError, "either"),
             ({"generator": 3}, TypeError, "generator"),
@@ -1058,8 +1058,11 @@ class TestErrors:
         with pytest.raises(ValueError, match=r"donors='sampled' needs an attribute bank.*pass bank=reference images"):
             ContriMix(weights=tiny, donors="sampled")
         assert ContriMix(weights=tiny, donors="sampled", bank=bank_images, seed=0)(tiles[0]).shape == tiles[0].shape
-        with pytest.raises(ValueError, match="pass donors='sampled', or leave spread at 1.0"):
-            ContriMix(weights=tiny, spread=0.5)
+        with pytest.raises(ValueError, match="pass donors='sampled', or leave spread out"):
+            ContriMix(weights=tiny, donors="batch", spread=0.5)
+        with pytest.raises(ValueError, match="donors='sampled' needs an attribute bank"):
+            ContriMix(weights=tiny, spread=0.5)  # the default policy with a spread asked for: no silent fallback
+        assert ContriMix(weights=tiny, seed=0).donors == "batch"  # the default, on weights without a bank
         fixed = ContriMix(weights=tiny, donors="sampled", spread=0.5, bank=bank_images, seed=0)
         assert fixed(tiles).shape == tiles.shape
         with pytest.raises(ca.WeightsError, match="Did you mean 'camelyon'"):
@@ -1291,7 +1294,7 @@ class TestRenderGuard:
         assert float((out - rec).abs()[tissue[:, None].expand_as(demo)].mean()) < 0.005
         plain = ((rgb_to_od(demo).sum(1, keepdim=True) >= RENDER_BACKGROUND_OD[1])
                  & (rgb_to_od(raw).amax(1, keepdim=True) < RENDER_OD_MAX)).expand_as(demo)
-        assert float(plain.float().mean()) > 0.7
+        assert float(plain.float().mean()) > 0.6  # most pixels: the comparison below covers most of the tiles
         torch.testing.assert_close(out[plain], raw[plain], atol=1e-6, rtol=0)
         glass = ~tissue
         assert float((_lab(out) - _lab(demo)).norm(dim=1)[glass].mean()) < \

@@ -560,12 +560,13 @@ def _documented_default() -> dict:
 def test_default_donor_policy_is_the_documented_one() -> None:
     import inspect
 
+    from contrimix_aug.mixing import DEFAULT_DONORS, DEFAULT_SPREAD
+
     chosen = _documented_default()
-    sig = inspect.signature(ContriMix.__init__).parameters
-    assert sig["donors"].default == chosen["donors"]
-    assert sig["spread"].default == chosen.get("spread", 1.0)
-    aug = ContriMix(weights="camelyon", seed=0)
-    assert aug.donors == chosen["donors"] and aug.spread == chosen.get("spread", 1.0)
+    assert DEFAULT_DONORS == chosen["donors"] and DEFAULT_SPREAD == chosen.get("spread", DEFAULT_SPREAD)
+    aug = ContriMix(weights="camelyon", seed=0)  # no donor argument: the documented policy
+    assert aug.donors == chosen["donors"] and aug.spread == chosen.get("spread", aug.spread)
+    assert ContriMix(weights="he", seed=0).donors == chosen["donors"]
     doc = (REPO / "docs" / "weights.md").read_text()
     section = doc.split("## The default donor policy: how it was chosen", 1)[1]
     assert f"`{chosen['label']}`" in section
@@ -576,6 +577,7 @@ def test_default_donor_policy_is_the_documented_one() -> None:
 
     one = "sampled" if chosen["donors"] == "sampled" else "bank"  # one image: no batch to draw from
     assert inspect.signature(AlbumentationsContriMix.__init__).parameters["donors"].default == one
+    assert AlbumentationsContriMix(weights="camelyon").spread == chosen.get("spread", None)
 
 
 def test_default_policy_on_one_labs_batch_draws_as_documented(data_root) -> None:
