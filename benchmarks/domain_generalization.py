@@ -139,16 +139,19 @@ def methods_for(names: Sequence[str], fold_images: np.ndarray, key: str, args, n
                 base, jitter = n.removesuffix("-colorjitter"), n.endswith("-colorjitter")
                 mode = base.rsplit("-", 1)[-1]  # a donor mode named in the method, else the library's default
                 aug = contrimix_augment(n, m, seed=seed, p=p, donors=mode if mode in DONOR_MODES else None)
-                donors = aug.extra["module"].donors
-                aug.note = f"ContriMix(p={p}, donors={donors!r})" + {
+                mod = aug.extra["module"]
+                donors = mod.donors
+                aug.note = (f"ContriMix(p={p}, donors={donors!r}"
+                            + (f", spread={mod.spread}" if donors == "sampled" else "")
+                            + f", render_guard={mod.render_guard}; bank of {mod.model.bank.shape[0]} entries)") + {
                     "both": ": other images of the batch and the weights' bank", "bank": ": the weights' bank only",
                     "sampled": ": new attribute matrices drawn from the bank's distribution"}.get(donors, "") + (
                     "" if mode in DONOR_MODES else " (the library's default donor policy)")
                 if jitter:  # what users write: ContriMix, then kornia ColorJitter (each with its own p)
                     aug = then(n, aug, build_peers(["kornia-colorjitter"], None, seed=seed + 7919, p=p)[0])
                 ms.append(aug)
-        for n in peers:
-            notes.setdefault("methods", {})[n] = next(x.describe() for x in ms if x.name == n)
+        for x in ms:  # what each row ran: the peers' settings, ContriMix's donor policy, guard and bank size
+            notes.setdefault("methods", {})[x.name] = x.describe()
         return ms
 
     return build
