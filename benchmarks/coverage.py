@@ -127,7 +127,8 @@ def methods(train_x: np.ndarray, seed: int) -> list[tuple[Method, str | None]]:
             out.append((contrimix_normalise(name, model, to_float(train_x[pick])), name.split("-")[1]))
             continue
         mode = name.rsplit("-", 1)[-1]
-        out.append((contrimix_augment(name, model, seed=seed, p=1.0, donors=mode if mode in DONOR_MODES else None),
+        out.append((contrimix_augment(name, model, seed=seed, p=1.0, donors=mode if mode in DONOR_MODES else None,
+                                      spread=1.0 if mode == "sampled" else None),
                     name.split("-")[1]))
     return out
 

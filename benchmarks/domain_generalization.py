@@ -138,7 +138,9 @@ def methods_for(names: Sequence[str], fold_images: np.ndarray, key: str, args, n
             else:
                 base, jitter = n.removesuffix("-colorjitter"), n.endswith("-colorjitter")
                 mode = base.rsplit("-", 1)[-1]  # a donor mode named in the method, else the library's default
-                aug = contrimix_augment(n, m, seed=seed, p=p, donors=mode if mode in DONOR_MODES else None)
+                # a named "sampled" row is the registered spread 1 (as varied as the bank), not the default's 0.7
+                aug = contrimix_augment(n, m, seed=seed, p=p, donors=mode if mode in DONOR_MODES else None,
+                                        spread=1.0 if mode == "sampled" else None)
                 mod = aug.extra["module"]
                 donors = mod.donors
                 aug.note = (f"ContriMix(p={p}, donors={donors!r}"

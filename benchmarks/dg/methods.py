@@ -341,13 +341,15 @@ def build_peers(names: Iterable[str], train_images: np.ndarray | None, seed: int
 # ContriMix
 # ------------------------------------------------------------------------------------------------------------------
 def contrimix_augment(name: str, model, *, seed: int, donors: str | None = None, p: float = 0.5,
-                      strength: float | tuple[float, float] = 1.0, bank: Any = None, note: str = "") -> Method:
+                      strength: float | tuple[float, float] = 1.0, bank: Any = None, note: str = "",
+                      spread: float | None = None) -> Method:
     """``contrimix_aug.ContriMix`` as a batch method (the product's main use); ``donors=None``: the library's default
     donor policy (what ``ContriMix(weights=...)`` does with no other argument)."""
     import contrimix_aug
 
     aug = contrimix_aug.ContriMix(weights=model, p=p, seed=seed, strength=strength, bank=bank,
-                                  **({} if donors is None else {"donors": donors}))
+                                  **({} if donors is None else {"donors": donors}),
+                                  **({} if spread is None else {"spread": spread}))
     donors = aug.donors
 
     def fn(x: torch.Tensor) -> torch.Tensor:
