@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from dg.contrimix_models import load_bundled  # noqa: E402
+from dg.labels import PEER_LABELS  # noqa: E402
 from dg.methods import HE_PEERS, Method, build_peers, contrimix_augment, contrimix_normalise, to_float  # noqa: E402
 
 from contrimix_aug.data import load_camelyon17_tiles, load_monuseg  # noqa: E402
@@ -55,15 +56,7 @@ MPP, CROP = 0.5, 96
 CONTRIMIX = ["contrimix-camelyon", *(f"contrimix-camelyon-{m}" for m in DONOR_MODES), "contrimix-he",
              "contrimix-camelyon-normalise"]
 LABELS = {
-    "erm": "ERM (no augmentation)",
-    "torchstain-macenko": "Macenko normalisation (torchstain)",
-    "torchstain-reinhard": "Reinhard normalisation (torchstain)",
-    "hestain-preset": "HEStain presets (albumentations)",
-    "hed-light": "HED jitter, light (Tellez)",
-    "hed-strong": "HED jitter, strong (Tellez)",
-    "randstainna": "RandStainNA",
-    "rgb-meanstd": "RGB mean/std transfer (Colorist)",
-    "kornia-colorjitter": "ColorJitter (kornia)",
+    **PEER_LABELS,
     "contrimix-camelyon": "ContriMix `camelyon`, the default policy",
     "contrimix-camelyon-batch": "ContriMix `camelyon`, batch donors",
     "contrimix-camelyon-bank": "ContriMix `camelyon`, bank donors",

@@ -16,18 +16,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "docs" / "benchmarks"
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from dg.labels import PEER_LABELS  # noqa: E402  (no torch: a plain table)
+
 LABELS = {
-    "erm": "ERM (no augmentation)",
-    "torchstain-macenko": "Macenko normalisation (torchstain)",
-    "torchstain-reinhard": "Reinhard normalisation (torchstain)",
-    "hestain-preset": "HEStain presets (albumentations)",
-    "hed-light": "HED jitter, light (Tellez)",
-    "hed-strong": "HED jitter, strong (Tellez)",
-    "randstainna": "RandStainNA",
-    "rgb-meanstd": "RGB mean/std transfer (Colorist)",
-    "kornia-colorjitter": "ColorJitter (kornia)",
-    "kornia-colorjitter-strong": "ColorJitter, strong (kornia; 0.4, 0.4, 0.4, 0.1)",
-    "hed-strong-bc": "HED jitter strong + brightness/contrast",
+    **PEER_LABELS,
     "contrimix-camelyon-colorjitter": "ContriMix `camelyon`, then ColorJitter",
     "contrimix-camelyon-batch": "ContriMix `camelyon`, batch donors",
     "contrimix-camelyon-sampled": "ContriMix `camelyon`, sampled attributes",
