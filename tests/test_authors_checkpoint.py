@@ -121,10 +121,12 @@ def test_bank_from_the_bundled_real_tiles(tmp_path: Path, isolated_home: Path, t
     assert w.bank is not None and w.bank.shape == (tiles.shape[0], 3, 4)
     torch.testing.assert_close(w.bank, compute_bank(w.build(), tiles), rtol=1e-5, atol=1e-5)
     assert "16 real tiles bundled with contrimix_aug (cmu1, skin)" in w.meta.bank_source
-    aug = ContriMix(weights="camelyon-authors", p=1.0, seed=0)
-    out = aug(tiles[0])  # a single image: its donor comes from the bank
+    aug = ContriMix(weights="camelyon-authors", p=1.0, seed=0, donors="batch")
+    out = aug(tiles[0])  # a single image with batch donors: its donor comes from the bank
     assert out.shape == tiles[0].shape and bool(aug.params["from_bank"][0])
     assert not torch.equal(out, tiles[0])
+    sampled = ContriMix(weights="camelyon-authors", p=1.0, seed=0)  # the default: a stain sampled around the bank
+    assert sampled.donors == "sampled" and not torch.equal(sampled(tiles[0]), tiles[0])
 
 
 def test_bank_from_a_folder(tmp_path: Path, isolated_home: Path, tensors_k4, tile_folder: Path) -> None:
