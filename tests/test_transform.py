@@ -696,7 +696,7 @@ class TestTorchvisionStyle:
 
     def test_real_torchvision_compose(self, handset, tiles, bank_images):
         v2 = pytest.importorskip("torchvision.transforms.v2")
-        aug = ContriMix(weights=handset, p=1.0, bank=bank_images, seed=0)
+        aug = ContriMix(weights=handset, p=1.0, bank=bank_images, seed=0, donors="batch")
         pipe = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True), aug])
         img = (tiles[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
         out = pipe(img)
