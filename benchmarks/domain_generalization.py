@@ -369,6 +369,25 @@ def _completeness(args, rows: list[dict[str, Any]]) -> dict[str, Any]:
             "missing": missing}
 
 
+def _journal_from_published(path: Path, settings: dict, args, log) -> None:
+    """Start a missing journal from the runs of the published result (``--out``/<stem>.json.gz, made under the same
+    settings): a fresh checkout (or a GPU session) continues the protocol instead of redoing it. The journal itself
+    lives under the git-ignored ``runs/``; the published file is committed."""
+    pub = R.result_file(args.out_dir, args.stem)
+    if pub is None:
+        return
+    res = R.read_json(pub)
+    st = res.get("settings", {})
+    same = res.get("mode") == settings["mode"] and all(st.get(k) == v for k, v in settings.items() if k != "mode")
+    if not same or not res.get("rows"):
+        log(f"{pub}: other settings or no runs; the journal starts empty")
+        return
+    journal = engine.Journal(path, settings)
+    for row in res["rows"]:
+        journal.add(row)
+    log(f"journal {path} started from the {len(res['rows'])} runs published in {pub}")
+
+
 def _public(notes: dict) -> dict:
     return {k: v for k, v in notes.items() if not k.startswith("_")}
 
@@ -453,6 +472,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                "max_per_split")
     settings = {"mode": mode, **{k: getattr(args, k, None) for k in affects if k != "mode"},
                 **{k: getattr(args, k) for k in ("steps", "crop") if getattr(args, k, None) is not None}}
+    if keep and not args.quick and not (work / "runs.jsonl").exists():
+        _journal_from_published(work / "runs.jsonl", settings, args, log=print)
     args.journal = None if not keep or args.coverage_only or args.dataset == "stain-transfer" else engine.Journal(
         work / "runs.jsonl", settings)
     if args.from_journal:
