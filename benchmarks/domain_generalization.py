@@ -60,6 +60,12 @@ METHODS = {
                                           "contrimix-camelyon-both", "contrimix-camelyon-sampled", "contrimix-he",
                                           "contrimix-fold", "contrimix-camelyon-colorjitter"],
 }
+MODELS = {  # the one network every method of a task trains
+    "classification": "SmallCNN 16-32-64-128 (dg/classifier.py), AdamW lr 2e-3 one-cycle, last epoch (no model "
+                      "selection)",
+    "monuseg": "U-Net 16-32-64-128, two conv-BN-ReLU per stage (dg/segmentation.py), BCE + soft Dice, AdamW lr 2e-3 "
+               "one-cycle, last step (no model selection)",
+}
 # per-run metrics of each task, the primary first (it ranks the peers); segmentation scores tiles, not crops
 METRICS = {"monuseg": ("aji", "dice")}
 ITEMS = {"monuseg": ("tile_aji", "tile_dice")}
@@ -493,8 +499,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                               "environment": env,
                               "settings": {k: v for k, v in vars(args).items()
                                            if k not in ("device_t", "out_dir", "journal")},
-                              "augmentation_p": AUG_P, "classifier": "SmallCNN 16-32-64-128 (dg/classifier.py), AdamW "
-                              "lr 2e-3 one-cycle, last epoch (no model selection)"}
+                              "augmentation_p": AUG_P, "classifier": MODELS.get(args.dataset, MODELS["classification"])}
     result.update(runner(args, log))
     if args.journal is not None:  # runs of earlier invocations (other --methods / --seeds / --heldout) count too
         args.journal.reload()

@@ -125,8 +125,8 @@ def _table(run: dict, post: dict | None, post_names: tuple[str, ...], helds: tup
         if post:
             done += f" and {post['runs_done']} of the {post['runs_planned']} post-hoc runs"
         out.append(f"**Partial run: {done} are done** (the 2-core CPU runs the protocol in parts; the missing runs "
-                   "are listed in docs/benchmarks.md). Post-hoc rows were chosen after the diagnostic, not "
-                   "pre-registered.\n")
+                   "are listed in docs/benchmarks.md)." + (" Post-hoc rows were chosen after the diagnostic, not "
+                                                           "pre-registered." if post else "") + "\n")
     out.append("| method | " + " | ".join(f"{column(h)} | {second}" for h in helds) + " |")
     out.append("|---|" + "---|---|" * len(helds))
 
