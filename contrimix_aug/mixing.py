@@ -189,8 +189,8 @@ def sample_bank_attributes(
         z = c + spread·κ·(Σ_j w_j·b_j − c),   κ = :func:`sampled_reach` (√2 = 1.414 for a large bank, m = 3)
 
     **spread is the samples' standard deviation relative to the bank's**: their covariance is exactly spread²
-    times the bank's. spread 1 (the default) = as varied as the bank's own entries, but continuous: new stains
-    between and slightly beyond them; spread 0 = the bank centre; spread ≤ 1/κ (0.71) stays inside the bank's
+    times the bank's. spread 1 (this function's default; ContriMix's is :data:`DEFAULT_SPREAD`) = as varied as the
+    bank's own entries, but continuous: new stains between and slightly beyond them; spread 0 = the bank centre; spread ≤ 1/κ (0.71) stays inside the bank's
     convex hull. Every sample lies in the region c + spread·κ·(hull(bank) − c); nothing is clamped. A bank of
     one entry gives that entry at every spread. Draws (entries, then weights; the same numbers whatever the
     spread) come only from ``generator``, on its device.
