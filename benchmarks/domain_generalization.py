@@ -72,7 +72,9 @@ ITEMS = {"monuseg": ("tile_aji", "tile_dice")}
 # post-hoc variants (--post-hoc): tried after the pre-registered results, because of what the coverage diagnostic
 # showed (docs/benchmarks/preregistration.md, "Post-hoc"); reported apart, paired against the registered rows
 POST_HOC = {
-    "camelyon16": ["contrimix-camelyon-bank"],  # donors from the weights' bank only: stains the training hospital lacks
+    # donors from the weights' bank only: stains the training hospital lacks; and (2026-12-03) the default use of
+    # release 0.3 (sampled stains around the 26-lab bank, render guard), the re-run issue 17/18 asks for
+    "camelyon16": ["contrimix-camelyon-bank", "contrimix-camelyon-r2"],
     "bbbc021": ["contrimix-fold-ls8"],  # per-fold model of the `fluorescence-ls` recipe (K = 8, least-squares)
 }
 FOLD_RECIPES = {"contrimix-fold-ls8": "fluorescence-ls"}  # per-fold variants with their own recipe
@@ -375,11 +377,12 @@ def _completeness(args, rows: list[dict[str, Any]]) -> dict[str, Any]:
             "missing": missing}
 
 
-def _journal_from_published(path: Path, settings: dict, args, log) -> None:
-    """Start a missing journal from the runs of the published result (``--out``/<stem>.json.gz, made under the same
-    settings): a fresh checkout (or a GPU session) continues the protocol instead of redoing it. The journal itself
-    lives under the git-ignored ``runs/``; the published file is committed."""
-    pub = R.result_file(args.out_dir, args.stem)
+def _journal_from_published(path: Path, settings: dict, out_dir: Path, stem: str, log) -> None:
+    """Start a missing journal from the runs of the published result (``out_dir``/<stem>.json.gz, made under the
+    same settings): a fresh checkout (or a GPU session) continues the protocol instead of redoing it. The journal
+    itself lives under the git-ignored ``runs/``; the published file is committed. A post-hoc file also holds the
+    registered rows it was paired with: only its own methods are taken."""
+    pub = R.result_file(out_dir, stem)
     if pub is None:
         return
     res = R.read_json(pub)
@@ -388,10 +391,12 @@ def _journal_from_published(path: Path, settings: dict, args, log) -> None:
     if not same or not res.get("rows"):
         log(f"{pub}: other settings or no runs; the journal starts empty")
         return
+    own = set(POST_HOC.get(res.get("dataset"), ())) if res.get("post_hoc") else None
+    rows = [r for r in res["rows"] if own is None or r["method"] in own]
     journal = engine.Journal(path, settings)
-    for row in res["rows"]:
+    for row in rows:
         journal.add(row)
-    log(f"journal {path} started from the {len(res['rows'])} runs published in {pub}")
+    log(f"journal {path} started from the {len(rows)} runs published in {pub}")
 
 
 def _public(notes: dict) -> dict:
@@ -478,8 +483,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                "max_per_split")
     settings = {"mode": mode, **{k: getattr(args, k, None) for k in affects if k != "mode"},
                 **{k: getattr(args, k) for k in ("steps", "crop") if getattr(args, k, None) is not None}}
-    if keep and not args.quick and not (work / "runs.jsonl").exists():
-        _journal_from_published(work / "runs.jsonl", settings, args, log=print)
+    if keep and not args.quick:
+        for stem in dict.fromkeys([args.stem, registered_stem] if args.post_hoc else [args.stem]):
+            path = Path(args.work or "runs/benchmarks") / stem / "runs.jsonl"
+            if not path.exists():
+                _journal_from_published(path, settings, args.out_dir, stem, log=print)
     args.journal = None if not keep or args.coverage_only or args.dataset == "stain-transfer" else engine.Journal(
         work / "runs.jsonl", settings)
     if args.from_journal:

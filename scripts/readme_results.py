@@ -28,6 +28,7 @@ LABELS = {
     "contrimix-camelyon-both": "ContriMix `camelyon`, batch + bank donors",
     "contrimix-camelyon-normalise": "ContriMixNormalize `camelyon`",
     "contrimix-camelyon-bank": "ContriMix `camelyon`, bank donors (post hoc)",
+    "contrimix-camelyon-r2": "ContriMix `camelyon`, release 0.3 default: sampled stains, 26-lab bank, guard (post hoc)",
     "contrimix-fold-ls8": "ContriMix per fold, `fluorescence-ls` (post hoc)",
     "contrimix-he": "ContriMix, bundled `he`",
     "contrimix-fold": "ContriMix trained on the training domain only",
@@ -75,7 +76,7 @@ def quality() -> str:
     return "\n".join(parts) + "\n"
 
 
-POST_HOC_NAMES = ("contrimix-camelyon-bank",)
+POST_HOC_NAMES = ("contrimix-camelyon-bank", "contrimix-camelyon-r2")
 
 
 POST_HOC_BBBC021 = ("contrimix-fold-ls8",)
@@ -171,7 +172,8 @@ def benchmarks() -> str:
                       "**CAMELYON16**, tumour vs normal, trained on one hospital's patches and tested on the other's")
         out += _versus_best(c16, post, POST_HOC_NAMES,
                             ("contrimix-camelyon", "contrimix-camelyon-both", "contrimix-he", "contrimix-fold",
-                             "contrimix-joint", "contrimix-camelyon-bank"), ("RUMC->UMCU", "UMCU->RUMC"))
+                             "contrimix-joint", "contrimix-camelyon-bank", "contrimix-camelyon-r2"),
+                            ("RUMC->UMCU", "UMCU->RUMC"))
         out.append("Caveat on UMCU → RUMC: the bundled `camelyon` weights and their bank were trained label-free on "
                    "CAMELYON17 centres 0, 3, 4, and centre 0 is Radboud UMC, so the `camelyon` rows of that "
                    "direction drew on unlabelled images of the test hospital; there `contrimix-fold` (trained on "

@@ -301,8 +301,6 @@ def test_domain_generalization_quick_monuseg(data_root, tmp_path):
 
 def test_a_fresh_checkout_continues_from_the_published_runs(tmp_path):
     """The journal lives under the git-ignored runs/; a missing one starts from the committed result's runs."""
-    import argparse
-
     import domain_generalization as DG
     from dg import engine
     from dg import report as R
@@ -311,11 +309,10 @@ def test_a_fresh_checkout_continues_from_the_published_runs(tmp_path):
     rows = [{"dataset": "monuseg", "heldout": "official", "method": "erm", "seed": s, "aji": 0.5} for s in (0, 1)]
     R.write_json(tmp_path / "dg_monuseg.json.gz", {"mode": "full", "settings": {**settings, "seeds": [0, 1]},
                                                    "rows": rows})
-    args = argparse.Namespace(out_dir=tmp_path, stem="dg_monuseg")
-    DG._journal_from_published(tmp_path / "work" / "runs.jsonl", settings, args, log=print)
+    DG._journal_from_published(tmp_path / "work" / "runs.jsonl", settings, tmp_path, "dg_monuseg", log=print)
     j = engine.Journal(tmp_path / "work" / "runs.jsonl", settings)
     assert j.get("monuseg", "official", "erm", 1)["aji"] == 0.5 and len(j.rows) == 2
-    DG._journal_from_published(tmp_path / "other.jsonl", {**settings, "steps": 400}, args, log=print)
+    DG._journal_from_published(tmp_path / "other.jsonl", {**settings, "steps": 400}, tmp_path, "dg_monuseg", log=print)
     assert not (tmp_path / "other.jsonl").exists()  # made under other settings: nothing is taken
 
 
