@@ -63,15 +63,7 @@ def real_section(run: dict, item: str) -> str:
     st = run["settings"]
     out.append(f"- seeds {st['seeds']}, {st['epochs']} epochs, batch {st['batch_size']}, augmentation p = "
                f"{run['augmentation_p']}; classifier: {run['classifier']}\n")
-    if "complete" in run:
-        what = "post-hoc" if run.get("post_hoc") else "registered"
-        out.append(f"- **{run['runs_done']} of the {run['runs_planned']} {what} runs are done**"
-                   + ("" if run["complete"] else
-                      f" (the run continues where it stopped: same command; missing: {_missing(run['missing'])})")
-                   + "\n")
-    out.append(_fold_notes(run) + _joint_notes(run))
-    for k, v in (run.get("notes", {}).get("contrimix") or {}).items():
-        out.append(f"- `{k}`: {v}\n")
+    out.append(_status(run))
     erm = {(d["heldout"], d["method"]): d for d in run.get("paired_vs_erm", [])}
     best = {(d["heldout"], d["method"]): d for d in run.get("paired_vs_best_peer", [])}
     for held in dict.fromkeys(s["heldout"] for s in run["summary"]):
@@ -85,11 +77,33 @@ def real_section(run: dict, item: str) -> str:
                  "vs best peer": _ci(best.get((held, s["method"]))) if s["method"].startswith("contrimix") else ""}
                 for s in run["summary"] if s["heldout"] == held]
         out.append(markdown_table(rows))
-    for suffix, alt in ((".png", "accuracy per method"), ("_examples.png", "example crops before/after")):
+    out.append(_pictures(run, "accuracy per method", "example crops before/after"))
+    return "".join(out) + "\n"
+
+
+def _status(run: dict) -> str:
+    """How many registered (or post-hoc) runs are done and what is missing, the per-fold and joint models, the
+    weights."""
+    out = []
+    if "complete" in run:
+        what = "post-hoc" if run.get("post_hoc") else "registered"
+        out.append(f"- **{run['runs_done']} of the {run['runs_planned']} {what} runs are done**"
+                   + ("" if run["complete"] else
+                      f" (the run continues where it stopped: same command; missing: {_missing(run['missing'])})")
+                   + "\n")
+    out.append(_fold_notes(run) + _joint_notes(run))
+    out += [f"- `{k}`: {v}\n" for k, v in (run.get("notes", {}).get("contrimix") or {}).items()]
+    return "".join(out)
+
+
+def _pictures(run: dict, plot_alt: str, examples_alt: str) -> str:
+    """The result's plot and example grid, where the benchmark wrote them."""
+    out = []
+    for suffix, alt in ((".png", plot_alt), ("_examples.png", examples_alt)):
         png = R.result_stem(run["_file"]) + suffix
         if (R.DOCS_DIR / png).is_file():
             out.append(f"\n![{alt}](benchmarks/{png})\n")
-    return "".join(out) + "\n"
+    return "".join(out)
 
 
 def monuseg_section(run: dict) -> str:
@@ -99,14 +113,7 @@ def monuseg_section(run: dict) -> str:
     st = run["settings"]
     out.append(f"- seeds {st['seeds']}, {st['steps']} steps of batch {st['batch_size']} random {st['crop']} px crops, "
                f"augmentation p = {run['augmentation_p']}; segmenter: {run['classifier']}\n")
-    if "complete" in run:
-        out.append(f"- **{run['runs_done']} of the {run['runs_planned']} registered runs are done**"
-                   + ("" if run["complete"] else
-                      f" (the run continues where it stopped: same command; missing: {_missing(run['missing'])})")
-                   + "\n")
-    out.append(_fold_notes(run))
-    for k, v in (run.get("notes", {}).get("contrimix") or {}).items():
-        out.append(f"- `{k}`: {v}\n")
+    out.append(_status(run))
     erm = {(d["heldout"], d["method"], d["metric"]): d for d in run.get("paired_vs_erm", [])}
     best = {(d["heldout"], d["method"], d["metric"]): d for d in run.get("paired_vs_best_peer", [])}
     variants = run.get("variants", {})
@@ -136,10 +143,7 @@ def monuseg_section(run: dict) -> str:
                     row[f"{t['site']} {t['organ']}"] = f"{fmean(r[j] for r in rs):.2f}"
                 table.append(row)
             out.append(markdown_table(table))
-    for suffix, alt in ((".png", "AJI per method"), ("_examples.png", "test-site crops before/after")):
-        png = R.result_stem(run["_file"]) + suffix
-        if (R.DOCS_DIR / png).is_file():
-            out.append(f"\n![{alt}](benchmarks/{png})\n")
+    out.append(_pictures(run, "AJI per method", "test-site crops before/after"))
     return "".join(out) + "\n"
 
 

@@ -28,10 +28,6 @@ def colour_features(x: torch.Tensor) -> np.ndarray:
     return stain_features(x).numpy()
 
 
-def _apply(m: Method, x: torch.Tensor, bs: int = 64) -> torch.Tensor:
-    return torch.cat([m(x[i : i + bs]) for i in range(0, len(x), bs)])
-
-
 def _augmented(m: Method, x: torch.Tensor, g: torch.Generator, bs: int = 32) -> torch.Tensor:
     perm = torch.randperm(len(x), generator=g)  # shuffled batches, so in-batch donors mix the training crops
     y = torch.empty_like(x)
@@ -60,7 +56,7 @@ def coverage(methods: Sequence[Method], train_x: np.ndarray, test_x: np.ndarray,
             a_x, b_x = pretransformed[m.name]
             a, b = colour_features(to_float(a_x[i_tr])), colour_features(to_float(b_x[i_te]))
         elif m.kind == "normalise":
-            a, b = colour_features(_apply(m, tr)), colour_features(_apply(m, te))
+            a, b = colour_features(m.in_batches(tr, 64)), colour_features(m.in_batches(te, 64))
         elif m.kind == "augment":
             a = np.concatenate([f_tr] + [colour_features(_augmented(m, tr, g)) for _ in range(views)])
             b = f_te

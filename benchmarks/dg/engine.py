@@ -115,10 +115,6 @@ def _json_lines(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-def _apply(m: Method, x: torch.Tensor, bs: int = 128) -> torch.Tensor:
-    return torch.cat([m(x[i : i + bs]) for i in range(0, len(x), bs)]) if len(x) else x
-
-
 def run_fold(fold: Fold, methods: Callable[[int], list[Method]], seeds: Sequence[int], *, epochs: int,
              device: torch.device, batch_size: int, log: Callable[[str], None],
              joint: Callable[[int], Any] | None = None, journal: Journal | None = None) -> list[dict[str, Any]]:
@@ -151,7 +147,7 @@ def run_fold(fold: Fold, methods: Callable[[int], list[Method]], seeds: Sequence
                 method = m
                 xtr, xte = (to_float(a) for a in fold.pretransformed[name])
             elif m.kind == "normalise":
-                method, xtr, xte = m, _apply(m, train_x), _apply(m, test_x)
+                method, xtr, xte = m, m.in_batches(train_x), m.in_batches(test_x)
             else:
                 method, xtr, xte = m, train_x, test_x
             model = CL.train_classifier(xtr, train_y, fold.num_classes, method, epochs=epochs, seed=seed,

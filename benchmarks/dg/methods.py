@@ -68,6 +68,10 @@ class Method:
         out = np.stack([self._safe_image(im) for im in imgs])
         return to_float(out).to(batch.device, batch.dtype)
 
+    def in_batches(self, x: torch.Tensor, bs: int = 128) -> torch.Tensor:
+        """``self(x)`` over (N, C, H, W) in chunks of ``bs`` images (a normaliser over a whole split)."""
+        return torch.cat([self(x[i : i + bs]) for i in range(0, len(x), bs)]) if len(x) else x
+
     def natural(self, x):
         """The peer's natural call: a float batch tensor (api 'batch') or one uint8 H×W×3 image (api 'image')."""
         return self._batch_fn(x) if self.api == "batch" else self._safe_image(x)

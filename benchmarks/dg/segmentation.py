@@ -13,6 +13,7 @@ TMI 2017) of the predicted instances (connected components of the predicted mask
 
 from __future__ import annotations
 
+import time
 from typing import Sequence
 
 import numpy as np
@@ -20,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .methods import Method
+from .engine import record
+from .methods import Method, to_float
 
 __all__ = ["UNet", "aji", "dice", "instances_from_mask", "predict_masks", "train_segmenter"]
 
@@ -187,11 +189,6 @@ def run_split(split, methods, seeds, *, steps: int, device: torch.device, batch_
     """Train and score every method of ``methods(seed)`` for every seed on one train -> test split of tiles
     (:class:`dg.tasks.monuseg.Split`). Returns one row per (method, seed) with per-tile Dice and AJI; runs already in
     ``journal`` are taken from it, new ones appended as they finish."""
-    import time
-
-    from .engine import record
-    from .methods import to_float
-
     rows = []
     train_x, test_x = to_float(split.train_x), to_float(split.test_x)
     train_m = torch.from_numpy(split.train_mask)
@@ -203,10 +200,7 @@ def run_split(split, methods, seeds, *, steps: int, device: torch.device, batch_
                 log(f"[{dataset}] {split.name:10s} seed {seed} {m.name:28s} AJI {done['aji']:.3f}  (resumed)")
                 continue
             t0 = time.perf_counter()
-            xtr, xte = train_x, test_x
-            if m.kind == "normalise":
-                xtr, xte = torch.cat([m(train_x[i:i + 1]) for i in range(len(train_x))]), \
-                    torch.cat([m(test_x[i:i + 1]) for i in range(len(test_x))])
+            xtr, xte = (m.in_batches(train_x), m.in_batches(test_x)) if m.kind == "normalise" else (train_x, test_x)
             model = train_segmenter(xtr, train_m, m, steps=steps, seed=seed, device=device, batch_size=batch_size,
                                     crop=crop)
             pred = predict_masks(model, xte, device)
