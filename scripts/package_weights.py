@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from contrimix_aug.weights import load_weights, save_weights
+from contrimix_aug.weights import load_model, load_weights, save_weights
 
 LICENCES = {
     "he-sources": "weights: MIT (this project). Training images: cmu1 CC0 (OpenSlide CMU-1), skin public domain, "
@@ -263,6 +263,33 @@ def _card_extras(card: dict, name: str, a) -> None:
                             "rows": [r for r in cov["summary"] if r.get("weights") in (name, None)]}
 
 
+def _speed(tp_file: str, config: dict) -> str | None:
+    """The card's speed paragraph, from a ``benchmarks/throughput.py`` result timed with weights of this architecture
+    (speed depends on the architecture, not on the weights' values); None when the timed weights differ."""
+    tp = json.loads(Path(tp_file).read_text())
+    timed = tp["contrimix_weights"].split(";")[0].strip()
+    if load_model(timed).config.to_dict() != config:
+        return None
+    checks = {c["target"]: c["value"] for c in tp["checks"]}
+    rate = {(r["batch"], r["size"]): r["img_s"] for r in tp["rows"]
+            if r["method"] == "contrimix" and r["device"] == "cpu" and r["dtype"] == "float32"}
+    hw = tp["environment"]["hardware"]
+    met = all(c["status"] == "PASS" for c in tp["checks"] if "ContriMix /" in c["target"] and c["status"] != "INFO")
+    shapes = []
+    for b, s in ((64, 96), (16, 224)):
+        key = f"CPU {b}x3x{s}x{s}: ContriMix / "
+        shapes.append(f"{b}×3×{s}² batches at {rate[(b, s)]:.0f} img/s, {checks[key + 'hestain-preset']:.2f}× "
+                      f"albumentations HEStain and {checks[key + 'torchstain-macenko (faster backend)']:.2f}× "
+                      "torchstain Macenko")
+    return (f"Measured by `python benchmarks/throughput.py --weights {timed}` ({hw.get('cpu')}, "
+            f"{hw.get('torch_threads', '?')} threads; timed with `{timed}`, which has this "
+            f"architecture; peers on the same real tiles in the same run). The shipped default (sampled donors, "
+            f"render guard) renders {'; '.join(shapes)}; one 96 px image per call on one thread: "
+            f"{checks['CPU per-sample, 1 thread, 96 px, default donors (img/s)']:.0f} img/s. Targets (≥ 1.0× HEStain, "
+            f"≥ 1.5× Macenko at both sizes): {'met' if met else 'NOT met'}. GPU speed was not measured for this "
+            "release.")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     src = ap.add_mutually_exclusive_group(required=True)
@@ -276,6 +303,7 @@ def main() -> int:
     ap.add_argument("--bank-labs", default=None, help="the JSON scripts/make_bank.py wrote beside --bank")
     ap.add_argument("--default-policy", default=None, help="docs/weights/default_policy.json (for the card)")
     ap.add_argument("--coverage", default=None, help="docs/benchmarks/coverage.json (for the card)")
+    ap.add_argument("--throughput", default=None, help="benchmarks/results/throughput_cpu.json (the card's speed)")
     ap.add_argument("--modality", default=None)
     ap.add_argument("--um-per-px", type=float, nargs=2, default=None)
     ap.add_argument("--out-dir", default="contrimix_aug/assets/weights")
@@ -299,6 +327,12 @@ def main() -> int:
     elif a.bank_source:
         bank_meta = {"bank_source": a.bank_source}
     _card_extras(card, a.name, a)
+    if a.throughput:
+        speed = _speed(a.throughput, w.config.to_dict())
+        if speed:
+            card["speed"] = speed
+        else:
+            card.pop("speed", None)
     Path(a.card).write_text(json.dumps(card, indent=1))
     summary = card.get("heldout_summary") or card.get("left_out_summary") or {
         s: {"psnr_db": v["psnr_db"], "structure_ssim": v["swap_as_content"]["structure_ssim_mean"]}

@@ -197,12 +197,13 @@ def benchmarks() -> str:
         v = lambda k: checks.get(k, float("nan"))  # noqa: E731
         out.append(
             f"Speed (`python benchmarks/throughput.py`, same run, same real tiles, 2-core CPU; weights "
-            f"{tp['contrimix_weights'].split(';')[0]}): ContriMix renders 64×96² batches at "
+            f"{tp['contrimix_weights'].split(';')[0]}): ContriMix with its shipped default (sampled donors, render guard) "
+            f"renders 64×96² batches at "
             f"{v('CPU 64x3x96x96: ContriMix / hestain-preset'):.2f}× the speed of albumentations HEStain and "
             f"{v('CPU 64x3x96x96: ContriMix / torchstain-macenko (faster backend)'):.2f}× torchstain Macenko, "
             f"16×224² batches at {v('CPU 16x3x224x224: ContriMix / hestain-preset'):.2f}× and "
             f"{v('CPU 16x3x224x224: ContriMix / torchstain-macenko (faster backend)'):.2f}×, and "
-            f"{v('CPU per-sample, 1 thread, 96 px, bank donors (img/s)'):.0f} single 96 px images/s on one core. GPU "
+            f"{v('CPU per-sample, 1 thread, 96 px, default donors (img/s)'):.0f} single 96 px images/s on one core. GPU "
             "figures were not measured for this release.")
         out.append("")
     return "\n".join(out)
