@@ -292,3 +292,11 @@ def test_result_writer_is_reproducible_and_reads_both_forms(tmp_path) -> None:
     assert [(d["_file"], "stale" in d) for d in R.load_results(tmp_path / "a", "dg_")] == [
         ("dg_x.json.gz", False), ("dg_y.json", False)]
     assert R.result_stem("dg_x.json.gz") == R.result_stem("dg_x.json") == "dg_x"
+
+
+def test_changelog_names_this_version_first() -> None:
+    """The newest CHANGELOG entry is the version the package reports, so a release never ships an old changelog."""
+    import contrimix_aug
+
+    versions = re.findall(r"^## (\d+\.\d+\.\d+)", (ROOT / "CHANGELOG.md").read_text(), flags=re.M)
+    assert versions and versions[0] == contrimix_aug.__version__, (versions[:2], contrimix_aug.__version__)
