@@ -113,8 +113,6 @@ def _contrimix(name: str, fold_images: np.ndarray, key: str, args, notes: dict, 
         recipe, key = FOLD_RECIPES[name], f"{key}-{name.removeprefix('contrimix-fold-')}"
     cache = notes.setdefault("_fold_models", {})
     if key not in cache:
-        if not args.from_journal:
-            log(f"training the per-fold ContriMix on {len(fold_images)} training-domain images ({key})")
         model, info = fold_model(key, fold_images, recipe=recipe, target_db=target, steps=args.fold_steps,
                                  max_steps=args.fold_max_steps, fold_dir=args.fold_dir,
                                  train=not args.from_journal, log=log)  # publishing trains nothing

@@ -68,9 +68,11 @@ def fold_model(key: str, images: np.ndarray, *, recipe: str, target_db: float, s
     if fold_dir and (Path(fold_dir) / fname).is_file():
         model = contrimix_aug.load_model(str(Path(fold_dir) / fname))
         info = dict(model.meta.extra.get("fold_info", {}), loaded_from=fname)
+        log(f"per-fold ContriMix {key}: loaded {Path(fold_dir) / fname}")
         return model, info
     if not train:
         return None, {"recipe": recipe, "recipe_sha": tag, "not_trained": True}
+    log(f"training the per-fold ContriMix on {len(images)} training-domain images ({key})")
     x = to_float(images)
     size = patch or min(x.shape[-2:])
     # with a fold_dir the training folder persists beside the cache, so a killed benchmark resumes the fold model
