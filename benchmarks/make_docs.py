@@ -92,8 +92,41 @@ def _status(run: dict) -> str:
                       f" (the run continues where it stopped: same command; missing: {_missing(run['missing'])})")
                    + "\n")
     out.append(_fold_notes(run) + _joint_notes(run))
-    out += [f"- `{k}`: {v}\n" for k, v in (run.get("notes", {}).get("contrimix") or {}).items()]
+    for k, v in (run.get("notes", {}).get("contrimix") or {}).items():
+        out.append(f"- `{k}`: {v}; ran {_what_ran(run, k)}\n")
     return "".join(out)
+
+
+# what the runs journaled before rows recorded it (2026-12-03) ran, from the project's history; PUBLISHED: the
+# code that published the file is the code that ran them, so the file's own description holds
+PUBLISHED = "published"
+UNRECORDED = {
+    ("camelyon16", "contrimix-camelyon-r2"): "release 0.3 code: sampled donors (spread 0.7) around the 1,872-entry "
+                                             "26-lab bank, render guard",
+    ("camelyon16", None): "release 0.2 code: batch donors unless the name says otherwise, the release 0.2 banks "
+                          "(`camelyon`: 449 crops of CAMELYON17 centres 0, 3 and 4), no render guard",
+    ("bbbc021", None): "release 0.2 code: batch donors, no render guard",
+    ("monuseg", None): PUBLISHED,
+}
+
+
+def _what_ran(run: dict, method: str) -> str:
+    """What the runs of ``method`` ran: as each row recorded it, or, for rows from before rows recorded it, the
+    project history's account (:data:`UNRECORDED`)."""
+    rows = [r for r in run.get("rows", []) if r.get("method") == method]
+    described = (run.get("notes", {}).get("methods") or {}).get(method, {}).get("note")
+    seen: dict[str, int] = {}
+    for r in rows:
+        ran = r.get("ran")
+        if ran:
+            key = f"{ran.get('note') or ran.get('package', '')} ({ran['library']})"
+        else:
+            key = UNRECORDED.get((run.get("dataset"), method)) or UNRECORDED.get((run.get("dataset"), None))
+            if key == PUBLISHED:
+                key = f"{described} (release 0.3 code, whose version string still read 0.2.0)"
+            key = key or "not recorded"
+        seen[key] = seen.get(key, 0) + 1
+    return "; ".join(f"{k} [{n} run{'s' * (n != 1)}]" for k, n in seen.items()) or "no run yet"
 
 
 def _pictures(run: dict, plot_alt: str, examples_alt: str) -> str:

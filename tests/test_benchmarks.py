@@ -283,6 +283,9 @@ def test_domain_generalization_quick_monuseg(data_root, tmp_path):
     for row in res["rows"]:
         assert len(row["tile_aji"]) == len(row["tile_dice"]) == row["n_test_tiles"] == 14
         assert 0 <= row["aji"] <= 1 and 0 <= row["dice"] <= 1
+        assert row["ran"]["library"].startswith("contrimix_aug ") and row["ran"]["note"]  # what ran, per run
+    default = [r["ran"]["note"] for r in res["rows"] if r["method"] == "contrimix-camelyon"]
+    assert all("donors='sampled', spread=0.7" in n for n in default) and len(default) == 2
     assert {r["n_train_tiles"] for r in res["rows"]} == {30, 11}
     assert res["primary_metric"] == "aji" and set(res["best_peer"]) == {"official", "few-sites"}
     assert {d["metric"] for d in res["paired_vs_erm"]} == {"aji", "dice"}
@@ -295,6 +298,7 @@ def test_domain_generalization_quick_monuseg(data_root, tmp_path):
 
     page = make_docs.monuseg_section({**res, "_file": "dg_monuseg_quick.json.gz"})
     assert page.count("| contrimix-camelyon |") == 4  # the summary and per-site tables of both variants
+    assert "donors='sampled', spread=0.7" in page and "(contrimix_aug " in page  # what each ContriMix row ran
     assert all(f"{t['site']} {t['organ']}" in page for t in tiles)
 
 

@@ -19,6 +19,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+import contrimix_aug
+
 from . import classifier as CL
 from .methods import Method, to_float
 from .stats import mean_std, paired_bootstrap
@@ -172,13 +174,17 @@ def run_fold(fold: Fold, methods: Callable[[int], list[Method]], seeds: Sequence
                 hook.model.eval()
                 for side, xs in (("train", xtr), ("test", xte)):
                     row[f"{side}_recon_psnr_db"] = round(float(reconstruction(hook.model, xs)["psnr"].mean()), 2)
-            record(row, rows, journal, log, f"acc {acc:.3f}  AUROC {row['auroc']:.3f}")
+            record(row, rows, journal, log, f"acc {acc:.3f}  AUROC {row['auroc']:.3f}", m)
     return rows
 
 
 def record(row: dict[str, Any], rows: list[dict[str, Any]], journal: Journal | None, log: Callable[[str], None],
-           scores: str) -> None:
-    """A finished run: kept in ``rows``, journaled (so a restart skips it), logged with its ``scores``."""
+           scores: str, method: Method | None = None) -> None:
+    """A finished run: kept in ``rows``, journaled (so a restart skips it), logged with its ``scores``. The row
+    records what ran (the method's package and settings, this library's version): a published file may be written
+    later, by newer code."""
+    row["ran"] = {"library": f"contrimix_aug {contrimix_aug.__version__}",
+                  **({"package": method.package, "note": method.note} if method is not None else {})}
     rows.append(row)
     if journal is not None:
         journal.add(row)
