@@ -91,7 +91,7 @@ class AlbumentationsContriMix(A.ImageOnlyTransform):
             had, a random blend of 3 bank entries scaled from the bank centre by ``spread``;
             :func:`~contrimix_aug.mixing.sample_bank_attributes`) or ``"bank"`` (a bank entry).
         spread: with ``donors="sampled"`` only: the sampled matrices' standard deviation relative to the bank's:
-            None = 0.7 (the default chosen with it), 1 = as varied as the bank, 0 = the bank centre, <= 0.71 =
+            None = 0.7 (the default chosen with it), 1 = as varied as the bank, 0 = the bank centre, <= 0.707 =
             inside the bank's convex hull.
         bank: donors to use instead of the weights' bank: reference images (N, H, W, C) numpy (uint8 or float32),
             a list of (H, W, C) numpy images (any sizes), (N, C, H, W) float tensor in [0, 1], or

@@ -61,6 +61,9 @@ def contrimix(
 ) -> torch.Tensor:
     """Draw the parameters of one call and apply them: the functional form of :class:`~contrimix_aug.ContriMix`.
 
+    Its defaults are those of the draw (``p=1``, ``donors="batch"``), not the transform's: pass ``p=0.5,
+    donors="sampled", spread=0.7`` for what ``ContriMix(weights=...)`` does by default.
+
     Args:
         model: a (frozen) model. image: (B, C, H, W) in [0, 1]. bank: (N, C, K) attributes (default the model's).
         p, strength, donors, generator, spread: as for :func:`~contrimix_aug.mixing.sample_mix_params`

@@ -190,7 +190,7 @@ def sample_bank_attributes(
 
     **spread is the samples' standard deviation relative to the bank's**: their covariance is exactly spread²
     times the bank's. spread 1 (this function's default; ContriMix's is :data:`DEFAULT_SPREAD`) = as varied as the
-    bank's own entries, but continuous: new stains between and slightly beyond them; spread 0 = the bank centre; spread ≤ 1/κ (0.71) stays inside the bank's
+    bank's own entries, but continuous: new stains between and slightly beyond them; spread 0 = the bank centre; spread ≤ 1/κ (≈ 0.707) stays inside the bank's
     convex hull. Every sample lies in the region c + spread·κ·(hull(bank) − c); nothing is clamped. A bank of
     one entry gives that entry at every spread. Draws (entries, then weights; the same numbers whatever the
     spread) come only from ``generator``, on its device.

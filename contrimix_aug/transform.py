@@ -170,7 +170,7 @@ class ContriMix(_ContriMixBase):
             ``"both"`` (uniform over the other images and the bank).
         spread: with ``donors="sampled"`` only: the sampled matrices' standard deviation relative to the bank's:
             None = 0.7 (the default chosen with it: blends of real stains, inside the bank's convex hull), 1 = as
-            varied as the bank's own entries, 0 = the bank centre, <= 0.71 = inside the hull, > 1 = further out
+            varied as the bank's own entries, 0 = the bank centre, <= 1/√2 ≈ 0.707 = inside the hull, > 1 = further out
             (nothing is clamped).
         bank: donors to use instead of the bank stored in the weights: (N, C, K) attributes, (N, C, H, W)
             reference images in [0, 1], or numpy reference images (:func:`contrimix_aug.bank.resolve_bank`).
