@@ -261,6 +261,9 @@ def test_domain_generalization_quick(dataset, data_root, tmp_path):
         assert 0 <= s["acc_mean"] <= 1
     for row in res["rows"]:
         assert len(row["correct"]) == row["n_test_items"]
+        # what ran, per run: the joint protocol has no Method (the library version only)
+        assert row["ran"]["library"].startswith("contrimix_aug ")
+        assert row["method"] == "contrimix-joint" or row["ran"]["note"] is not None
     assert res["paired_vs_erm"] and res["environment"]["versions"]["torch"]
     assert (tmp_path / f"dg_{dataset}_quick.png").is_file()
     assert (tmp_path / f"dg_{dataset}_quick_examples.png").stat().st_size > 10_000  # before/after crops per method
