@@ -91,6 +91,12 @@ def _status(run: dict) -> str:
                    + ("" if run["complete"] else
                       f" (the run continues where it stopped: same command; missing: {_missing(run['missing'])})")
                    + "\n")
+    devices: dict[str, int] = {}
+    for r in run.get("rows", []):
+        d = (r.get("ran") or {}).get("device", "cpu (no GPU had been lent before runs recorded their device)")
+        devices[d] = devices.get(d, 0) + 1
+    if devices:
+        out.append("- Where the runs ran: " + "; ".join(f"{d}: {n}" for d, n in devices.items()) + "\n")
     out.append(_fold_notes(run) + _joint_notes(run))
     for k, v in (run.get("notes", {}).get("contrimix") or {}).items():
         out.append(f"- `{k}`: {v}; ran {_what_ran(run, k)}\n")

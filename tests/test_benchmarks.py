@@ -287,6 +287,7 @@ def test_domain_generalization_quick_monuseg(data_root, tmp_path):
         assert len(row["tile_aji"]) == len(row["tile_dice"]) == row["n_test_tiles"] == 14
         assert 0 <= row["aji"] <= 1 and 0 <= row["dice"] <= 1
         assert row["ran"]["library"].startswith("contrimix_aug ") and row["ran"]["note"]  # what ran, per run
+        assert row["ran"]["device"] == "cpu"
     default = [r["ran"]["note"] for r in res["rows"] if r["method"] == "contrimix-camelyon"]
     assert all("donors='sampled', spread=0.7" in n for n in default) and len(default) == 2
     assert {r["n_train_tiles"] for r in res["rows"]} == {30, 11}

@@ -174,16 +174,17 @@ def run_fold(fold: Fold, methods: Callable[[int], list[Method]], seeds: Sequence
                 hook.model.eval()
                 for side, xs in (("train", xtr), ("test", xte)):
                     row[f"{side}_recon_psnr_db"] = round(float(reconstruction(hook.model, xs)["psnr"].mean()), 2)
-            record(row, rows, journal, log, f"acc {acc:.3f}  AUROC {row['auroc']:.3f}", m)
+            record(row, rows, journal, log, f"acc {acc:.3f}  AUROC {row['auroc']:.3f}", m, device)
     return rows
 
 
 def record(row: dict[str, Any], rows: list[dict[str, Any]], journal: Journal | None, log: Callable[[str], None],
-           scores: str, method: Method | None = None) -> None:
+           scores: str, method: Method | None = None, device: torch.device | str | None = None) -> None:
     """A finished run: kept in ``rows``, journaled (so a restart skips it), logged with its ``scores``. The row
     records what ran (the method's package and settings, this library's version): a published file may be written
-    later, by newer code."""
+    later, by newer code, and the journal may join runs of several machines."""
     row["ran"] = {"library": f"contrimix_aug {contrimix_aug.__version__}",
+                  **({"device": torch.device(device).type} if device is not None else {}),
                   **({"package": method.package, "note": method.note} if method is not None else {})}
     rows.append(row)
     if journal is not None:

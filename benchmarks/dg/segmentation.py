@@ -212,5 +212,5 @@ def run_split(split, methods, seeds, *, steps: int, device: torch.device, batch_
                    "n_train_tiles": int(len(train_x)), "n_test_tiles": int(len(test_x)),
                    "peer_failures": m.failures, "seconds": round(time.perf_counter() - t0, 1),
                    "tile_dice": [round(v, 5) for v in tile_dice], "tile_aji": [round(v, 5) for v in tile_aji]}
-            record(row, rows, journal, log, f"AJI {row['aji']:.3f}  Dice {row['dice']:.3f}", m)
+            record(row, rows, journal, log, f"AJI {row['aji']:.3f}  Dice {row['dice']:.3f}", m, device)
     return rows
