@@ -71,14 +71,43 @@ def real_section(run: dict, item: str) -> str:
         out.append(f"\n**{held}**" + (f" (best peer: `{bp}`)" if bp else "") + f": per-{item} accuracy and AUROC, "
                    f"mean ± std over seeds; paired difference in accuracy [95 % bootstrap interval over seeds and "
                    f"{_plural(item)}]\n\n")
+        calls = _positive_calls(run, held)
         rows = [{"method": s["method"], "kind": s["kind"], "seeds": s["seeds"],
                  "accuracy": _pm(s["acc_mean"], s["acc_std"]),
-                 "AUROC": _pm(s["auroc_mean"], s["auroc_std"]), "vs ERM": _ci(erm.get((held, s["method"]))),
+                 "AUROC": _pm(s["auroc_mean"], s["auroc_std"]),
+                 **({"called class 1": calls.get(s["method"])} if calls else {}),
+                 "vs ERM": _ci(erm.get((held, s["method"]))),
                  "vs best peer": _ci(best.get((held, s["method"]))) if s["method"].startswith("contrimix") else ""}
                 for s in run["summary"] if s["heldout"] == held]
         out.append(markdown_table(rows))
+        if calls:
+            share = _positive_share(run, held)
+            out.append(f"\n*called class 1*: the share of test {_plural(item)} the classifier calls "
+                       f"{CLASS_1.get(run.get('dataset'), 'class 1')}, mean over seeds; {share:.2f} of them are. A "
+                       "high AUROC with an accuracy near 0.5 and a share near 0 or 1 means the classifier ranks the "
+                       f"unseen domain's {_plural(item)} well but its threshold has moved: it calls nearly all of "
+                       "them one class.\n")
     out.append(_pictures(run, "accuracy per method", "example crops before/after"))
     return "".join(out) + "\n"
+
+
+CLASS_1 = {"camelyon16": "tumour", "bbbc021": "cycloheximide"}
+
+
+def _positive_calls(run: dict, held: str) -> dict[str, str]:
+    """method -> share of test items called class 1 (score > 0.5), mean over seeds (binary tasks only)."""
+    by: dict[str, list[float]] = {}
+    for r in run.get("rows", []):
+        if r["heldout"] == held and r.get("score") is not None:
+            by.setdefault(r["method"], []).append(sum(s > 0.5 for s in r["score"]) / len(r["score"]))
+    return {m: f"{sum(v) / len(v):.2f}" for m, v in by.items()}
+
+
+def _positive_share(run: dict, held: str) -> float:
+    """The share of class-1 items among the test items of ``held`` (from a row: correct + call agree)."""
+    r = next(r for r in run["rows"] if r["heldout"] == held and r.get("score") is not None)
+    ys = [int((s > 0.5) == bool(c)) for s, c in zip(r["score"], r["correct"])]
+    return sum(ys) / len(ys)
 
 
 def _status(run: dict) -> str:
