@@ -6,13 +6,14 @@ holds it verbatim (``x.permute(2, 0, 1)``, ``x.float() / 255``, ...) and tests/t
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import torch
 
+from .weights_registry import weights_for_channels
+
 __all__ = ["VALUE_TOLERANCE", "check_image", "check_image_values", "check_nonnegative", "check_probability",
-           "check_strength", "weights_for_channels"]
+           "check_strength"]
 
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
@@ -20,29 +21,6 @@ VALUE_TOLERANCE = 0.01
 """Values at most this far outside the value range (as a fraction of its width: 0.01 on [0, 1], about 2.5 levels of
 an 8-bit image) are clamped into it, not refused: interpolation, resizing and float colour steps overshoot a
 little. Anything further out is refused with a diagnosis (0-255 data, mean/std-normalised data, ...)."""
-
-
-def weights_for_channels(channels: int) -> list[str]:
-    """Names of the weights that load now (:func:`contrimix_aug.available_weights`) and take ``channels`` channels.
-
-    Reads only the header of each file (used on the error path of the channel check)."""
-    try:
-        from safetensors import safe_open
-
-        from .weights import available_weights, weights_path
-
-        names = []
-        for name in available_weights():
-            path = weights_path(name)
-            if path is None:
-                continue
-            with safe_open(str(path), framework="pt") as f:
-                config = json.loads((f.metadata() or {}).get("config", "{}"))
-            if int(config.get("in_channels", 3)) == channels:
-                names.append(name)
-        return names
-    except Exception:  # noqa: BLE001 - a hint must never hide the error it decorates
-        return []
 
 
 def _dtype_fix(dtype: Any) -> str:

@@ -1,4 +1,5 @@
-"""Self-describing weights: one safetensors file per model, and the registry of the names users type.
+"""Self-describing weights: one safetensors file per model, loaded by registry name (:mod:`.weights_registry`),
+file, folder or object.
 
 File layout (format ``contrimix_aug.weights/1``):
 - tensors: the model's ``state_dict()`` and ``__bank__`` (N, C, K), the attribute bank;
@@ -18,18 +19,27 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, Union
 
 import torch
 
-from ._version import __version__
 from ._io import atomic_write
-from ._paths import weights_dir
+from ._version import __version__
 from .model import ContriMixModel
 from .model_config import ModelConfig
 from .weights_meta import WeightsMeta, WeightsMetaError
+from .weights_registry import (
+    DEFAULT_WEIGHTS,
+    REGISTRY,
+    RegisteredWeights,
+    available_weights,
+    bundled_path,
+    cache_path,
+    cached_names,
+    canonical_name,
+    weights_path,
+)
 
 __all__ = [
     "DEFAULT_WEIGHTS",
@@ -47,65 +57,11 @@ __all__ = [
 
 FORMAT = "contrimix_aug.weights/1"
 _BANK_KEY = "__bank__"
-DEFAULT_WEIGHTS = "he"
 TRAINING_OUTPUT = "weights.safetensors"  # what `contrimix-aug train` writes into its --out folder
 
 
 class WeightsError(ValueError):
     """A weights file or name that cannot be used (missing, corrupted, mismatched)."""
-
-
-@dataclass(frozen=True)
-class RegisteredWeights:
-    """One row of the weights registry.
-
-    Attributes:
-        name: the name users type (matched case-insensitively).
-        modality: ``"he"`` or ``"fluorescence"``.
-        description: one line.
-        bundled: the file ships inside the package (else it is imported or trained into the weights cache).
-        how_to_get: for names that are not bundled, what to do (in words a user can follow).
-        um_per_px: (low, high) training resolution range, or None when unknown.
-        card: the model card in the repository ("" when there is none).
-    """
-
-    name: str
-    modality: str
-    description: str
-    bundled: bool
-    how_to_get: str = ""
-    um_per_px: tuple[float, float] | None = None
-    card: str = ""
-
-
-REGISTRY: dict[str, RegisteredWeights] = {
-    w.name: w
-    for w in (
-        RegisteredWeights(
-            "he", "he", "H&E, K = 8, trained label-free on 6 real H&E sources of different labs (about 0.5 µm/px)",
-            True, um_per_px=(0.5, 0.5), card="docs/weights/he.md"),
-        RegisteredWeights(
-            "camelyon", "he", "H&E lymph node, K = 8, trained label-free on the CAMELYON17 tiles of the "
-            "Camelyon17-WILDS training hospitals 0, 3, 4 at 0.25-1 µm/px", True, um_per_px=(0.25, 1.0),
-            card="docs/weights/camelyon.md"),
-        RegisteredWeights(
-            "fluorescence", "fluorescence", "1-channel nuclear stains, linear mode, K = 4, trained on 3 real "
-            "fluorescence sources", True, card="docs/weights/fluorescence.md"),
-        RegisteredWeights(
-            "camelyon-authors", "he", "the authors' Camelyon17-WILDS checkpoint (K = 4, RGB, 96 px)", False,
-            "Download a Camelyon17 ContriMix checkpoint (.pth) from the model zoo of the authors' repository "
-            "(MODELZOO.md on the 'histogan' branch of gitlab.com/huutan86/intraminibatch_permutation_drit; a public "
-            "copy is github.com/Cristian-Mattace/ContriMix), then run "
-            "`contrimix-aug import-checkpoint FILE.pth --name camelyon-authors`.", (1.0, 1.0)),
-        RegisteredWeights(
-            "tcga", "he", "the authors' TCGA encoders checkpoint (K = 16, 572 px)", False,
-            "Download the TCGA ContriMix checkpoint (.pth) from the model zoo of the authors' repository (MODELZOO.md "
-            "on the 'histogan' branch of gitlab.com/huutan86/intraminibatch_permutation_drit), then run "
-            "`contrimix-aug import-checkpoint FILE.pth --name tcga` (add --channel-order bgr if its colours come "
-            "out swapped)."),
-    )
-}
-"""Every name the library knows, bundled or not (:func:`available_weights` lists what loads now)."""
 
 
 @dataclass
@@ -246,43 +202,6 @@ def _is_torch_checkpoint(path: Path) -> bool:
     return head in (b"PK\x03\x04", b"\x80\x02\x8a\x0a")  # zip; legacy: pickle protocol 2 + torch's magic number
 
 
-def _bundled_path(name: str) -> Path:
-    return Path(str(resources.files("contrimix_aug") / "assets" / "weights" / f"{name}.safetensors"))
-
-
-def _cache_path(name: str) -> Path:
-    return weights_dir() / f"{name}.safetensors"
-
-
-def _canonical(name: str) -> str:
-    """The registered or cached spelling of ``name`` (names match case-insensitively)."""
-    for n in list(REGISTRY) + _cached_names():
-        if n.lower() == name.lower():
-            return n
-    return name
-
-
-def _cached_names() -> list[str]:
-    d = weights_dir()
-    return sorted(p.name[: -len(".safetensors")] for p in d.glob("*.safetensors")) if d.is_dir() else []
-
-
-def weights_path(name: str) -> Path | None:
-    """The file ``load_model(name)`` reads: bundled with the package first, then in the weights cache
-    (``$CONTRIMIX_AUG_HOME/weights``); None when there is none."""
-    name = _canonical(name)
-    entry = REGISTRY.get(name)
-    candidates = [_bundled_path(name)] if entry is not None and entry.bundled else []
-    candidates.append(_cache_path(name))
-    return next((p for p in candidates if p.is_file()), None)
-
-
-def available_weights() -> list[str]:
-    """Names that load now: bundled files, then imported or trained files in the weights cache."""
-    names = [n for n in REGISTRY if weights_path(n) is not None]
-    return list(dict.fromkeys(names + _cached_names()))
-
-
 def resolve_weights(weights: Any = None) -> ContriMixWeights:
     """Turn a name, path, folder, :class:`ContriMixWeights` or :class:`ContriMixModel` into :class:`ContriMixWeights`."""
     if weights is None:
@@ -303,16 +222,16 @@ def resolve_weights(weights: Any = None) -> ContriMixWeights:
     path = weights_path(weights)
     if path is not None:
         return load_weights(path)
-    entry = REGISTRY.get(_canonical(weights))
+    entry = REGISTRY.get(canonical_name(weights))
     if entry is not None:
         if entry.bundled:
-            raise WeightsError(f"the bundled weights {entry.name!r} are missing from {_bundled_path(entry.name)}; "
+            raise WeightsError(f"the bundled weights {entry.name!r} are missing from {bundled_path(entry.name)}; "
                                "reinstall contrimix_aug.")
         raise WeightsError(
-            f"weights {entry.name!r} ({entry.description}) are not installed: no file at {_cache_path(entry.name)}. "
+            f"weights {entry.name!r} ({entry.description}) are not installed: no file at {cache_path(entry.name)}. "
             + entry.how_to_get
         )
-    known = list(dict.fromkeys(list(REGISTRY) + _cached_names()))
+    known = list(dict.fromkeys(list(REGISTRY) + cached_names()))
     close = difflib.get_close_matches(weights.lower(), [n.lower() for n in known], n=3, cutoff=0.6)
     close = [n for n in known if n.lower() in close]
     raise WeightsError(

@@ -197,9 +197,9 @@ def test_known_but_missing_says_how_to_get_it(isolated_home: Path, name: str) ->
 
 def test_bundled_file_missing_says_reinstall(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                              isolated_home: Path) -> None:
-    import contrimix_aug.weights as W
+    import contrimix_aug.weights_registry as R
 
-    monkeypatch.setattr(W, "_bundled_path", lambda name: tmp_path / f"{name}.safetensors")
+    monkeypatch.setattr(R, "bundled_path", lambda name: tmp_path / f"{name}.safetensors")
     assert weights_path("he") is None
     with pytest.raises(WeightsError, match="bundled weights 'he' are missing .* reinstall contrimix_aug"):
         load_model("he")

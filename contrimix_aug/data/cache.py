@@ -29,7 +29,7 @@ import numpy as np
 
 from .._io import atomic_write_bytes, sha256_file
 from .._paths import data_dir
-from .registry import SOURCES, Collection, CollectionFile, Source, get_collection, get_source
+from .registry import SOURCES, CollectionFile, Source, get_collection, get_source
 
 __all__ = [
     "DATA_ROOT_ENV",
