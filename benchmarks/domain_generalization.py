@@ -122,8 +122,9 @@ def _contrimix(name: str, fold_images: np.ndarray, key: str, args, notes: dict, 
 
 
 def methods_for(names: Sequence[str], fold_images: np.ndarray, key: str, args, notes: dict, log, *,
-                recipe: str = "camelyon", target: float = TARGET_DB["he"], p: float = AUG_P):
-    """A function seed -> [Method] for this fold (peers, then the ContriMix variants)."""
+                recipe: str = "camelyon", target: float = TARGET_DB["he"], p: float = AUG_P, picture: bool = False):
+    """A function seed -> [Method] for this fold (peers, then the ContriMix variants). ``picture``: the example
+    figure's methods (p = 1), which must not overwrite the description of what the runs ran in ``notes``."""
     peers = [n for n in names if not n.startswith("contrimix") and n != "plate-zscore"]
     cmx = [n for n in names if n.startswith("contrimix") and n != "contrimix-joint"]
     models = {n: _contrimix(n, fold_images, key, args, notes, log, recipe, target) for n in cmx}
@@ -157,7 +158,7 @@ def methods_for(names: Sequence[str], fold_images: np.ndarray, key: str, args, n
                 if jitter:  # what users write: ContriMix, then kornia ColorJitter (each with its own p)
                     aug = then(n, aug, build_peers(["kornia-colorjitter"], None, seed=seed + 7919, p=p)[0])
                 ms.append(aug)
-        for x in ms:  # what each row ran: the peers' settings, ContriMix's donor policy, guard and bank size
+        for x in ms if not picture else ():  # what the runs ran: peers' settings, ContriMix's donors, guard, bank
             notes.setdefault("methods", {})[x.name] = x.describe()
         return ms
 
@@ -189,7 +190,8 @@ def run_camelyon16(args, log) -> dict[str, Any]:
                                     batch_size=args.batch_size, log=log, joint=_joint(args.methods),
                                     journal=args.journal)
         if not args.no_plot and direction == (args.heldout or T.DIRECTIONS)[0]:
-            pic = methods_for(args.methods, hs[src].x, f"camelyon16-{src}", args, notes, log, p=1.0)(0)
+            pic = methods_for(args.methods, hs[src].x, f"camelyon16-{src}", args, notes, log, p=1.0,
+                              picture=True)(0)
             examples(pic, hs, args.out_dir / f"{args.stem}_examples.png", log)
     return {**T.describe(), "rows": rows, "coverage": cov, "notes": _public(notes)}
 
@@ -250,7 +252,8 @@ def run_bbbc021(args, log) -> dict[str, Any]:
         if not args.no_plot and not pictured:
             pictured = True
             pic = methods_for(args.methods, f["contrimix_x"], f"bbbc021-{f['test_plate']}", args, notes, log,
-                              recipe="fluorescence-lite", target=TARGET_DB["fluorescence"], p=1.0)(0)
+                              recipe="fluorescence-lite", target=TARGET_DB["fluorescence"], p=1.0,
+                              picture=True)(0)
             examples_bbbc021(f, pic, args.out_dir / f"{args.stem}_examples.png", log)
     return {**T.describe(), "rows": rows, "coverage": cov, "notes": _public(notes)}
 
@@ -302,7 +305,7 @@ def run_monuseg(args, log) -> dict[str, Any]:
         rows += S.run_split(sp, build, args.seeds, steps=args.steps, device=args.device_t,
                             batch_size=args.batch_size, crop=args.crop, log=log, journal=args.journal)
         if not args.no_plot and name == names[0]:
-            pic = methods_for(args.methods, crops, f"monuseg-{name}", args, notes, log, p=1.0)(0)
+            pic = methods_for(args.methods, crops, f"monuseg-{name}", args, notes, log, p=1.0, picture=True)(0)
             examples_monuseg(sp, pic, args.out_dir / f"{args.stem}_examples.png", log)
         notes.setdefault("test_tiles", {})[name] = [  # the order of every row's tile_aji / tile_dice
             {"site": str(s), "organ": str(o), "slide": str(n)} for s, o, n in zip(sp.test_sites, sp.test_organs,
@@ -461,6 +464,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SystemExit(f"unknown methods {unknown} for {args.dataset}; known: {known}")
     torch.set_num_threads(args.threads or max(1, os.cpu_count() or 1))
     args.device_t = torch.device(args.device)
+    # full fp32 on a GPU as on the CPU (no TF32 convolutions or matmuls): a journal may join runs of both
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     args.out_dir = Path(args.out)
     if args.dev and args.dataset != "monuseg":
         raise SystemExit("--dev applies to --dataset monuseg")

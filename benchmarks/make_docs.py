@@ -174,6 +174,14 @@ def _pictures(run: dict, plot_alt: str, examples_alt: str) -> str:
     return "".join(out)
 
 
+MONUSEG_BANK_NOTE = (
+    "**What the ContriMix banks hold** (preregistration.md, \"Disclosure 2\"): the banks of `camelyon` and `he` hold "
+    "stain attributes of all 18 MoNuSeg training sites (no test site). On `few-sites` the rows that draw on the bank "
+    "(`contrimix-camelyon`, `-bank`, `-both`, `-sampled`, `-colorjitter`, `contrimix-he`) therefore see the stains of "
+    "the 15 training sites this variant's peers never see: \"3 labelled sites + the bundled 26-lab bank\" against "
+    "\"3 labelled sites\", as the library ships; `contrimix-camelyon-batch` and `contrimix-fold` use none of it.")
+
+
 def monuseg_section(run: dict) -> str:
     """MoNuSeg: per variant, every method's AJI and Dice (mean ± std over seeds) with paired differences against
     ERM and the best peer, then the per-site table (AJI per test tile = site, mean over seeds)."""
@@ -182,6 +190,7 @@ def monuseg_section(run: dict) -> str:
     out.append(f"- seeds {st['seeds']}, {st['steps']} steps of batch {st['batch_size']} random {st['crop']} px crops, "
                f"augmentation p = {run['augmentation_p']}; segmenter: {run['classifier']}\n")
     out.append(_status(run))
+    out.append(f"- {MONUSEG_BANK_NOTE}\n")
     erm = {(d["heldout"], d["method"], d["metric"]): d for d in run.get("paired_vs_erm", [])}
     best = {(d["heldout"], d["method"], d["metric"]): d for d in run.get("paired_vs_best_peer", [])}
     variants = run.get("variants", {})

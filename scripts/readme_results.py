@@ -139,9 +139,7 @@ def _table(run: dict, post: dict | None, post_names: tuple[str, ...], helds: tup
     out.append("|---|" + "---|---|" * len(helds))
 
     def cell(r, k):
-        if not r:
-            return "–"
-        return f"{r[k + '_mean']:.3f} ± {r[k + '_std']:.3f}" + (f" (n={r['seeds']})" if partial else "")
+        return _pm(r, k, len(seeds)) if r else "–"
 
     methods = [*run["settings"]["methods"], *(m for m in post_names if any(k[1] == m for k in s))]
     labels = {**LABELS, **LABELS_BY_DATASET.get(run.get("dataset", ""), {})}
@@ -215,19 +213,24 @@ def benchmarks() -> str:
                       "**MoNuSeg**, nuclei segmentation, trained on the tiles of 18 (`official`) or 3 (`few-sites`) "
                       "TCGA sites and tested on 14 other sites", ("aji", "dice"), "Dice", "U-Net, steps")
         out += _versus_best(mo, None, (), MONUSEG_CONTRIMIX, variants, "aji", "AJI")
+        out.append("On `few-sites`, the ContriMix rows that draw on the bundled bank see the stains (attributes "
+                   "only: no pixels, no labels) of the 15 MoNuSeg training sites that variant's peers never see, "
+                   "because the banks hold all 18 training sites (never a test site): that is what the library "
+                   "ships; `contrimix-camelyon-batch` and `contrimix-fold` use none of it "
+                   "(docs/benchmarks/preregistration.md, \"Disclosure 2\").\n")
     if tp:
         checks = {c["target"]: c["value"] for c in tp["checks"]}
         v = lambda k: checks.get(k, float("nan"))  # noqa: E731
         out.append(
             f"Speed (`python benchmarks/throughput.py`, same run, same real tiles, 2-core CPU; weights "
-            f"{tp['contrimix_weights'].split(';')[0]}): ContriMix with its shipped default (sampled donors, render guard) "
-            f"renders 64×96² batches at "
+            f"{tp['contrimix_weights'].split(';')[0]}): ContriMix with its shipped default (sampled donors, render "
+            f"guard) renders 64×96² batches at "
             f"{v('CPU 64x3x96x96: ContriMix / hestain-preset'):.2f}× the speed of albumentations HEStain and "
             f"{v('CPU 64x3x96x96: ContriMix / torchstain-macenko (faster backend)'):.2f}× torchstain Macenko, "
             f"16×224² batches at {v('CPU 16x3x224x224: ContriMix / hestain-preset'):.2f}× and "
             f"{v('CPU 16x3x224x224: ContriMix / torchstain-macenko (faster backend)'):.2f}×, and "
-            f"{v('CPU per-sample, 1 thread, 96 px, default donors (img/s)'):.0f} single 96 px images/s on one core. GPU "
-            "figures were not measured for this release.")
+            f"{v('CPU per-sample, 1 thread, 96 px, default donors (img/s)'):.0f} single 96 px images/s on one "
+            "core. GPU figures were not measured for this release.")
         out.append("")
     return "\n".join(out)
 
@@ -236,8 +239,19 @@ def benchmarks() -> str:
 SAW_TEST_DOMAIN = {"UMCU->RUMC": "contrimix-camelyon"}
 
 
-def _verdict(d: dict) -> str:
+def _verdict(d: dict, seeds: int, registered: int) -> str:
+    """ahead / behind / no clear difference; none before every registered seed is in (an interim interval over
+    one seed covers tiles only, and seed-to-seed swings are larger)."""
+    if seeds < registered:
+        return (f"interim, {seeds} of {registered} seeds" + (" (interval over tiles only)" if seeds == 1 else "")
+                + ": no verdict yet")
     return "ahead" if d["lo"] > 0 else "behind" if d["hi"] < 0 else "no clear difference"
+
+
+def _pm(r: dict, key: str, registered: int) -> str:
+    """mean ± std of ``key`` in a summary row; one seed has no spread; n when not every registered seed is in."""
+    mean, std, k = r[key + "_mean"], r[key + "_std"], r["seeds"]
+    return f"{mean:.3f}" + (f" ± {std:.3f}" if k > 1 else "") + (f" (n={k})" if k < registered else "")
 
 
 def _headline_line(run: dict, post: dict | None, post_names: tuple[str, ...], held: str, where: str,
@@ -255,18 +269,15 @@ def _headline_line(run: dict, post: dict | None, post_names: tuple[str, ...], he
     def show(m: str) -> str:
         r, d = s[(held, m)], pairs[m]
         tag = " (post hoc)" if m in post_names else ""
-        seeds = f" (n={r['seeds']})" if r["seeds"] < n else ""
-        return (f"`{m}`{tag} {r[metric + '_mean']:.3f} ± {r[metric + '_std']:.3f}{seeds}, {d['diff']:+.3f} "
-                f"[{d['lo']:+.3f}, {d['hi']:+.3f}]: {_verdict(d)}")
+        return (f"`{m}`{tag} {_pm(r, metric, n)}, {d['diff']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]: "
+                f"{_verdict(d, min(r['seeds'], s[(held, bp)]['seeds']), n)}")
 
     best = max(clean, key=lambda m: s[(held, m)][metric + "_mean"])
-    bseeds = f" (n={s[(held, bp)]['seeds']})" if s[(held, bp)]["seeds"] < n else ""
-    parts = [f"{where}: best peer {LABELS.get(bp, bp)} {s[(held, bp)][metric + '_mean']:.3f} ± "
-             f"{s[(held, bp)][metric + '_std']:.3f}{bseeds}"]
+    parts = [f"{where}: best peer {LABELS.get(bp, bp)} {_pm(s[(held, bp)], metric, n)}"]
     default = next((m for m in defaults if m in clean), None)  # the row of today's default use, if run
     if default and best != default:
         parts.append(f"the bundled default {show(default)}")
-    parts.append(f"best of {len(clean)} ContriMix rows {show(best)}")
+    parts.append(f"best of {len(clean)} ContriMix rows (picked on these results) {show(best)}")
     return "; ".join(parts) + "."
 
 

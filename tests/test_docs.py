@@ -169,6 +169,9 @@ def test_readme_headline_verdicts_follow_their_intervals() -> None:
         lo, hi = float(lo), float(hi)
         assert lo <= float(diff) <= hi
         assert verdict == ("ahead" if lo > 0 else "behind" if hi < 0 else "no clear difference")
+    # a row with fewer seeds than registered gives no verdict (one seed's interval covers its tiles only)
+    assert not re.search(rf"\(n=\d+\), {num} \[{num}, {num}\]: (ahead|behind|no clear difference)", head)
+    assert all("no verdict yet" in m for m in re.findall(r"\(n=\d+\), [^;]*", head))
 
 
 def test_benchmarks_page_comes_from_the_result_files() -> None:
