@@ -6,6 +6,7 @@ holds it verbatim (``x.permute(2, 0, 1)``, ``x.float() / 255``, ...) and tests/t
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import torch
@@ -177,7 +178,7 @@ def check_nonnegative(v: Any, name: str) -> float:
 
 def check_probability(p: Any, name: str = "p") -> float:
     """Return ``p`` as float after checking 0 <= p <= 1."""
-    if isinstance(p, bool) or not isinstance(p, (int, float)):
+    if isinstance(p, bool) or not isinstance(p, numbers.Real):
         raise TypeError(f"{name}: expected a number in [0, 1], got {type(p).__name__}; pass e.g. {name}=0.5.")
     if not 0.0 <= float(p) <= 1.0:
         raise ValueError(f"{name}: expected a probability in [0, 1], got {p}.")
@@ -186,10 +187,10 @@ def check_probability(p: Any, name: str = "p") -> float:
 
 def check_strength(strength: Any) -> tuple[float, float]:
     """Return ``strength`` as a (low, high) range inside [0, 1]."""
-    if isinstance(strength, (int, float)) and not isinstance(strength, bool):
+    if isinstance(strength, numbers.Real) and not isinstance(strength, bool):
         lo = hi = float(strength)
     elif isinstance(strength, (tuple, list)) and len(strength) == 2 and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in strength
+        isinstance(v, numbers.Real) and not isinstance(v, bool) for v in strength
     ):
         lo, hi = float(strength[0]), float(strength[1])
     else:

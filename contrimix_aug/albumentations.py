@@ -91,8 +91,8 @@ class AlbumentationsContriMix(A.ImageOnlyTransform):
             had, a random blend of 3 bank entries scaled from the bank centre by ``spread``;
             :func:`~contrimix_aug.mixing.sample_bank_attributes`) or ``"bank"`` (a bank entry).
         spread: with ``donors="sampled"`` only: the sampled matrices' standard deviation relative to the bank's:
-            None = 0.7 (the default chosen with it), 1 = as varied as the bank, 0 = the bank centre, <= 0.707 =
-            inside the bank's convex hull.
+            None = 0.7 (the default chosen with it), 1 = as varied as the bank, 0 = the bank centre, <= 1/κ (≈ 0.707
+            for a large bank) = inside the bank's convex hull.
         bank: donors to use instead of the weights' bank: reference images (N, H, W, C) numpy (uint8 or float32),
             a list of (H, W, C) numpy images (any sizes), (N, C, H, W) float tensor in [0, 1], or
             precomputed attributes (N, C, K) tensor.
@@ -325,7 +325,7 @@ class AlbumentationsContriMix(A.ImageOnlyTransform):
             params = MixParams(torch.ones(n, dtype=torch.bool), torch.full((n,), -1, dtype=torch.long),
                                torch.zeros(n, dtype=torch.bool), torch.full((n,), float(strength)),
                                attrs.expand(n, c, k))
-            return apply_contrimix(self._model, x, params, render_guard=self.render_guard)
+            return apply_contrimix(self._model, x, params, render_guard=self.render_guard, check_values=False)
         if not 0 <= int(donor) < self._bank.shape[0]:
             raise ValueError(
                 f"ContriMix: donor {donor} is outside the attribute bank (size {self._bank.shape[0]}); "
@@ -333,4 +333,5 @@ class AlbumentationsContriMix(A.ImageOnlyTransform):
             )
         params = MixParams(torch.ones(n, dtype=torch.bool), torch.full((n,), int(donor), dtype=torch.long),
                            torch.ones(n, dtype=torch.bool), torch.full((n,), float(strength)))
-        return apply_contrimix(self._model, x, params, bank=self._bank, render_guard=self.render_guard)
+        return apply_contrimix(self._model, x, params, bank=self._bank, render_guard=self.render_guard,
+                               check_values=False)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import check_image, check_image_values
+from ._checks import check_image, check_image_values, check_probability, check_strength
 from .mixing import MixParams, gather_attributes, mix_attributes, sample_donors, sample_mix_params, sample_strength
 from .model import ContriMixModel
 from .optical_density import limit_render
@@ -58,6 +58,7 @@ def contrimix(
     generator: torch.Generator | None = None,
     spread: float | None = None,
     render_guard: bool = True,
+    check_values: bool = True,
 ) -> torch.Tensor:
     """Draw the parameters of one call and apply them: the functional form of :class:`~contrimix_aug.ContriMix`.
 
@@ -70,20 +71,34 @@ def contrimix(
             (``donors="sampled"``: new attribute matrices around the bank, ``spread`` their standard deviation
             relative to the bank's).
         render_guard: glass stays glass and no pixel is darker than real tissue
-            (:func:`~contrimix_aug.optical_density.limit_render`; absorbance mode only); False: the authors' unguarded
-            render.
+            (:func:`~contrimix_aug.optical_density.limit_render`; 3-channel absorbance (H&E) weights only); False:
+            the authors' unguarded render.
+        check_values: as for ``ContriMix``: refuse NaN/Inf and values outside [0, 1] with a fix, clamp overshoots
+            of at most 0.01 (one host sync); False checks only type and shape.
 
     Returns:
         (B, C, H, W), same dtype, device and memory format as ``image``.
     """
+    image = _checked(model, image, check_values)
+    p, strength = check_probability(p), check_strength(strength)
     bank = model.bank if bank is None else bank
     params = sample_mix_params(image.shape[0], p=p, strength=strength, donors=donors, bank=bank, spread=spread,
                                generator=generator)
-    return apply_contrimix(model, image, params, bank=bank, render_guard=render_guard)
+    return apply_contrimix(model, image, params, bank=bank, render_guard=render_guard, check_values=False)
+
+
+def _checked(model: ContriMixModel, image: torch.Tensor, check_values: bool) -> torch.Tensor:
+    """``image`` after the public API's checks: a float (B, C, H, W) tensor the weights take; with ``check_values``
+    finite values in the weights' range (an overshoot of at most 1 % of it clamped)."""
+    check_image(image, model.config.in_channels, min_size=model.min_size)
+    if check_values and check_image_values(image, value_range=model.value_range):
+        image = image.clamp(*model.value_range)
+    return image
 
 
 def apply_contrimix(model: ContriMixModel, image: torch.Tensor, params: MixParams,
-                    bank: torch.Tensor | None = None, *, render_guard: bool = True) -> torch.Tensor:
+                    bank: torch.Tensor | None = None, *, render_guard: bool = True,
+                    check_values: bool = True) -> torch.Tensor:
     """Re-render the selected images with (interpolated) donor attributes. Draws no random numbers.
 
     Args:
@@ -94,7 +109,10 @@ def apply_contrimix(model: ContriMixModel, image: torch.Tensor, params: MixParam
         bank: (N, C, K) attribute bank the bank donors index (default: ``model.bank``).
         render_guard: glass stays glass and no pixel is darker than real tissue
             (:func:`~contrimix_aug.optical_density.limit_render`, against each selected image's own optical
-            density; absorbance mode only, linear-mode weights are unaffected); False: the authors' unguarded render.
+            density; 3-channel absorbance (H&E) weights only, fluorescence weights are unaffected); False: the
+            authors' unguarded render.
+        check_values: refuse NaN/Inf and values outside [0, 1] with a fix, clamp overshoots of at most 0.01 (one
+            host sync); False (what the transforms pass, having checked already) checks only type and shape.
 
     Returns:
         (B, C, H, W), same dtype, device and memory format (channels_last stays channels_last) as ``image``.
@@ -104,6 +122,7 @@ def apply_contrimix(model: ContriMixModel, image: torch.Tensor, params: MixParam
     that the full-resolution maps stay in cache. There is no per-image Python loop. Unselected images come back
     bit-identical.
     """
+    image = _checked(model, image, check_values)
     if params.batch_size != image.shape[0]:
         raise ValueError(
             f"apply_contrimix: params were drawn for a batch of {params.batch_size}, the image batch has "
@@ -123,17 +142,24 @@ def apply_contrimix(model: ContriMixModel, image: torch.Tensor, params: MixParam
         from_bank = params.from_bank if bool(params.from_bank.any()) else None
     if from_bank is not None and bank.shape[0] == 0:
         raise ValueError("apply_contrimix: the params take donors from a bank, and there is none.")
+    if from_bank is not None and not torch.compiler.is_compiling() and params.donors.device.type == "cpu" and \
+            int(params.donors[from_bank.cpu()].max()) >= bank.shape[0]:
+        raise ValueError(f"apply_contrimix: the params take donor {int(params.donors[from_bank.cpu()].max())} of a "
+                         f"bank of {bank.shape[0]} entries; replay params with the bank they were drawn with.")
     return _render(model, image, params.donors, params.strength, params.selected, from_bank, bank, None,
                    render_guard)
 
 
 def normalize(model: ContriMixModel, image: torch.Tensor, target: torch.Tensor, *,
-              render_guard: bool = True) -> torch.Tensor:
+              render_guard: bool = True, check_values: bool = True) -> torch.Tensor:
     """Learned stain normalisation: re-render every image with one fixed attribute matrix ``target`` (C, K).
 
     ``render_guard``: glass stays glass and no pixel is darker than real tissue
-    (:func:`~contrimix_aug.optical_density.limit_render`; absorbance mode only); False: the authors' unguarded render.
+    (:func:`~contrimix_aug.optical_density.limit_render`; 3-channel absorbance (H&E) weights only); False: the
+    authors' unguarded render.
+    ``check_values``: as for :func:`apply_contrimix`.
     """
+    image = _checked(model, image, check_values)
     b = image.shape[0]
     c, k = model.config.in_channels, model.config.num_attributes
     if tuple(target.shape) != (c, k):
@@ -143,10 +169,11 @@ def normalize(model: ContriMixModel, image: torch.Tensor, target: torch.Tensor, 
 
 
 def _guarded(model: ContriMixModel, render_guard: bool) -> bool:
-    """Whether the render goes through :func:`limit_render`: asked for, and the weights work in optical density."""
+    """Whether the render goes through :func:`limit_render`: asked for, and the weights render 3-channel optical
+    density (H&E: the guard's glass band and cap are calibrated on summed RGB optical density of real labs)."""
     if not isinstance(render_guard, bool):
         raise TypeError(f"render_guard: expected True or False, got {render_guard!r}.")
-    return render_guard and model.config.mode == "absorbance"
+    return render_guard and model.config.mode == "absorbance" and model.config.in_channels == 3
 
 
 def _decode(model: ContriMixModel, content: torch.Tensor, attributes: torch.Tensor,

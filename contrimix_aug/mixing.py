@@ -10,6 +10,7 @@ API all draw their parameters with it and hand the :class:`MixParams` record to
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +32,9 @@ __all__ = [
 ]
 
 DONOR_MODES = ("batch", "bank", "both", "sampled")
+# what to pass when a bank is missing: ContriMix takes images, the functional API attributes
+_BANK_FIX = ("pass bank=reference images (N, C, H, W) to ContriMix, or attributes (N, C, K) to the functional API "
+             "(contrimix_aug.bank.compute_bank(model, images) makes them)")
 """Where donors come from: other images of the batch, the attribute bank, both (uniform over the union), or new
 attribute matrices sampled around the bank (:func:`sample_bank_attributes`: stains no reference image had)."""
 
@@ -145,7 +149,7 @@ def check_spread(spread: float | None, donors: str = "sampled") -> float | None:
     """
     if spread is None:
         return DEFAULT_SPREAD if donors == "sampled" else None
-    if isinstance(spread, bool) or not isinstance(spread, (int, float)):
+    if isinstance(spread, bool) or not isinstance(spread, numbers.Real):  # numpy floats are Real too
         raise TypeError(f"spread: expected a float >= 0 (1.0: as varied as the bank), got {type(spread).__name__}.")
     s = float(spread)
     if not math.isfinite(s) or s < 0:
@@ -190,8 +194,9 @@ def sample_bank_attributes(
 
     **spread is the samples' standard deviation relative to the bank's**: their covariance is exactly spread²
     times the bank's. spread 1 (this function's default; ContriMix's is :data:`DEFAULT_SPREAD`) = as varied as the
-    bank's own entries, but continuous: new stains between and slightly beyond them; spread 0 = the bank centre; spread ≤ 1/κ (≈ 0.707) stays inside the bank's
-    convex hull. Every sample lies in the region c + spread·κ·(hull(bank) − c); nothing is clamped. A bank of
+    bank's own entries, but continuous: new stains between and slightly beyond them; spread 0 = the bank centre;
+    spread ≤ 1/κ stays inside the bank's convex hull (≈ 0.707 for a large bank; κ grows as the bank shrinks, so
+    the default 0.7 reaches slightly outside the hull of a bank of 50 entries or fewer). Every sample lies in the region c + spread·κ·(hull(bank) − c); nothing is clamped. A bank of
     one entry gives that entry at every spread. Draws (entries, then weights; the same numbers whatever the
     spread) come only from ``generator``, on its device.
 
@@ -212,7 +217,7 @@ def sample_bank_attributes(
     if not isinstance(bank, torch.Tensor) or bank.ndim != 3 or bank.shape[0] == 0:
         shape = tuple(bank.shape) if isinstance(bank, torch.Tensor) else type(bank).__name__
         raise ValueError(f"sample_bank_attributes: expected a non-empty (N, C, K) attribute bank, got {shape}; "
-                         "pass bank=reference images (N, C, H, W) or attributes (N, C, K).")
+                         f"{_BANK_FIX}.")
     if int(n) < 0 or int(entries) < 1:
         raise ValueError(f"sample_bank_attributes: need n >= 0 and entries >= 1, got {n}, {entries}.")
     dev = generator.device if generator is not None else torch.device("cpu")
@@ -270,7 +275,7 @@ def sample_mix_params(
         bank_size = int(bank.shape[0])
     if donors == "sampled" and bank_size == 0:
         raise ValueError("donors='sampled' draws new attribute matrices around an attribute bank, and there is none: "
-                         "pass bank=reference images (N, C, H, W) or attributes (N, C, K).")
+                         f"{_BANK_FIX}.")
     dev = generator.device if generator is not None else torch.device("cpu")
     selected = torch.rand(b, generator=generator, device=dev) < p
     mode = donors
@@ -285,14 +290,13 @@ def sample_mix_params(
         if bank_size == 0:
             raise ValueError(
                 "ContriMix: a single image (or a batch of one) has no other image to take attributes from, and "
-                "the weights carry no attribute bank. Pass bank=reference images, or use batches of 2 or more."
+                f"the weights carry no attribute bank. Use batches of 2 or more, or {_BANK_FIX}."
             )
         mode = "bank"
     if mode == "both" and bank_size == 0:
         mode = "batch"
     if mode == "bank" and bank_size == 0:
-        raise ValueError("donors='bank' needs an attribute bank, and there is none: pass bank=reference images "
-                         "(N, C, H, W) or attributes (N, C, K).")
+        raise ValueError(f"donors='bank' needs an attribute bank, and there is none: {_BANK_FIX}.")
     if mode == "batch":
         donor = sample_donors(b, 1, generator=generator, device=dev)[0]
         from_bank = torch.zeros(b, dtype=torch.bool, device=dev)

@@ -431,7 +431,8 @@ class PlausibilityReference:
 
         Each crop's distance to its nearest crop of *another* lab (leave-one-lab-out); the threshold is the
         ``quantile`` of these distances, so a real crop of a lab the reference lacks passes with probability
-        about ``quantile`` (exactly that share of the reference's own crops passes when its lab is left out).
+        about ``quantile`` (about that share of the reference's own crops passes when its lab is left out: the
+        threshold interpolates between two of their distances).
         Use the same number of crops per lab, so that every lab weighs the same.
         """
         crops = _check_batch(crops, "PlausibilityReference.from_crops: crops", 3)
@@ -453,7 +454,12 @@ class PlausibilityReference:
         if features.ndim != 2 or features.shape[1] != self.features.shape[1]:
             raise ValueError(f"PlausibilityReference.distance: expected (B, {self.features.shape[1]}) features, got "
                              f"{tuple(features.shape)}.")
-        keep = torch.from_numpy(~np.isin(np.asarray(self.labs), list(exclude_labs)))
+        exclude = [exclude_labs] if isinstance(exclude_labs, str) else list(exclude_labs)  # one name, not its letters
+        unknown = sorted(set(exclude) - set(self.labs))
+        if unknown:
+            raise ValueError(f"PlausibilityReference.distance: exclude_labs names labs the reference does not hold: "
+                             f"{unknown}; its labs are ref.lab_names ({len(self.lab_names)}).")
+        keep = torch.from_numpy(~np.isin(np.asarray(self.labs), exclude))
         return _nearest(features, self.features[keep], self.scale)
 
     @property

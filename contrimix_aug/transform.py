@@ -169,8 +169,9 @@ class ContriMix(_ContriMixBase):
             images of the batch; a batch of one falls back to the bank), ``"bank"`` (the attribute bank), or
             ``"both"`` (uniform over the other images and the bank).
         spread: with ``donors="sampled"`` only: the sampled matrices' standard deviation relative to the bank's:
-            None = 0.7 (the default chosen with it: blends of real stains, inside the bank's convex hull), 1 = as
-            varied as the bank's own entries, 0 = the bank centre, <= 1/√2 ≈ 0.707 = inside the hull, > 1 = further out
+            None = 0.7 (the default chosen with it: blends of real stains, inside the convex hull of a bank of more
+            than 50 entries), 1 = as varied as the bank's own entries, 0 = the bank centre, <= 1/κ (≈ 0.707 for a
+            large bank; :func:`~contrimix_aug.mixing.sampled_reach`) = inside the hull, > 1 = further out
             (nothing is clamped).
         bank: donors to use instead of the bank stored in the weights: (N, C, K) attributes, (N, C, H, W)
             reference images in [0, 1], or numpy reference images (:func:`contrimix_aug.bank.resolve_bank`).
@@ -318,7 +319,8 @@ class ContriMix(_ContriMixBase):
         return {**params.to_dict(), "forward_input_shape": torch.tensor(tuple(batch_shape), dtype=torch.long)}
 
     def _render(self, x: torch.Tensor, params: Dict[str, torch.Tensor]) -> torch.Tensor:
-        return apply_contrimix(self.model, x, MixParams.from_dict(params), render_guard=self.render_guard)
+        return apply_contrimix(self.model, x, MixParams.from_dict(params), render_guard=self.render_guard,
+                               check_values=False)  # forward() checked (or was told not to)
 
 
 def _one_draw_for_the_batch(b: int, p: float, strength: tuple[float, float], donors: str, bank: torch.Tensor,
@@ -410,4 +412,4 @@ class ContriMixNormalize(_ContriMixBase):
         }
 
     def _render(self, x: torch.Tensor, params: Dict[str, torch.Tensor]) -> torch.Tensor:
-        return normalize(self.model, x, self.target, render_guard=self.render_guard)
+        return normalize(self.model, x, self.target, render_guard=self.render_guard, check_values=False)

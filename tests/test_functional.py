@@ -88,6 +88,31 @@ class TestMix:
         F.mix(model, tiles, num_mixes=4, generator=gen())
         assert calls == {"content": [tiles.shape[0]], "attributes": [tiles.shape[0]]}
 
+    def test_functional_api_checks_its_inputs_as_the_transform_does(self, tiny, tiles):
+        """contrimix / apply_contrimix / normalize refuse 0-255 and integer images with the fix, validate p and
+        strength, clamp a tiny overshoot, and refuse params that index past a smaller bank."""
+        target = tiny.bank[0] if tiny.bank.numel() else torch.zeros(3, tiny.config.num_attributes)
+        p_all = sample_mix_params(tiles.shape[0], donors="batch", generator=gen())
+        for call in (lambda x: F.contrimix(tiny, x, generator=gen()), lambda x: F.apply_contrimix(tiny, x, p_all),
+                     lambda x: F.normalize(tiny, x, target)):
+            with pytest.raises(ValueError, match="divide by 255"):
+                call(tiles * 255)
+            with pytest.raises(TypeError, match="uint8"):
+                call((tiles * 255).to(torch.uint8))
+            assert call(tiles * 1.005).amax() <= 1  # a resize's overshoot is clamped, as in ContriMix
+        with pytest.raises(ValueError, match="probability"):
+            F.contrimix(tiny, tiles, p=7, generator=gen())
+        with pytest.raises(ValueError, match="low <= high <= 1"):
+            F.contrimix(tiny, tiles, strength=(1.5, 2.0), generator=gen())
+        assert torch.equal(F.contrimix(tiny, tiles, strength=0.5, generator=gen(1)),
+                           F.contrimix(tiny, tiles, strength=(0.5, 0.5), generator=gen(1)))
+        bank = torch.randn(6, 3, tiny.config.num_attributes)
+        b = tiles.shape[0]
+        from_entry_5 = params(torch.full((b,), 5), torch.ones(b), from_bank=torch.ones(b, dtype=torch.bool))
+        assert F.apply_contrimix(tiny, tiles, from_entry_5, bank=bank).shape == tiles.shape
+        with pytest.raises(ValueError, match="donor 5 of a bank of 2 entries; replay params with the bank"):
+            F.apply_contrimix(tiny, tiles, from_entry_5, bank=bank[:2])
+
     def test_errors(self, tiny, tiles):
         with pytest.raises(ValueError, match="batch of one"):
             F.mix(tiny, tiles[:1], num_mixes=1, generator=gen())

@@ -3,6 +3,7 @@ mixing: explicit generators only, never the global RNG."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -458,6 +459,7 @@ class TestSampleBankAttributes:
 
     def test_check_spread(self):
         assert check_spread(1) == 1.0 and check_spread(0.0) == 0.0 and check_spread(2.5, "sampled") == 2.5
+        assert check_spread(np.float32(0.5), "sampled") == 0.5  # numpy numbers are numbers
         assert check_spread(1.0, "batch") == 1.0  # the default is accepted with every mode
         with pytest.raises(ValueError, match="applies to donors='sampled' only"):
             check_spread(1.5, "bank")

@@ -457,6 +457,12 @@ def test_shipped_reference_has_no_held_out_lab():
     # the stored threshold is the leave-one-lab-out 95th percentile of the stored features
     assert float(torch.quantile(ref.loo_distances(), 0.95)) == pytest.approx(ref.threshold, rel=1e-3)
     assert 0.5 < ref.threshold < 5
+    # a lab left out by name: one name is a name (not its letters), an unknown name is an error
+    own = ref.features[[i for i, lab in enumerate(ref.labs) if lab == "monuseg:18"][:4]]
+    assert (ref.distance(own) < 1e-6).all() and (ref.distance(own, exclude_labs="monuseg:18") > 0.1).all()
+    assert torch.equal(ref.distance(own, "monuseg:18"), ref.distance(own, ["monuseg:18"]))
+    with pytest.raises(ValueError, match="does not hold.*monuseg:EJ"):
+        ref.distance(own, ["monuseg:EJ"])
 
 
 def test_real_crops_of_unseen_labs_pass(data_root):
