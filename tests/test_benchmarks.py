@@ -345,6 +345,20 @@ def test_journal_resumes_and_refuses_other_settings(tmp_path):
         Journal(tmp_path / "runs.jsonl", {"epochs": 8})
 
 
+def test_resume_refuses_a_run_of_another_method_under_the_same_name():
+    """A journaled run records what it ran; resuming it under a name that now means another method is refused."""
+    from dg.engine import same_method
+    from dg.methods import Method
+
+    now = Method("contrimix-camelyon", "augment", "batch", "contrimix_aug", "ContriMix(p=0.5, donors='sampled')")
+    row = {"dataset": "monuseg", "heldout": "official", "method": now.name, "seed": 3,
+           "ran": {"library": "contrimix_aug 0.3.0", "note": now.note}}
+    same_method(row, now)  # the same method: resumed
+    same_method({**row, "ran": {"library": "contrimix_aug 0.2.0"}}, now)  # runs from before notes were recorded
+    with pytest.raises(SystemExit, match="donors='batch'.*Same name, another method"):
+        same_method({**row, "ran": {**row["ran"], "note": "ContriMix(p=0.5, donors='batch')"}}, now)
+
+
 def test_a_killed_benchmark_resumes_its_finished_runs(data_root, tmp_path):
     args = ["benchmarks/domain_generalization.py", "--dataset", "bbbc021", "--quick", "--out", str(tmp_path),
             "--threads", "2", "--methods", "erm", "gain-gamma", "--heldout", "27801", "--no-plot",

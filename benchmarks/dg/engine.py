@@ -25,7 +25,8 @@ from . import classifier as CL
 from .methods import Method, to_float
 from .stats import mean_std, paired_bootstrap
 
-__all__ = ["CLASSIFICATION_METRICS", "Fold", "Journal", "paired_table", "record", "run_fold", "summarise"]
+__all__ = ["CLASSIFICATION_METRICS", "Fold", "Journal", "paired_table", "record", "run_fold", "same_method",
+           "summarise"]
 
 
 @dataclass
@@ -134,6 +135,7 @@ def run_fold(fold: Fold, methods: Callable[[int], list[Method]], seeds: Sequence
         for m, name in entries:
             done = journal.get(fold.dataset, fold.heldout, name, seed) if journal is not None else None
             if done is not None:
+                same_method(done, m)
                 rows.append(done)
                 log(f"[{fold.dataset}] {fold.heldout:12s} seed {seed} {name:22s} acc {done['acc']:.3f}  (resumed)")
                 continue
@@ -176,6 +178,18 @@ def run_fold(fold: Fold, methods: Callable[[int], list[Method]], seeds: Sequence
                     row[f"{side}_recon_psnr_db"] = round(float(reconstruction(hook.model, xs)["psnr"].mean()), 2)
             record(row, rows, journal, log, f"acc {acc:.3f}  AUROC {row['auroc']:.3f}", m, device)
     return rows
+
+
+def same_method(done: dict[str, Any], method: Method | None) -> None:
+    """Refuse to resume a journaled run that recorded another method under the same name (the code changed what
+    the name means: its settings, p, donors or bank), rather than mix the two in one table."""
+    ran = (done.get("ran") or {}).get("note")
+    if method is not None and ran is not None and ran != method.note:
+        raise SystemExit(
+            f"[{done['dataset']}] {done['heldout']} {done['method']} seed {done['seed']}: the journal's run ran "
+            f"{ran!r}, this code builds {method.note!r}. Same name, another method: give the new one its own name "
+            "(a post-hoc row), or start a fresh --work."
+        )
 
 
 def record(row: dict[str, Any], rows: list[dict[str, Any]], journal: Journal | None, log: Callable[[str], None],

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .engine import record
+from .engine import record, same_method
 from .methods import Method, to_float
 
 __all__ = ["UNet", "aji", "dice", "instances_from_mask", "predict_masks", "train_segmenter"]
@@ -196,6 +196,7 @@ def run_split(split, methods, seeds, *, steps: int, device: torch.device, batch_
         for m in methods(seed):
             done = journal.get(dataset, split.name, m.name, seed) if journal is not None else None
             if done is not None:
+                same_method(done, m)
                 rows.append(done)
                 log(f"[{dataset}] {split.name:10s} seed {seed} {m.name:28s} AJI {done['aji']:.3f}  (resumed)")
                 continue
