@@ -135,6 +135,10 @@ def test_paired_bootstrap():
     same = paired_bootstrap(b, b)
     assert same["diff"] == 0 and same["lo"] == 0 and same["hi"] == 0
     assert mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0)
+    # items without a score (a tile without an instance map has no AJI) are left out, not spread as NaN
+    a_nan, b_nan = np.c_[a, np.full((10, 5), np.nan)], np.c_[b, np.zeros((10, 5))]
+    assert paired_bootstrap(a_nan, b_nan) == res
+    assert math.isnan(paired_bootstrap(np.full((2, 3), np.nan), np.zeros((2, 3)))["diff"])
 
 
 def test_auroc_matches_pairwise_counting():

@@ -29,7 +29,8 @@ def paired_bootstrap(correct_a: np.ndarray, correct_b: np.ndarray, *, replicates
 
     Args:
         correct_a, correct_b: (S, N) per-seed, per-item scores (1/0 for correct/wrong, or any per-item value) of
-            the two methods, the same S seeds and N test items in the same order.
+            the two methods, the same S seeds and N test items in the same order. Items without a score (NaN in
+            any seed of either method, e.g. a tile without an instance map has no AJI) are left out.
 
     Returns:
         ``diff`` (mean over seeds of the per-seed mean difference), ``lo``/``hi`` (the ``level`` percentile
@@ -38,8 +39,11 @@ def paired_bootstrap(correct_a: np.ndarray, correct_b: np.ndarray, *, replicates
     a, b = np.asarray(correct_a, float), np.asarray(correct_b, float)
     if a.shape != b.shape or a.ndim != 2:
         raise ValueError(f"paired_bootstrap: expected two (seeds, items) arrays of one shape, got {a.shape}, {b.shape}")
-    s, n = a.shape
     d = a - b
+    d = d[:, np.isfinite(d).all(0)]  # items that have a score in every run of both methods
+    s, n = d.shape
+    if n == 0:
+        return {"diff": float("nan"), "lo": float("nan"), "hi": float("nan"), "seeds_a_better": 0, "seeds": int(s)}
     rng = np.random.default_rng(seed)
     reps = np.empty(replicates)
     for r in range(replicates):
