@@ -514,6 +514,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.journal is not None:  # runs of earlier invocations (other --methods / --seeds / --heldout) count too
         args.journal.reload()
         result["rows"] = _ordered(args, list(args.journal.rows.values()))
+        for r in result["rows"]:  # publishing builds no method: describe each by what its runs recorded
+            if (r.get("ran") or {}).get("note"):
+                result.setdefault("notes", {}).setdefault("methods", {}).setdefault(
+                    r["method"], {"name": r["method"], "kind": r["kind"], "package": r["ran"].get("package"),
+                                  "note": r["ran"]["note"]})
         result["settings"]["seeds"] = (QUICK if args.quick else FULL)[args.dataset]["seeds"]  # the registered ones
         result.update(_completeness(args, result["rows"]))
         if args.post_hoc:  # the registered runs, read only, to pair the variants with

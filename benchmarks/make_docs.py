@@ -149,7 +149,8 @@ def _what_ran(run: dict, method: str) -> str:
     """What the runs of ``method`` ran: as each row recorded it, or, for rows from before rows recorded it, the
     project history's account (:data:`UNRECORDED`)."""
     rows = [r for r in run.get("rows", []) if r.get("method") == method]
-    described = (run.get("notes", {}).get("methods") or {}).get(method, {}).get("note")
+    described = (run.get("notes", {}).get("methods") or {}).get(method, {}).get("note") or next(
+        (r["ran"]["note"] for r in rows if (r.get("ran") or {}).get("note")), None)  # a later run of the same code
     seen: dict[str, int] = {}
     for r in rows:
         ran = r.get("ran")
