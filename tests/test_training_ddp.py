@@ -130,6 +130,13 @@ def test_torchrun_with_a_shipped_recipe(recipe, tile_folder, tmp_path):
            "-m", "contrimix_aug.cli", "train", str(tile_folder), "--out", str(out), "--steps", "3", "--batch-size", "4",
            "--config", recipe, "--patch-size", "32", "--device", "cpu", "--no-progress", "--num-workers", "0"]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    if res.returncode != 0 and "terminate called without an active exception" in res.stderr:
+        # seen once (2026-12-03, a full-suite run on the 2-core CI machine; 4 later runs passed): a worker aborts
+        # in C++ teardown after its last step (rank 1, SIGABRT), not in our code; one retry on a fresh folder and
+        # port, never more
+        out = tmp_path / "retry"
+        cmd[cmd.index("--master_port") + 1], cmd[cmd.index("--out") + 1] = str(_free_port()), str(out)
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert res.returncode == 0, res.stderr[-4000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["steps"] == 3
