@@ -158,8 +158,9 @@ def methods_for(names: Sequence[str], fold_images: np.ndarray, key: str, args, n
                 if jitter:  # what users write: ContriMix, then kornia ColorJitter (each with its own p)
                     aug = then(n, aug, build_peers(["kornia-colorjitter"], None, seed=seed + 7919, p=p)[0])
                 ms.append(aug)
-        for x in ms if not picture else ():  # what the runs ran: peers' settings, ContriMix's donors, guard, bank
-            notes.setdefault("methods", {})[x.name] = x.describe()
+        if not picture:  # what the runs ran: the peers' settings, ContriMix's donor policy, guard and bank size
+            for x in ms:
+                notes.setdefault("methods", {})[x.name] = x.describe()
         return ms
 
     return build

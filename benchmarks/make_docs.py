@@ -14,6 +14,7 @@ from statistics import fmean
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dg import report as R  # noqa: E402
+from dg.stats import class_1_calls  # noqa: E402
 
 DOCS = R.ROOT / "docs"
 markdown_table = R.markdown_table
@@ -71,7 +72,7 @@ def real_section(run: dict, item: str) -> str:
         out.append(f"\n**{held}**" + (f" (best peer: `{bp}`)" if bp else "") + f": per-{item} accuracy and AUROC, "
                    f"mean ± std over seeds; paired difference in accuracy [95 % bootstrap interval over seeds and "
                    f"{_plural(item)}]\n\n")
-        calls = _positive_calls(run, held)
+        calls = {m: f"{v:.2f}" for m, v in class_1_calls(run.get("rows", []), held).items()}
         rows = [{"method": s["method"], "kind": s["kind"], "seeds": s["seeds"],
                  "accuracy": _pm(s["acc_mean"], s["acc_std"]),
                  "AUROC": _pm(s["auroc_mean"], s["auroc_std"]),
@@ -92,15 +93,6 @@ def real_section(run: dict, item: str) -> str:
 
 
 CLASS_1 = {"camelyon16": "tumour", "bbbc021": "cycloheximide"}
-
-
-def _positive_calls(run: dict, held: str) -> dict[str, str]:
-    """method -> share of test items called class 1 (score > 0.5), mean over seeds (binary tasks only)."""
-    by: dict[str, list[float]] = {}
-    for r in run.get("rows", []):
-        if r["heldout"] == held and r.get("score") is not None:
-            by.setdefault(r["method"], []).append(sum(s > 0.5 for s in r["score"]) / len(r["score"]))
-    return {m: f"{sum(v) / len(v):.2f}" for m, v in by.items()}
 
 
 def _positive_share(run: dict, held: str) -> float:
@@ -149,8 +141,7 @@ def _what_ran(run: dict, method: str) -> str:
     """What the runs of ``method`` ran: as each row recorded it, or, for rows from before rows recorded it, the
     project history's account (:data:`UNRECORDED`)."""
     rows = [r for r in run.get("rows", []) if r.get("method") == method]
-    described = (run.get("notes", {}).get("methods") or {}).get(method, {}).get("note") or next(
-        (r["ran"]["note"] for r in rows if (r.get("ran") or {}).get("note")), None)  # a later run of the same code
+    described = (run.get("notes", {}).get("methods") or {}).get(method, {}).get("note")
     seen: dict[str, int] = {}
     for r in rows:
         ran = r.get("ran")

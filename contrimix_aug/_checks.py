@@ -14,7 +14,7 @@ import torch
 from .weights_registry import weights_for_channels
 
 __all__ = ["VALUE_TOLERANCE", "check_image", "check_image_values", "check_nonnegative", "check_probability",
-           "check_strength"]
+           "check_strength", "clamped_values"]
 
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
@@ -167,6 +167,13 @@ def check_image_values(x: torch.Tensor, *, name: str = "image", value_range: tup
                     "ContriMix before it, or clamp with x.clamp(0, 1).")
         raise ValueError(f"{name}: expected values in [{vlo:g}, {vhi:g}], {got}. {hint}")
     return lo_f < vlo or hi_f > vhi
+
+
+def clamped_values(x: torch.Tensor, *, name: str = "image", value_range: tuple[float, float] = (0.0, 1.0)
+                   ) -> torch.Tensor:
+    """``x`` after :func:`check_image_values`: refused with a fix when far outside ``value_range``, clamped into it
+    when at most :data:`VALUE_TOLERANCE` of the range outside (a resize's or a jitter's overshoot), else as is."""
+    return x.clamp(*value_range) if check_image_values(x, name=name, value_range=value_range) else x
 
 
 def check_nonnegative(v: Any, name: str) -> float:

@@ -32,7 +32,7 @@ except ImportError as _err:  # pragma: no cover - tests/test_albumentations.py i
 
 from pydantic import field_validator
 
-from ._checks import check_image_values, check_strength
+from ._checks import check_strength, clamped_values
 from .bank import resolve_bank
 from .functional import apply_contrimix
 from .mixing import DEFAULT_DONORS, MixParams, check_spread, sample_mix_params
@@ -62,9 +62,7 @@ def _hwc_to_tensor(arr: np.ndarray, name: str, value_range: tuple[float, float] 
         return torch.from_numpy(np.ascontiguousarray(arr)).float().div_(255.0)
     if arr.dtype == np.float32:
         x = torch.from_numpy(np.ascontiguousarray(arr))
-        if check_image_values(x, name=name, value_range=value_range):
-            x = x.clamp(*value_range)  # a small overshoot (up to VALUE_TOLERANCE of the range) is clamped
-        return x
+        return clamped_values(x, name=name, value_range=value_range)  # a small overshoot is clamped
     hint = {
         np.dtype(np.uint16): "img.astype(np.float32) / 65535 (16-bit data)",
         np.dtype(np.float64): "img.astype(np.float32) (values in [0, 1])",

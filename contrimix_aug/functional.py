@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import check_image, check_image_values, check_probability, check_strength
+from ._checks import check_image, check_image_values, check_probability, check_strength, clamped_values
 from .mixing import MixParams, gather_attributes, mix_attributes, sample_donors, sample_mix_params, sample_strength
 from .model import ContriMixModel
 from .optical_density import limit_render
@@ -91,9 +91,7 @@ def _checked(model: ContriMixModel, image: torch.Tensor, check_values: bool) -> 
     """``image`` after the public API's checks: a float (B, C, H, W) tensor the weights take; with ``check_values``
     finite values in the weights' range (an overshoot of at most 1 % of it clamped)."""
     check_image(image, model.config.in_channels, min_size=model.min_size)
-    if check_values and check_image_values(image, value_range=model.value_range):
-        image = image.clamp(*model.value_range)
-    return image
+    return clamped_values(image, value_range=model.value_range) if check_values else image
 
 
 def apply_contrimix(model: ContriMixModel, image: torch.Tensor, params: MixParams,

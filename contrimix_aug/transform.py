@@ -17,7 +17,7 @@ from typing import Any, Dict, Optional
 import torch
 from kornia.augmentation import IntensityAugmentationBase2D
 
-from ._checks import check_image, check_image_values, check_probability, check_strength
+from ._checks import check_image, check_probability, check_strength, clamped_values
 from ._seeding import derive_seed
 from ._torchvision import apply_to_sample, is_kornia_params, is_sample_call
 from .bank import compute_bank, resolve_bank
@@ -76,8 +76,8 @@ class _ContriMixBase(IntensityAugmentationBase2D):
                 f"{type(self).__name__} input: the image is on {x.device} but the model is on {model_device}; "
                 f"move the transform with aug.to({str(x.device)!r}), or the image with x.to({str(model_device)!r})."
             )
-        if self.check_values and check_image_values(x, name=name, value_range=self.model.value_range):
-            x = x.clamp(*self.model.value_range)  # a small overshoot (interpolation, jitter): clamped, not refused
+        if self.check_values:  # a small overshoot (interpolation, jitter) is clamped, not refused
+            x = clamped_values(x, name=name, value_range=self.model.value_range)
         if "donors" not in params or params["donors"].shape[0] != x.shape[0]:
             raise ValueError(
                 f"{type(self).__name__}: params were drawn for another batch size "

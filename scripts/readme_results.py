@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "docs" / "benchmarks"
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from dg.labels import PEER_LABELS  # noqa: E402  (no torch: a plain table)
+from dg.stats import class_1_calls  # noqa: E402  (numpy only)
 
 LABELS = {
     **PEER_LABELS,
@@ -152,11 +153,7 @@ def _table(run: dict, post: dict | None, post_names: tuple[str, ...], helds: tup
 
 def _threshold_note(run: dict, post: dict | None, held: str) -> str:
     """How many rows call nearly every test patch one class (the threshold moved under the shift)."""
-    share: dict[str, list[float]] = {}
-    for r in [*run["rows"], *(post["rows"] if post else [])]:
-        if r["heldout"] == held and r.get("score") is not None:
-            share.setdefault(r["method"], []).append(sum(s > 0.5 for s in r["score"]) / len(r["score"]))
-    mean = {m: sum(v) / len(v) for m, v in share.items()}
+    mean = class_1_calls([*run["rows"], *(post["rows"] if post else [])], held)
     one_class = sorted(m for m, v in mean.items() if v < 0.1 or v > 0.9)
     return (f"On {_arrow(held)}, {len(one_class)} of the {len(mean)} rows call more than 90 % of the test patches one "
             "class (mean over seeds; half are tumour; the share per row is in docs/benchmarks.md): there accuracy "

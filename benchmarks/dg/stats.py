@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["mean_std", "paired_bootstrap"]
+__all__ = ["class_1_calls", "mean_std", "paired_bootstrap"]
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -54,3 +54,13 @@ def paired_bootstrap(correct_a: np.ndarray, correct_b: np.ndarray, *, replicates
     per_seed = d.mean(1)
     return {"diff": float(per_seed.mean()), "lo": float(np.quantile(reps, tail)),
             "hi": float(np.quantile(reps, 1 - tail)), "seeds_a_better": int((per_seed > 0).sum()), "seeds": int(s)}
+
+
+def class_1_calls(rows: Sequence[dict], held: str) -> dict[str, float]:
+    """method -> share of the test items of ``held`` its classifier calls class 1 (score > 0.5), mean over its runs
+    (binary tasks: rows with a ``score`` list)."""
+    by: dict[str, list[float]] = {}
+    for r in rows:
+        if r["heldout"] == held and r.get("score") is not None:
+            by.setdefault(r["method"], []).append(sum(s > 0.5 for s in r["score"]) / len(r["score"]))
+    return {m: sum(v) / len(v) for m, v in by.items()}
