@@ -81,6 +81,7 @@ AUG_P = 0.5  # every augmentation (peers and ContriMix) is applied to an image w
 
 # MoNuSeg segmenter steps, chosen on the training sites only (--dev; docs/benchmarks/preregistration.md)
 MONUSEG_STEPS = 800
+DEV = dict(methods=["erm", "kornia-colorjitter"], seeds=[0])  # what the --dev splits registered for that choice
 # pre-registered protocol (fixed before any held-out result was seen; docs/benchmarks.md says when and how)
 FULL = {
     "camelyon16": dict(seeds=list(range(10)), epochs=30, batch_size=32, fold_steps=600, fold_max_steps=2400),
@@ -366,12 +367,19 @@ def _ordered(args, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(rows, key=key)
 
 
+def _registered(args) -> dict[str, list]:
+    """The registered methods and seeds of this invocation's protocol (--dev: its own, smaller one)."""
+    if args.dev:
+        return DEV
+    return {"methods": POST_HOC[args.dataset] if args.post_hoc else METHODS[args.dataset],
+            "seeds": (QUICK if args.quick else FULL)[args.dataset]["seeds"]}
+
+
 def _completeness(args, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Which runs of the registered protocol (every method x held-out domain x seed) are in ``rows``."""
     heldouts = list(_heldouts(args.dataset, args.dev) or dict.fromkeys(r["heldout"] for r in rows))
-    seeds = (QUICK if args.quick else FULL)[args.dataset]["seeds"]
+    seeds, names = _registered(args)["seeds"], _registered(args)["methods"]
     have = {(r["heldout"], r["method"], int(r["seed"])) for r in rows}
-    names = POST_HOC[args.dataset] if args.post_hoc else METHODS[args.dataset]
     planned = [(h, m, s) for h in heldouts for m in names for s in seeds]
     missing = [f"{h} {m} seed {s}" for h, m, s in planned if (h, m, s) not in have]
     return {"runs_planned": len(planned), "runs_done": len(planned) - len(missing), "complete": not missing,
@@ -415,8 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="monuseg: segmenter training steps")
     p.add_argument("--crop", type=int, default=None, help="monuseg: training crop size (px at 0.5 um/px)")
     p.add_argument("--dev", action="store_true",
-                   help="monuseg: the pre-registration splits (training sites only: official-dev, few-sites-dev); "
-                        "writes dg_monuseg_dev*")
+                   help="monuseg: the pre-registration splits (training sites only: official-dev, few-sites-dev), by "
+                        "default with the methods and seed that chose the step count (DEV); writes dg_monuseg_dev*")
     p.add_argument("--heldout", nargs="+", default=None,
                    help="held-out domains (camelyon16: RUMC->UMCU / UMCU->RUMC; bbbc021: plates; hgsc: stains; "
                         "monuseg: the variants official / few-sites)")
@@ -452,6 +460,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     mode = "quick" if args.quick else "full"
+    if args.dev and args.dataset == "monuseg":  # the registered step-count choice, unless told otherwise
+        args.methods, args.seeds = args.methods or DEV["methods"], args.seeds or DEV["seeds"]
     if args.dataset != "stain-transfer":
         for k, v in (QUICK if args.quick else FULL)[args.dataset].items():
             if getattr(args, k, None) is None:
@@ -520,7 +530,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 result.setdefault("notes", {}).setdefault("methods", {}).setdefault(
                     r["method"], {"name": r["method"], "kind": r["kind"], "package": r["ran"].get("package"),
                                   "note": r["ran"]["note"]})
-        result["settings"]["seeds"] = (QUICK if args.quick else FULL)[args.dataset]["seeds"]  # the registered ones
+        result["settings"]["seeds"] = _registered(args)["seeds"]
         result.update(_completeness(args, result["rows"]))
         if args.post_hoc:  # the registered runs, read only, to pair the variants with
             reg = Path(args.work or "runs/benchmarks") / registered_stem / "runs.jsonl"

@@ -328,6 +328,29 @@ def test_a_fresh_checkout_continues_from_the_published_runs(tmp_path):
     assert not (tmp_path / "other.jsonl").exists()  # made under other settings: nothing is taken
 
 
+def test_completeness_counts_the_registered_plan_of_each_protocol():
+    """The registered test-site protocol plans every method x variant x seed 0-9; the --dev step-count choice
+    planned 2 methods x 2 dev splits x seed 0, and its published files say complete."""
+    from types import SimpleNamespace
+
+    import domain_generalization as DG
+    from dg import report as R
+
+    full = SimpleNamespace(dataset="monuseg", dev=False, quick=False, post_hoc=False)
+    rows = [{"heldout": "official", "method": "erm", "seed": 0}]
+    c = DG._completeness(full, rows)
+    assert c["runs_planned"] == 2 * len(DG.METHODS["monuseg"]) * 10 and c["runs_done"] == 1 and not c["complete"]
+    dev = SimpleNamespace(dataset="monuseg", dev=True, quick=False, post_hoc=False)
+    rows = [{"heldout": h, "method": m, "seed": 0} for h in ("official-dev", "few-sites-dev")
+            for m in ("erm", "kornia-colorjitter")]
+    assert DG._completeness(dev, rows) == {"runs_planned": 4, "runs_done": 4, "complete": True, "missing": []}
+    assert not DG._completeness(dev, rows[1:])["complete"]
+    for steps in (200, 400, 800):  # the published choice: one seed, complete, intervals without NaN
+        res = R.read_json(ROOT / "docs" / "benchmarks" / f"dg_monuseg_dev_s{steps}.json.gz")
+        assert res["settings"]["seeds"] == [0] and res["complete"]
+        assert all(d["diff"] is not None and d["lo"] <= d["diff"] <= d["hi"] for d in res["paired_vs_erm"])
+
+
 def test_journal_resumes_and_refuses_other_settings(tmp_path):
     from dg.engine import Journal
 
