@@ -10,10 +10,16 @@ one is redrawn (another bank entry of the same lab), and a lab whose look stays 
 ``looks`` and ``plausibility`` say. Other weights: the batch before/after and a content × donor swap matrix.
 
 Prints reconstruction and swap measures, and the plausibility of what is shown.
+
+``images=``: the user's own tiles instead of the bundled ones (centre crops of ``size`` px), with a first answer to
+"do these weights suit my images?": the share of them whose colours are those of real H&E
+(:func:`contrimix_aug.quality.plausible`, under which real crops of a lab never seen pass 95 % of the time).
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -26,6 +32,61 @@ TRIES = 12
 """Bank entries tried per lab before the lab is skipped."""
 ARTEFACT_RENDER = 0.01
 """A render with more than this fraction of its pixels flagged by one kind of :func:`render_artefacts` is rejected."""
+USER_ROWS = 6
+"""Rows of the picture (of the user's images, ``images=``)."""
+USER_PLAUSIBLE_LOW = 0.5
+"""Below this share of plausible inputs, the user's images are said not to look like the H&E the weights know (real
+crops of an unseen lab pass 95 % of the time; real H&E of the benchmarks' held-out labs 0.90-1.00, three-channel
+fluorescence and inverted H&E 0.00, measured with ``camelyon`` and ``he``)."""
+
+
+def _user_tiles(images: Sequence[str | os.PathLike], channels: int, size: int, max_images: int,
+                scale: float = 1.0) -> tuple[torch.Tensor, list[str], int]:
+    """(N, C, size, size) centre crops in [0, 1] of the first ``max_images`` image files given (folders: their
+    images, recursive, sorted), each resized by ``scale`` first; their file names, and how many images were found."""
+    import torch.nn.functional as F
+
+    from .data.datasets import ImageFolderDataset, _fit
+    from .data.readers import IMAGE_EXTENSIONS, read_image, to_tensor
+
+    def tile(path: Path) -> torch.Tensor:
+        t = to_tensor(read_image(path, 3 if channels == 3 else 1))
+        if scale != 1.0:
+            t = F.interpolate(t[None], scale_factor=scale, mode="bilinear", antialias=scale < 1,
+                              align_corners=False)[0].clamp(0, 1)
+        return to_tensor(_fit(t.permute(1, 2, 0).numpy(), size, "center", None)[0])
+
+    if isinstance(images, (str, os.PathLike)):
+        images = [images]
+    if size < 8:
+        raise ValueError(f"size: the crop must be at least 8 px, got {size}.")
+    if max_images < 2:
+        raise ValueError(f"max_images: at least 2 (each image is paired with another), got {max_images}.")
+    paths: list[Path] = []
+    for item in images:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            paths += ImageFolderDataset(path).paths
+        elif path.is_file():
+            if path.suffix.lower() not in IMAGE_EXTENSIONS:
+                raise ValueError(f"{path}: not an image file this reads ({', '.join(IMAGE_EXTENSIONS)}).")
+            paths.append(path)
+        else:
+            raise FileNotFoundError(f"images: {path} does not exist (give image files or folders of them).")
+    paths = list(dict.fromkeys(paths))
+    if len(paths) < 2:
+        raise ValueError(f"images: found {len(paths)} image; the demo needs at least 2 (each is paired with "
+                         "another for the swap measures).")
+    return torch.stack([tile(p) for p in paths[:max_images]]), [p.name for p in paths[:max_images]], len(paths)
+
+
+def _fit_reading(share: float) -> str:
+    if share >= USER_PLAUSIBLE_LOW:
+        return (f"{100 * share:.0f} % of your images have the colours of real H&E (real crops of an unseen lab: 95 %): the "
+                "pretrained weights know images like these.")
+    return (f"only {100 * share:.0f} % of your images have the colours of real H&E (real crops of an unseen lab: 95 %; "
+            "fluorescence or inverted H&E: 0 %). These weights were trained on H&E and may render them oddly; "
+            "train weights on your own images: contrimix-aug train --data FOLDER (docs/training.md).")
 
 
 def _acceptable(x: torch.Tensor, y: torch.Tensor, ref) -> torch.Tensor:
@@ -91,10 +152,18 @@ def _lab_looks(model, contents: torch.Tensor, seed: int, ref) -> tuple[list[torc
     return columns, labels, {"per_lab": report, "labs_skipped": skipped}
 
 
-def run_demo(weights: str | None = None, out: str | Path = "contrimix_demo.png", seed: int = 0) -> dict:
-    """Run the demo; returns the printed measures as a dict."""
+def run_demo(weights: str | None = None, out: str | Path = "contrimix_demo.png", seed: int = 0, *,
+             images: Sequence[str | os.PathLike] | str | os.PathLike | None = None, size: int = 96,
+             max_images: int = 32, um_per_px: float | None = None) -> dict:
+    """Run the demo; returns the printed measures as a dict.
+
+    ``images``: image files or folders of them (PNG/JPEG/TIFF) to show instead of the bundled tiles: centre crops of
+    ``size`` px of the first ``max_images`` (sorted); the picture shows the first :data:`USER_ROWS`, the measures
+    use all of them, and ``your_images`` says how much they look like the H&E the weights know. ``um_per_px``: the
+    images' resolution; they are resized to the middle of the weights' training range first (``meta.um_per_px``).
+    """
     from .data.readers import load_demo_tiles
-    from .quality import load_plausibility_reference, reconstruction, swap_report
+    from .quality import load_plausibility_reference, plausible, reconstruction, swap_report
     from .transform import ContriMix
     from .viz import swap_grid, tile_grid
     from .weights import load_model
@@ -104,16 +173,38 @@ def run_demo(weights: str | None = None, out: str | Path = "contrimix_demo.png",
     if channels not in (1, 3):
         raise ValueError(f"the demo has bundled tiles for 3-channel (H&E) and 1-channel (fluorescence) weights; "
                          f"these weights take {channels} channels.")
-    tiles, ids = load_demo_tiles(modality="he" if channels == 3 else "fluorescence")
-    x = torch.from_numpy(tiles).permute(0, 3, 1, 2).float() / 255.0
+    yours: dict = {}
+    if images is None:
+        tiles, ids = load_demo_tiles(modality="he" if channels == 3 else "fluorescence")
+        x = torch.from_numpy(tiles).permute(0, 3, 1, 2).float() / 255.0
+        names, rows_per_source = None, 3
+    else:  # one source: rows and swaps pair the user's images with each other
+        trained = model.meta.um_per_px if model.meta is not None else None
+        if um_per_px is not None and not (isinstance(um_per_px, (int, float)) and um_per_px > 0):
+            raise ValueError(f"um_per_px: the images' resolution in µm per pixel (> 0), got {um_per_px!r}.")
+        target = (trained[0] * trained[1]) ** 0.5 if trained else None
+        scale = um_per_px / target if um_per_px is not None and target is not None else 1.0
+        x, names, found = _user_tiles(images, channels, size, max_images, scale)
+        ids, rows_per_source = ["your images"] * x.shape[0], USER_ROWS
+        span = (f"{trained[0]:g}" + (f"-{trained[1]:g}" if trained[1] != trained[0] else "")) if trained else ""
+        yours = {"found": found, "used": x.shape[0], "crop_px": size,
+                 "resolution": (f"resized x{scale:.3g} from {um_per_px:g} to {target:.3g} um/px" if scale != 1.0
+                                else f"as read; these weights trained at {span} um/px"
+                                + ("" if um_per_px is not None else " (um_per_px / --um-per-px resizes them)")
+                                if trained else "as read (these weights name no training resolution)")}
+        if channels == 3:
+            share = float(plausible(x).float().mean())
+            yours.update(plausible_share=round(share, 4), reading=_fit_reading(share))
     srcs = sorted(set(ids))
     idx = {s: [i for i, v in enumerate(ids) if v == s] for s in srcs}
-    half = (x.shape[0] + 1) // 2
+    shown_x = x[:16]  # the before/after rows of the picture
+    half = (shown_x.shape[0] + 1) // 2
     shown: dict = {}
     if channels == 3 and model.bank.shape[0] > 0:
         ref = load_plausibility_reference()
-        contents = torch.stack([x[i] for s in srcs for i in idx[s][:3]])
-        c_labels = [s for s in srcs for _ in idx[s][:3]]
+        contents = torch.stack([x[i] for s in srcs for i in idx[s][:rows_per_source]])
+        c_labels = ([s for s in srcs for _ in idx[s][:rows_per_source]] if names is None
+                    else [n[:13] for n in names[:rows_per_source]])
         columns, labels, looks = _lab_looks(model, contents, seed, ref)
         rows = [torch.cat([contents[i:i + 1]] + [c[i:i + 1] for c in columns]) for i in range(contents.shape[0])]
         pics = [tile_grid(rows, c_labels, ["input"] + labels)]
@@ -133,12 +224,15 @@ def run_demo(weights: str | None = None, out: str | Path = "contrimix_demo.png",
                                                               for v in looks["per_lab"].values())}}
     else:
         aug = ContriMix(weights=model, p=1.0, seed=seed)
-        y = aug(x)
-        contents = torch.stack([x[i] for s in srcs for i in idx[s][:2]])
-        c_labels = [s for s in srcs for _ in idx[s][:2]]
+        y = aug(shown_x)
+        per = 2 if names is None else 4
+        contents = torch.stack([x[i] for s in srcs for i in idx[s][:per]])
+        c_labels = [s for s in srcs for _ in idx[s][:per]] if names is None else [n[:13] for n in names[:per]]
         donors = torch.stack([x[idx[s][-1]] for s in srcs] + [x[idx[s][-2]] for s in srcs])
-        batch_pic = tile_grid([x[:half], y[:half], x[half:], y[half:]], ["input", "ContriMix", "input", "ContriMix"])
-        pics = [batch_pic, swap_grid(model, contents, donors, c_labels, srcs + srcs)]
+        batch_pic = tile_grid([shown_x[:half], y[:half], shown_x[half:], y[half:]],
+                              ["input", "ContriMix", "input", "ContriMix"])
+        d_labels = srcs + srcs if names is None else [names[i][:13] for s in srcs for i in (idx[s][-1], idx[s][-2])]
+        pics = [batch_pic, swap_grid(model, contents, donors, c_labels, d_labels)]
     from PIL import Image
 
     canvas = Image.new("RGB", (max(p.width for p in pics), sum(p.height for p in pics) + 8 * (len(pics) - 1)), "white")
@@ -163,6 +257,7 @@ def run_demo(weights: str | None = None, out: str | Path = "contrimix_demo.png",
         "weights": model.meta.name if model.meta is not None else str(weights or "he"),
         "tiles": len(ids),
         "sources": srcs,
+        **({"your_images": yours} if yours else {}),
         "reconstruction_psnr_db": round(float(rec["psnr"].mean()), 2),
         "reconstruction_ssim": round(float(rec["ssim"].mean()), 4),
         **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in rep.summary().items()},

@@ -234,6 +234,68 @@ def test_demo_writes_the_picture(weights, tmp_path, capsys):
         assert len(np.unique(np.asarray(im.convert("L")))) > 50  # a real picture, not a blank canvas
 
 
+def _write_tiles(folder: Path, modality: str, size: int | None = None) -> Path:
+    """The bundled real tiles as PNG files in ``folder`` (as a user's own folder would hold them)."""
+    from contrimix_aug.data import load_demo_tiles
+
+    tiles, ids = load_demo_tiles(modality=modality)
+    folder.mkdir(parents=True)
+    for i, (t, src) in enumerate(zip(tiles, ids)):
+        im = Image.fromarray(t if t.shape[-1] == 3 else t[..., 0])
+        (im.resize((size, size), Image.BILINEAR) if size else im).save(folder / f"{src}_{i:02d}.png")
+    return folder
+
+
+def _demo_json(capsys) -> tuple[dict, str]:
+    out = capsys.readouterr().out
+    return json.loads(out[: out.rindex("}") + 1]), out
+
+
+def test_demo_on_your_own_images_says_whether_they_look_like_he(tmp_path, capsys):
+    """--images: the user's files instead of the bundled tiles (rows named by file), and the share of them with the
+    colours of real H&E: high for real H&E tiles, zero for real fluorescence (which the H&E weights do not know)."""
+    he = _write_tiles(tmp_path / "he", "he", size=192)  # as if scanned at 0.25 um/px
+    assert main(["demo", "--weights", "camelyon", "--images", str(he), "--um-per-px", "0.25", "--max-images", "10",
+                 "--out", str(tmp_path / "he.png")]) == 0
+    result, out = _demo_json(capsys)
+    yours = result["your_images"]
+    assert yours["found"] == 16 and yours["used"] == result["tiles"] == 10 and result["sources"] == ["your images"]
+    assert yours["resolution"].startswith("resized x0.5 from 0.25 to 0.5 um/px")
+    assert yours["plausible_share"] >= 0.9 and "know images like these" in yours["reading"]
+    assert yours["reading"] in out and result["plausibility"]["plausible_share"] == 1.0
+    assert result["reconstruction_psnr_db"] > 25
+    with Image.open(tmp_path / "he.png") as im:  # 96 px crops: 6 rows of input + 6 looks
+        assert im.height > 6 * 96 and im.width > 7 * 96
+
+    fluo = _write_tiles(tmp_path / "fluo", "fluorescence")
+    assert main(["demo", "--weights", "camelyon", "--images", *sorted(map(str, fluo.iterdir()))[:4],
+                 "--out", str(tmp_path / "fluo.png")]) == 0
+    yours = _demo_json(capsys)[0]["your_images"]
+    assert yours["used"] == 4 and yours["plausible_share"] == 0.0
+    assert "contrimix-aug train --data" in yours["reading"] and "as read" in yours["resolution"]
+
+    assert main(["demo", "--weights", "fluorescence", "--images", str(fluo), "--out", str(tmp_path / "f1.png")]) == 0
+    result = _demo_json(capsys)[0]  # 1-channel weights: no H&E check, the swap measures on the user's tiles
+    assert "plausible_share" not in result["your_images"] and result["n"] == 8 and result["structure_ssim_mean"] > 0.5
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--images", "missing_folder"], "missing_folder does not exist"),
+    (["--images", "one"], "found 1 image; the demo needs at least 2"),
+    (["--images", "one/x.png", "notes.txt"], "notes.txt: not an image file"),
+    (["--images", "one", "--max-images", "1"], "max_images: at least 2"),
+    (["--images", "one", "--um-per-px", "0"], "um_per_px: the images' resolution"),
+])
+def test_demo_on_your_own_images_bad_input_is_one_line(args, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "one").mkdir()
+    Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).save(tmp_path / "one" / "x.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    assert main(["demo", *args, "--out", "d.png"]) == EXIT_USAGE
+    assert message in _one_error_line(capsys.readouterr().err, "demo")
+    assert not (tmp_path / "d.png").exists()
+
+
 def test_demo_unknown_weights_is_one_line(tmp_path, capsys):
     assert main(["demo", "--weights", "camelyon17", "--out", str(tmp_path / "x.png")]) == EXIT_USAGE
     line = _one_error_line(capsys.readouterr().err, "demo")

@@ -13,8 +13,11 @@ __all__ = ["add_parser"]
 def _run(args: argparse.Namespace) -> int:
     from ..showcase import run_demo
 
-    result = run_demo(args.weights, args.out, args.seed)
+    result = run_demo(args.weights, args.out, args.seed, images=args.images, size=args.size,
+                      max_images=args.max_images, um_per_px=args.um_per_px)
     print(json.dumps(result, indent=2))
+    if "reading" in result.get("your_images", {}):
+        print(result["your_images"]["reading"])
     print(f"wrote {result['picture']}")
     return 0
 
@@ -27,11 +30,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "apart), every render checked with contrimix_aug.quality.plausible and render_artefacts (a rejected one is "
         "redrawn from another bank entry of that lab, a lab without an accepted one is skipped); other weights: "
         "each tile before and after ContriMix and a swap grid. Prints reconstruction and swap measures, and the "
-        "plausibility of what is shown, as JSON.")
+        "plausibility of what is shown, as JSON. With --images: your own tiles instead, and how much they look "
+        "like the H&E these weights know.")
     p.add_argument("--weights", default=None,
                    help="registry name or .safetensors path (default: the bundled 'he'); 1-channel weights run on "
                         "the bundled fluorescence tiles")
     p.add_argument("--out", default="contrimix_demo.png", help="where to write the picture")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the augmentation's donor draws (same seed, same picture)")
+    p.add_argument("--images", nargs="+", default=None, metavar="PATH",
+                   help="your own image files or folders of them (PNG/JPEG/TIFF) instead of the bundled tiles: "
+                        "centre crops (see --um-per-px); prints the share of "
+                        "them that look like real H&E (quality.plausible)")
+    p.add_argument("--um-per-px", type=float, default=None,
+                   help="with --images: their resolution in µm per pixel; they are resized to the weights' training "
+                        "resolution first (default: taken as they are)")
+    p.add_argument("--size", type=int, default=96, help="with --images: the crop size in px")
+    p.add_argument("--max-images", type=int, default=32,
+                   help="with --images: how many images (the first, sorted) the measures use; the picture shows 6")
     p.set_defaults(func=_run)
