@@ -5,6 +5,7 @@ from ._version import __version__  # noqa: E402
 from .model_config import ModelConfig, authors_config  # noqa: E402
 from .model import ContriMixModel  # noqa: E402
 from .transform import ContriMix, ContriMixNormalize  # noqa: E402
+from .bank import select_bank  # noqa: E402
 from . import functional  # noqa: E402
 from .weights import (  # noqa: E402
     ContriMixWeights,
@@ -24,6 +25,7 @@ __all__ = [
     "ContriMixModel",
     "ContriMix",
     "ContriMixNormalize",
+    "select_bank",
     "functional",
     "ContriMixWeights",
     "WeightsError",

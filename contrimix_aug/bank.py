@@ -2,11 +2,13 @@
 
 :func:`resolve_bank` is the one place where a ``bank=`` argument is validated (the kornia/torchvision module,
 the albumentations adapter and checkpoint import call it); :func:`compute_bank` encodes images (for those and
-for the bank that training writes into its weights).
+for the bank that training writes into its weights); :func:`select_bank` takes the entries of some labs out of a
+weights file's bank (a bank with only the terms you need).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -15,7 +17,7 @@ import torch
 from ._checks import check_image, check_image_values
 from .model import ContriMixModel
 
-__all__ = ["compute_bank", "resolve_bank", "images_from_numpy"]
+__all__ = ["compute_bank", "resolve_bank", "images_from_numpy", "select_bank"]
 
 
 def _model_device_dtype(model: ContriMixModel) -> tuple[torch.device, torch.dtype]:
@@ -54,6 +56,51 @@ def images_from_numpy(arr: np.ndarray, channels: int, name: str = "bank") -> tor
     else:
         raise TypeError(f"{name}: expected uint8, uint16 or float images, got dtype {a.dtype}.")
     return x.permute(0, 3, 1, 2).contiguous()
+
+
+def _matches(lab: str, selector: str) -> bool:
+    """A bank lab (``kind:name``, e.g. ``monuseg:RD``) is named by itself or by its kind (``monuseg``)."""
+    return lab == selector or lab.split(":", 1)[0] == selector
+
+
+def select_bank(weights: Any, labs: Sequence[str] | str | None = None, exclude: Sequence[str] | str = ()) -> torch.Tensor:
+    """The attribute matrices of some labs of a weights file's bank, to pass as ``bank=``: (N, C, K) float32, CPU.
+
+    Labs are those of ``meta.bank_labs`` (``camelyon17:0``, ``monuseg:RD``, ``source:cmu1``, ...), named in full or by
+    their kind (``"monuseg"``: every MoNuSeg site). ``labs``: keep only these (None: all); ``exclude``: then drop
+    these. ``weights``: whatever :func:`~contrimix_aug.load_model` takes (a registry name, a path, a model).
+
+    Example, a bank without the MoNuSeg-derived entries::
+
+        ContriMix(weights="camelyon", bank=select_bank("camelyon", exclude="monuseg"))
+
+    Raises:
+        ValueError: the weights name no labs for their bank; a name that matches no lab (the known ones are listed);
+            nothing left.
+    """
+    from .weights import load_model
+
+    model = load_model(weights)
+    entry_labs = model.meta.bank_entry_labs() if model.meta is not None else []
+    if not entry_labs or len(entry_labs) != model.bank.shape[0]:
+        raise ValueError("select_bank: these weights do not name the lab of each bank entry (meta.bank_labs); "
+                         "select rows of model.bank yourself, or pass bank= your own reference images.")
+    known = list(dict.fromkeys(entry_labs))
+    wanted = [labs] if isinstance(labs, str) else labs
+    dropped = [exclude] if isinstance(exclude, str) else list(exclude)
+    for name, given in (("labs", wanted or []), ("exclude", dropped)):
+        if isinstance(given, str) or not all(isinstance(v, str) for v in given):
+            raise TypeError(f"select_bank: {name} must be lab names (str), got {given!r}.")
+        unknown = [v for v in given if not any(_matches(lab, v) for lab in known)]
+        if unknown:
+            kinds = sorted({lab.split(':', 1)[0] for lab in known})
+            raise ValueError(f"select_bank: {name} {unknown} match no lab of this bank; its labs are {known} "
+                             f"(or a kind: {kinds}).")
+    keep = [i for i, lab in enumerate(entry_labs)
+            if (wanted is None or any(_matches(lab, v) for v in wanted)) and not any(_matches(lab, v) for v in dropped)]
+    if not keep:
+        raise ValueError(f"select_bank: labs={wanted!r}, exclude={dropped!r} leave no bank entry.")
+    return model.bank[keep].detach().float().cpu().clone()
 
 
 def resolve_bank(model: ContriMixModel, bank: Any) -> torch.Tensor | None:

@@ -137,3 +137,70 @@ class TestResolveBank:
         got = resolve_bank(model, fluo)
         assert got.shape == (fluo.shape[0], 1, 3)
         torch.testing.assert_close(got, compute_bank(model, torch.from_numpy(fluo).permute(0, 3, 1, 2).float() / 255))
+
+
+class TestSelectBank:
+    """select_bank: the entries of some labs of a shipped bank (by full lab name or by kind), for bank=."""
+
+    def test_keeps_and_drops_labs_by_name_and_kind(self):
+        from contrimix_aug import load_model
+        from contrimix_aug.bank import select_bank
+
+        model = load_model("camelyon")
+        labs = model.meta.bank_entry_labs()
+        no_mo = select_bank("camelyon", exclude="monuseg")
+        keep = [i for i, lab in enumerate(labs) if not lab.startswith("monuseg:")]
+        assert 0 < len(keep) < len(labs) and no_mo.shape == (len(keep), 3, 8)
+        torch.testing.assert_close(no_mo, model.bank[keep].float())  # the rows themselves, in bank order
+        one = select_bank(model, labs=["source:cmu1", "camelyon17"], exclude=["camelyon17:3"])
+        rows = [i for i, lab in enumerate(labs) if lab in ("source:cmu1", "camelyon17:0", "camelyon17:4")]
+        torch.testing.assert_close(one, model.bank[rows].float())
+        assert select_bank("camelyon").shape == model.bank.shape
+
+    def test_the_selected_bank_drives_the_transform(self, real_tiles):
+        from contrimix_aug import ContriMix
+        from contrimix_aug.bank import select_bank
+
+        small = select_bank("camelyon", labs="source:skin")
+        aug = ContriMix(weights="camelyon", p=1.0, donors="bank", bank=small, seed=0)
+        assert "bank=" + str(small.shape[0]) in repr(aug)
+        y = aug(real_tiles)
+        assert bool(aug.params["from_bank"].all()) and int(aug.params["donors"].max()) < small.shape[0]
+        assert (y - real_tiles).abs().mean() > 0.01  # re-rendered, not passed through
+
+    @pytest.mark.parametrize(("kwargs", "error", "message"), [
+        ({"labs": "camelyon16"}, ValueError, r"labs \['camelyon16'\] match no lab of this bank; its labs are"),
+        ({"exclude": ["monuseg:XX"]}, ValueError, r"exclude \['monuseg:XX'\] match no lab.*or a kind: \['camelyon17', 'monuseg', 'source'\]"),
+        ({"labs": "monuseg", "exclude": "monuseg"}, ValueError, "leave no bank entry"),
+        ({"labs": [3]}, TypeError, "labs must be lab names"),
+    ])
+    def test_bad_selection_names_the_labs(self, kwargs, error, message):
+        from contrimix_aug.bank import select_bank
+
+        with pytest.raises(error, match=message):
+            select_bank("camelyon", **kwargs)
+
+    def test_weights_without_bank_labs_say_what_to_do(self, tiny):
+        from contrimix_aug.bank import select_bank
+
+        with pytest.raises(ValueError, match="do not name the lab of each bank entry"):
+            select_bank(tiny)
+
+    def test_published_measure_of_the_subsets_matches_the_coverage_benchmark(self):
+        """docs/weights/bank_subsets.json: its whole-bank row is the default row of docs/benchmarks/coverage.json
+        (same measurement), and every subset keeps renders >= 0.95 plausible."""
+        import json
+        from pathlib import Path
+
+        root = Path(__file__).resolve().parents[1]
+        subsets = json.loads((root / "docs" / "weights" / "bank_subsets.json").read_text())["summary"]
+        cov = {r["method"]: r for r in json.loads((root / "docs" / "benchmarks" / "coverage.json").read_text())["summary"]}
+        whole = subsets[0]
+        assert whole["select_bank"] == {} and (whole["coverage"], whole["plausible"]) == (
+            cov["contrimix-camelyon"]["coverage"], cov["contrimix-camelyon"]["plausible"])
+        assert all(s["plausible"] >= 0.95 for s in subsets) and len(subsets) == 3
+        page = (root / "docs" / "weights.md").read_text()  # its table quotes these files
+        for s in subsets:
+            assert f"| {s['entries']} | {s['coverage']:.3f} | {s['plausible']:.3f} |" in page, s["bank"]
+        for peer in ("kornia-colorjitter", "hestain-preset"):
+            assert f"{cov[peer]['coverage']:.3f} at {cov[peer]['plausible']:.3f}" in page, peer
