@@ -105,7 +105,7 @@ class AlbumentationsContriMix(A.ImageOnlyTransform):
 
     Image types:
         uint8 (H, W, C) -> uint8 (rounded, not truncated); float32 (H, W, C) in [0, 1] -> float32 (values up to
-        0.01 outside [0, 1] are clamped, further out refused).
+        0.15 outside [0, 1] are clamped, further out refused).
         With single-channel weights, (H, W) -> (H, W) and (H, W, 1) -> (H, W, 1).
 
     Example:

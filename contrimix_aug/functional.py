@@ -74,7 +74,7 @@ def contrimix(
             (:func:`~contrimix_aug.optical_density.limit_render`; 3-channel absorbance (H&E) weights only); False:
             the authors' unguarded render.
         check_values: as for ``ContriMix``: refuse NaN/Inf and values outside [0, 1] with a fix, clamp overshoots
-            of at most 0.01 (one host sync); False checks only type and shape.
+            of at most 0.15 (one host sync); False checks only type and shape.
 
     Returns:
         (B, C, H, W), same dtype, device and memory format as ``image``.
@@ -109,7 +109,7 @@ def apply_contrimix(model: ContriMixModel, image: torch.Tensor, params: MixParam
             (:func:`~contrimix_aug.optical_density.limit_render`, against each selected image's own optical
             density; 3-channel absorbance (H&E) weights only, fluorescence weights are unaffected); False: the
             authors' unguarded render.
-        check_values: refuse NaN/Inf and values outside [0, 1] with a fix, clamp overshoots of at most 0.01 (one
+        check_values: refuse NaN/Inf and values outside [0, 1] with a fix, clamp overshoots of at most 0.15 (one
             host sync); False (what the transforms pass, having checked already) checks only type and shape.
 
     Returns:

@@ -179,7 +179,7 @@ class ContriMix(_ContriMixBase):
         generator: a ``torch.Generator`` to draw from instead (``seed`` must then be None).
         keepdim: a (C, H, W) input comes back as (C, H, W) (default True; kornia's default is False).
         check_values: check each batch for NaN/Inf and values outside [0, 1] (one host sync per call); values
-            at most :data:`~contrimix_aug._checks.VALUE_TOLERANCE` (0.01) outside are clamped, not refused.
+            at most :data:`~contrimix_aug._checks.VALUE_TOLERANCE` (0.15) outside are clamped, not refused.
         state_dict_weights: include the frozen weights in ``state_dict()`` (default False: a pipeline's
             checkpoint holds only what it trains).
         same_on_batch: one draw for the whole batch (kornia's flag): every image is selected or none, and the

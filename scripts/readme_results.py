@@ -253,7 +253,7 @@ def _pm(r: dict, key: str, registered: int) -> str:
 
 def _headline_line(run: dict, post: dict | None, post_names: tuple[str, ...], held: str, where: str,
                    metric: str = "acc", defaults: tuple[str, ...] = ("contrimix-camelyon",)) -> str:
-    """The bundled default's row (the first of ``defaults`` that was run: the current release's default use first)
+    """The row of ``ContriMix(weights="camelyon")`` as shipped (the first of ``defaults`` that was run: the current release's default use first)
     and the best ContriMix row (by the mean of ``metric``) of one held-out domain against its best peer, with their
     paired differences."""
     s, pairs = _merged(run, post, post_names), _versus_best_peer(run, post, post_names, held, metric)
@@ -273,7 +273,7 @@ def _headline_line(run: dict, post: dict | None, post_names: tuple[str, ...], he
     parts = [f"{where}: best peer {LABELS.get(bp, bp)} {_pm(s[(held, bp)], metric, n)}"]
     default = next((m for m in defaults if m in clean), None)  # the row of today's default use, if run
     if default and best != default:
-        parts.append(f"the bundled default {show(default)}")
+        parts.append(f"`ContriMix(weights=\"camelyon\")` as shipped (0.3 defaults) {show(default)}")
     parts.append(f"best of {len(clean)} ContriMix rows (picked on these results) {show(best)}")
     return "; ".join(parts) + "."
 

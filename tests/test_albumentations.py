@@ -95,8 +95,10 @@ class TestBasics:
         out = t.apply(over, donor=1, strength=0.7)
         assert np.array_equal(out, t.apply(np.clip(over, 0, 1), donor=1, strength=0.7))
         assert 0.0 <= out.min() and out.max() <= 1.0 and not np.array_equal(out, np.clip(over, 0, 1))
+        far = img.copy()
+        far.flat[far.argmax()] = 1.3  # beyond the tolerance of 0.15
         with pytest.raises(ValueError, match="an earlier float step"):
-            t.apply(img * 1.05, donor=1, strength=0.7)
+            t.apply(far, donor=1, strength=0.7)
 
     def test_p0_is_identity(self, tiny_with_bank, tiles_u8):
         out = A.Compose([ContriMix(weights=tiny_with_bank, p=0.0)], seed=0)(image=tiles_u8[0])["image"]

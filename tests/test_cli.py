@@ -74,6 +74,11 @@ def test_train_smoke_and_resume(tile_folder, tiny_config_file, tmp_path, capsys)
     # running again without --resume refuses to overwrite; with --resume and more steps it continues
     assert main(_args(tile_folder, out, tiny_config_file, "--steps", "3", "--seed", "5")) == EXIT_USAGE
     assert "--resume" in _one_error_line(capsys.readouterr().err, "train")
+    # --resume with other settings: refused, and the message gives the command that started the run
+    assert main(_args(tile_folder, out, tiny_config_file, "--steps", "3", "--seed", "6", "--resume")) == EXIT_USAGE
+    line = _one_error_line(capsys.readouterr().err, "train")
+    assert "made with other settings (seed: 5 -> 6)" in line
+    assert f"It was started with: contrimix-aug train {tile_folder} --out {out}" in line and "--seed 5" in line
     assert main(_args(tile_folder, out, tiny_config_file, "--steps", "3", "--seed", "5", "--resume")) == 0
     assert load_checkpoint(out / "checkpoint.safetensors")[1]["step"] == 3
 
@@ -261,9 +266,11 @@ def test_demo_on_your_own_images_says_whether_they_look_like_he(tmp_path, capsys
     yours = result["your_images"]
     assert yours["found"] == 16 and yours["used"] == result["tiles"] == 10 and result["sources"] == ["your images"]
     assert yours["resolution"].startswith("resized x0.5 from 0.25 to 0.5 um/px")
-    assert yours["plausible_share"] >= 0.9 and "know images like these" in yours["reading"]
-    assert yours["reading"] in out and result["plausibility"]["plausible_share"] == 1.0
-    assert result["reconstruction_psnr_db"] > 25
+    assert yours["colours"]["ok"] and yours["colours"]["plausible_share"] >= 0.9
+    assert yours["structure"]["ok"] and yours["structure"]["structure_ssim_min"] >= 0.9
+    assert yours["reading"].endswith("These weights suit images like yours.") and yours["reading"] in out
+    assert result["plausibility"]["plausible_share"] == 1.0 and "of your images (rows)" in result["looks"]["what"]
+    assert result["reconstruction_psnr_db"] > 25 and "padded" not in yours
     with Image.open(tmp_path / "he.png") as im:  # 96 px crops: 6 rows of input + 6 looks
         assert im.height > 6 * 96 and im.width > 7 * 96
 
@@ -271,12 +278,38 @@ def test_demo_on_your_own_images_says_whether_they_look_like_he(tmp_path, capsys
     assert main(["demo", "--weights", "camelyon", "--images", *sorted(map(str, fluo.iterdir()))[:4],
                  "--out", str(tmp_path / "fluo.png")]) == 0
     yours = _demo_json(capsys)[0]["your_images"]
-    assert yours["used"] == 4 and yours["plausible_share"] == 0.0
-    assert "contrimix-aug train --data" in yours["reading"] and "as read" in yours["resolution"]
+    assert yours["used"] == 4 and yours["colours"]["plausible_share"] == 0.0 and not yours["colours"]["ok"]
+    assert "contrimix-aug train FOLDER --out DIR" in yours["reading"] and "as read" in yours["resolution"]
 
     assert main(["demo", "--weights", "fluorescence", "--images", str(fluo), "--out", str(tmp_path / "f1.png")]) == 0
-    result = _demo_json(capsys)[0]  # 1-channel weights: no H&E check, the swap measures on the user's tiles
-    assert "plausible_share" not in result["your_images"] and result["n"] == 8 and result["structure_ssim_mean"] > 0.5
+    result = _demo_json(capsys)[0]  # 1-channel weights: no colour check, the swap measures on the user's tiles
+    assert "colours" not in result["your_images"] and result["your_images"]["structure"]["ok"]
+    assert result["n"] == 8 and result["structure_ssim_mean"] > 0.5
+
+
+def test_demo_says_when_weights_do_not_keep_your_structure(tiny, tmp_path):
+    """Untrained weights (the tiny random model) scramble the tissue: the structure check says so, whatever the
+    colours; images smaller than the crop are padded and the result says it."""
+    from contrimix_aug.showcase import run_demo
+
+    he = _write_tiles(tmp_path / "he", "he", size=64)
+    result = run_demo(tiny, tmp_path / "t.png", images=[he], max_images=6)
+    yours = result["your_images"]
+    assert yours["colours"]["ok"] and not yours["structure"]["ok"]
+    assert yours["structure"]["structure_ssim_min"] < 0.9 and "contrimix-aug train FOLDER" in yours["reading"]
+    assert yours["padded"].startswith("6 image(s) smaller than 96 px were mirror-padded")
+
+
+def test_demo_options_of_your_images_need_images(capsys, tmp_path):
+    assert main(["demo", "--size", "128", "--out", str(tmp_path / "d.png")]) == EXIT_USAGE
+    assert "--size apply to your own images: add --images PATH" in _one_error_line(capsys.readouterr().err, "demo")
+
+
+def test_options_are_not_abbreviated(capsys, tmp_path):
+    """`train --data X` must not be read as `--data-root X` (argparse's prefix matching is off)."""
+    with pytest.raises(SystemExit):
+        main(["train", str(tmp_path), "--data", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert "unrecognized arguments: --data" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -37,7 +37,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", help="what to do (COMMAND --help for its options)")
     for module in _SUBCOMMANDS:
         module.add_parser(sub)
+    _no_abbreviations(parser)
     return parser
+
+
+def _no_abbreviations(parser: argparse.ArgumentParser) -> None:
+    """Options only by their full names, on every (sub)command: ``train --data X`` must not become ``--data-root X``."""
+    parser.allow_abbrev = False
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                _no_abbreviations(child)
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

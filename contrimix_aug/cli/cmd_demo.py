@@ -13,8 +13,12 @@ __all__ = ["add_parser"]
 def _run(args: argparse.Namespace) -> int:
     from ..showcase import run_demo
 
-    result = run_demo(args.weights, args.out, args.seed, images=args.images, size=args.size,
-                      max_images=args.max_images, um_per_px=args.um_per_px)
+    given = [f"--{k.replace('_', '-')}" for k in ("size", "max_images", "um_per_px") if getattr(args, k) is not None]
+    if given and args.images is None:
+        raise ValueError(f"{', '.join(given)} apply to your own images: add --images PATH (files or folders).")
+    result = run_demo(args.weights, args.out, args.seed, images=args.images,
+                      size=96 if args.size is None else args.size,
+                      max_images=32 if args.max_images is None else args.max_images, um_per_px=args.um_per_px)
     print(json.dumps(result, indent=2))
     if "reading" in result.get("your_images", {}):
         print(result["your_images"]["reading"])
@@ -41,11 +45,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--images", nargs="+", default=None, metavar="PATH",
                    help="your own image files or folders of them (PNG/JPEG/TIFF) instead of the bundled tiles: "
                         "centre crops (see --um-per-px); prints the share of "
-                        "them that look like real H&E (quality.plausible)")
+                        "them that look like real H&E (quality.plausible) and whether swaps keep their structure (default: "
+                        "the bundled tiles)")
     p.add_argument("--um-per-px", type=float, default=None,
                    help="with --images: their resolution in µm per pixel; they are resized to the weights' training "
                         "resolution first (default: taken as they are)")
-    p.add_argument("--size", type=int, default=96, help="with --images: the crop size in px")
-    p.add_argument("--max-images", type=int, default=32,
-                   help="with --images: how many images (the first, sorted) the measures use; the picture shows 6")
+    p.add_argument("--size", type=int, default=None, help="with --images: the crop size in px (default: 96)")
+    p.add_argument("--max-images", type=int, default=None,
+                   help="with --images: how many images (the first, sorted) the measures use; the picture shows 6 "
+                        "(default: 32)")
     p.set_defaults(func=_run)

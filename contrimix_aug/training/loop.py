@@ -285,9 +285,12 @@ class Trainer:
         diff = sorted(k for k in set(saved) | set(now) if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k))
         if diff:
             detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in diff)
+            started = saved.get("command") or ""
+            again = f" It was started with: {started}; resume with that command" + (
+                "" if "--resume" in started.split() else " and --resume") + "." if started else ""
             raise CheckpointError(
                 f"{self.checkpoint_path}: the checkpoint was made with other settings ({detail}); resume with "
-                "the same settings or start a new run in another --out."
+                f"the same settings or start a new run in another --out.{again}"
             )
         if state["world_size"] != self.dist.world_size:
             raise CheckpointError(
