@@ -46,18 +46,24 @@ a model trained for 6 steps: 0.20)."""
 
 
 def _user_tiles(images: Sequence[str | os.PathLike], channels: int, size: int, max_images: int,
-                scale: float = 1.0) -> tuple[torch.Tensor, list[str], int, int]:
+                scale: float = 1.0) -> tuple[torch.Tensor, list[str], int, dict[str, int]]:
     """(N, C, size, size) centre crops in [0, 1] of the first ``max_images`` image files given (folders: their
     images, recursive, sorted), each resized by ``scale`` first; their file names, how many images were found, and
-    how many of the N were smaller than ``size`` (mirror-padded)."""
+    counts of the N: ``padded`` (smaller than ``size``, mirror-padded), ``colour`` (colour RGB files read as grey by
+    1-channel weights: brightfield given to fluorescence weights?)."""
     import torch.nn.functional as F
 
     from .data.datasets import ImageFolderDataset, _fit
     from .data.readers import IMAGE_EXTENSIONS, read_image, to_tensor
 
     small: list[bool] = []
+    colour: list[bool] = []
 
     def tile(path: Path) -> torch.Tensor:
+        if channels == 1:
+            native = to_tensor(read_image(path, None))
+            rgb = native[:3]  # colour: the channels differ by more than 0.1 on average (H&E tiles: 0.18-0.35)
+            colour.append(native.shape[0] >= 3 and float((rgb - rgb.roll(1, 0)).abs().amax(0).mean()) > 0.1)
         t = to_tensor(read_image(path, 3 if channels == 3 else 1))
         if scale != 1.0:
             t = F.interpolate(t[None], scale_factor=scale, mode="bilinear", antialias=scale < 1,
@@ -87,15 +93,18 @@ def _user_tiles(images: Sequence[str | os.PathLike], channels: int, size: int, m
         raise ValueError(f"images: found {len(paths)} image; the demo needs at least 2 (each is paired with "
                          "another for the swap measures).")
     x = torch.stack([tile(p) for p in paths[:max_images]])
-    return x, [p.name for p in paths[:max_images]], len(paths), sum(small)
+    return x, [p.name for p in paths[:max_images]], len(paths), {"padded": sum(small), "colour": sum(colour)}
 
 
 TRAIN_HINT = "train weights on your own images: contrimix-aug train FOLDER --out DIR (contrimix-aug train --help)."
 
 
-def _checks(share: float | None, structure_min: float) -> dict:
-    """The judged checks of the user's images: their colours (H&E weights only) and the structure kept by swaps."""
-    out = {}
+def _checks(share: float | None, structure_min: float, colour_files: str | None = None) -> dict:
+    """The judged checks of the user's images: colour files given to 1-channel weights, their colours (H&E weights
+    only) and the structure kept by swaps."""
+    out: dict = {}
+    if colour_files:
+        out["channels"] = {"ok": False, "text": colour_files}
     if share is not None:
         ok = share >= USER_PLAUSIBLE_LOW
         out["colours"] = {"ok": ok, "plausible_share": round(share, 4), "text": (
@@ -109,7 +118,8 @@ def _checks(share: float | None, structure_min: float) -> dict:
         f"some swaps lose your tissue's structure (lowest structure SSIM {structure_min:.2f}, under "
         f"{USER_STRUCTURE_LOW:g}): these weights do not take images like yours apart well")}
     good = all(c["ok"] for c in out.values())
-    out["reading"] = ("; ".join(c["text"] for c in out.values()) + ". "
+    text = "; ".join(c["text"] for c in out.values())
+    out["reading"] = (text[0].upper() + text[1:] + ". "
                       + ("These weights suit images like yours." if good else TRAIN_HINT[0].upper() + TRAIN_HINT[1:]))
     return out
 
@@ -209,7 +219,7 @@ def run_demo(weights: str | None = None, out: str | Path = "contrimix_demo.png",
             raise ValueError(f"um_per_px: the images' resolution in µm per pixel (> 0), got {um_per_px!r}.")
         target = (trained[0] * trained[1]) ** 0.5 if trained else None
         scale = um_per_px / target if um_per_px is not None and target is not None else 1.0
-        x, names, found, padded = _user_tiles(images, channels, size, max_images, scale)
+        x, names, found, counts = _user_tiles(images, channels, size, max_images, scale)
         ids, rows_per_source = ["your images"] * x.shape[0], USER_ROWS
         span = (f"{trained[0]:g}" + (f"-{trained[1]:g}" if trained[1] != trained[0] else "")) if trained else ""
         yours = {"found": found, "used": x.shape[0], "crop_px": size,
@@ -217,8 +227,12 @@ def run_demo(weights: str | None = None, out: str | Path = "contrimix_demo.png",
                                 else f"as read; these weights trained at {span} um/px"
                                 + ("" if um_per_px is not None else " (um_per_px / --um-per-px resizes them)")
                                 if trained else "as read (these weights name no training resolution)")}
-        if padded:
-            yours["padded"] = (f"{padded} image(s) smaller than {size} px were mirror-padded to it; the picture "
+        if counts["colour"]:
+            yours["colour_files"] = (f"{counts['colour']} of your images are colour RGB (brightfield H&E, or a "
+                                     "multi-channel composite?); these 1-channel weights read them as grey: H&E "
+                                     "weights (camelyon, he) take colour")
+        if counts["padded"]:
+            yours["padded"] = (f"{counts['padded']} image(s) smaller than {size} px were mirror-padded to it; the picture "
                                "shows the mirrored border (a smaller --size avoids it)")
     srcs = sorted(set(ids))
     idx = {s: [i for i, v in enumerate(ids) if v == s] for s in srcs}
@@ -280,7 +294,7 @@ def run_demo(weights: str | None = None, out: str | Path = "contrimix_demo.png",
     rep = swap_report(model, x, x[other])
     if yours:
         yours.update(_checks(float(plausible(x).float().mean()) if channels == 3 else None,
-                             float(rep.summary()["structure_ssim_min"])))
+                             float(rep.summary()["structure_ssim_min"]), yours.get("colour_files")))
     result = {
         "weights": model.meta.name if model.meta is not None else str(weights or "he"),
         "tiles": len(ids),

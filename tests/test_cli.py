@@ -284,7 +284,13 @@ def test_demo_on_your_own_images_says_whether_they_look_like_he(tmp_path, capsys
     assert main(["demo", "--weights", "fluorescence", "--images", str(fluo), "--out", str(tmp_path / "f1.png")]) == 0
     result = _demo_json(capsys)[0]  # 1-channel weights: no colour check, the swap measures on the user's tiles
     assert "colours" not in result["your_images"] and result["your_images"]["structure"]["ok"]
-    assert result["n"] == 8 and result["structure_ssim_mean"] > 0.5
+    assert result["n"] == 8 and result["structure_ssim_mean"] > 0.5 and "colour_files" not in result["your_images"]
+
+    assert main(["demo", "--weights", "fluorescence", "--images", str(he), "--out", str(tmp_path / "f2.png")]) == 0
+    yours = _demo_json(capsys)[0]["your_images"]  # brightfield H&E given to fluorescence weights: said first
+    assert yours["colour_files"].startswith("16 of your images are colour RGB (brightfield H&E")
+    assert not yours["channels"]["ok"] and yours["reading"].startswith(yours["colour_files"][:40])
+    assert "contrimix-aug train FOLDER" in yours["reading"]
 
 
 def test_demo_says_when_weights_do_not_keep_your_structure(tiny, tmp_path):
