@@ -306,6 +306,25 @@ def test_demo_says_when_weights_do_not_keep_your_structure(tiny, tmp_path):
     assert yours["padded"].startswith("6 image(s) smaller than 96 px were mirror-padded")
 
 
+def test_demo_checks_calibration_separates_real_he_from_the_rest():
+    """docs/weights/demo_checks.json (scripts/measure_demo_checks.py): with the bundled H&E weights, every folder of
+    real H&E of unseen labs passes both checks, every other folder fails both, the barely trained model fails on
+    structure; the thresholds it ran with are the shipped ones, and docs/weights.md quotes its ranges."""
+    from contrimix_aug import showcase
+
+    d = json.loads((REPO / "docs" / "weights" / "demo_checks.json").read_text())
+    assert (d["colours_fail_below"], d["structure_fails_below"]) == (showcase.USER_PLAUSIBLE_LOW,
+                                                                     showcase.USER_STRUCTURE_LOW)
+    shipped = [r for r in d["rows"] if r["weights"] in ("camelyon", "he")]
+    assert len(shipped) == 14 and all((r["colours_ok"] and r["structure_ok"]) == r["real_he_of_unseen_labs"]
+                                      and (r["colours_ok"] == r["structure_ok"]) for r in shipped)
+    short = [r for r in d["rows"] if r["weights"].startswith("trained")]
+    assert short and not any(r["structure_ok"] for r in short)
+    real = [r["plausible_share"] for r in shipped if r["real_he_of_unseen_labs"]]
+    page = (REPO / "docs" / "weights.md").read_text()
+    assert f"reads {min(real):.3f}–{max(real):.2f}" in page
+
+
 def test_demo_options_of_your_images_need_images(capsys, tmp_path):
     assert main(["demo", "--size", "128", "--out", str(tmp_path / "d.png")]) == EXIT_USAGE
     assert "--size apply to your own images: add --images PATH" in _one_error_line(capsys.readouterr().err, "demo")
