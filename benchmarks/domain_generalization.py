@@ -447,7 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-plot", action="store_true")
     p.add_argument("--from-journal", action="store_true",
                    help="train nothing: write the result files from the runs already journaled (e.g. to publish "
-                        "a partial run; the files say what is missing)")
+                        "a partial run; the files say what is missing); with --seeds, only the runs of those seeds "
+                        "(the complete ones while others still run)")
     p.add_argument("--post-hoc", action="store_true",
                    help="camelyon16/bbbc021: the variants tried after the pre-registered run (POST_HOC), paired "
                         "against its rows; writes dg_<dataset>_posthoc*")
@@ -460,6 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     mode = "quick" if args.quick else "full"
+    publish_seeds = args.seeds  # with --from-journal: publish only the runs of these seeds (None: all)
     if args.dev and args.dataset == "monuseg":  # the registered step-count choice, unless told otherwise
         args.methods, args.seeds = args.methods or DEV["methods"], args.seeds or DEV["seeds"]
     if args.dataset != "stain-transfer":
@@ -508,6 +510,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SystemExit("--from-journal needs a journal: a full run, or --work with --quick")
         have = {r["method"] for r in args.journal.rows.values()}
         args.methods, args.seeds = [m for m in args.methods if m in have], []  # no method trains its fold model
+        if publish_seeds is not None and not {r["seed"] for r in args.journal.rows.values()} >= set(publish_seeds):
+            raise SystemExit(f"--from-journal --seeds {publish_seeds}: the journal has no run of seeds "
+                             f"{sorted(set(publish_seeds) - {r['seed'] for r in args.journal.rows.values()})}")
     t0 = time.perf_counter()
     env = R.environment(["benchmarks/domain_generalization.py", *(argv if argv is not None else sys.argv[1:])])
 
@@ -524,7 +529,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     result.update(runner(args, log))
     if args.journal is not None:  # runs of earlier invocations (other --methods / --seeds / --heldout) count too
         args.journal.reload()
-        result["rows"] = _ordered(args, list(args.journal.rows.values()))
+        result["rows"] = _ordered(args, [r for r in args.journal.rows.values()
+                                         if not args.from_journal or publish_seeds is None or r["seed"] in publish_seeds])
         for r in result["rows"]:  # publishing builds no method: describe each by what its runs recorded
             if (r.get("ran") or {}).get("note"):
                 result.setdefault("notes", {}).setdefault("methods", {}).setdefault(

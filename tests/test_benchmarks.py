@@ -426,6 +426,25 @@ def test_a_killed_benchmark_resumes_its_finished_runs(data_root, tmp_path):
     assert fourth["runs_done"] == 3 and list(fourth["notes"]["contrimix_fold"]) == ["bbbc021-27801"]
 
 
+def test_publishing_only_the_complete_seeds(data_root, tmp_path):
+    """--from-journal --seeds: the result files hold the runs of those seeds only (while later seeds still run); a
+    seed without runs is refused. The journal starts from the published MoNuSeg runs (a fresh checkout's path)."""
+    import shutil
+
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copy(ROOT / "docs" / "benchmarks" / "dg_monuseg.json.gz", out)
+    base = ["benchmarks/domain_generalization.py", "--dataset", "monuseg", "--from-journal", "--no-plot",
+            "--threads", "2", "--work", str(tmp_path / "work"), "--out", str(out)]
+    r = _run([*base, "--seeds", "0", "1"])
+    assert r.returncode == 0, r.stderr[-3000:] + r.stdout[-3000:]
+    res = _result(out / "dg_monuseg.json.gz")
+    assert {x["seed"] for x in res["rows"]} == {0, 1} and not res["complete"]
+    assert {s["seeds"] for s in res["summary"]} == {2} and res["runs_done"] == len(res["rows"])
+    r = _run([*base, "--seeds", "0", "42"])
+    assert r.returncode != 0 and "the journal has no run of seeds [42]" in r.stderr
+
+
 def test_post_hoc_variants_pair_with_the_registered_runs(data_root, tmp_path):
     common = ["--dataset", "camelyon16", "--quick", "--out", str(tmp_path), "--threads", "2", "--no-plot",
               "--heldout", "RUMC->UMCU", "--work", str(tmp_path / "work")]
