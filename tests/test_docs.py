@@ -174,6 +174,28 @@ def test_readme_headline_verdicts_follow_their_intervals() -> None:
     assert all("no verdict yet" in m for m in re.findall(r"\(n=\d+\), [^;]*", head))
 
 
+def test_readme_bottom_line_counts_the_verdicts_below_it() -> None:
+    """The bottom line counts, per role (the shipped default, the best row), the final verdicts of the headline's
+    lines; interim lines are counted apart and never as a verdict."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import readme_results
+
+    tally = [("a", "default", "behind"), ("a", "best", "no clear difference"), ("b", "best", "ahead"),
+             ("c", "best", "interim, 3 of 10 seeds: no verdict yet")]
+    line = readme_results._bottom_line(tally)
+    assert "as shipped is behind in 1 of 1" in line and "not clearly different in 1, ahead" not in line
+    assert "ahead in 1, not clearly different in 1 of 2" in line and "1 domains are interim" in line
+    assert "neither is ahead" not in line  # one row is ahead
+    assert "neither is ahead" in readme_results._bottom_line(tally[:2])
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    head = text[text.index("<!-- headline:"):text.index("<!-- /headline -->")]
+    bullets = [b for b in head.splitlines() if b.startswith("- ")]
+    final = [b for b in bullets if "interim" not in b]
+    assert "picked on the results, " in head.splitlines()[1] and len(final) >= 5
+    few = next(b for b in bullets if b.startswith("- MoNuSeg `few-sites`"))
+    assert "Disclosure 2" in few and "`contrimix-camelyon-batch`" in few and "`contrimix-fold`" in few
+
+
 def test_benchmarks_page_comes_from_the_result_files() -> None:
     """docs/benchmarks.md is exactly what benchmarks/make_docs.py writes from the committed JSON files."""
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "make_docs.py"), "--check"], cwd=ROOT)
