@@ -90,13 +90,13 @@ def _user_tiles(images: Sequence[str | os.PathLike], channels: int, size: int, m
             raise FileNotFoundError(f"images: {path} does not exist (give image files or folders of them).")
     paths = list(dict.fromkeys(paths))
     if len(paths) < 2:
-        raise ValueError(f"images: found {len(paths)} image; the demo needs at least 2 (each is paired with "
+        raise ValueError(f"images: found {len(paths)} image{'s' * (len(paths) != 1)}; the demo needs at least 2 (each is paired with "
                          "another for the swap measures).")
     x = torch.stack([tile(p) for p in paths[:max_images]])
     return x, [p.name for p in paths[:max_images]], len(paths), {"padded": sum(small), "colour": sum(colour)}
 
 
-TRAIN_HINT = "train weights on your own images: contrimix-aug train FOLDER --out DIR (contrimix-aug train --help)."
+TRAIN_HINT = "Train weights on your own images: contrimix-aug train FOLDER --out DIR (contrimix-aug train --help)."
 
 
 def _checks(share: float | None, structure_min: float, colour_files: str | None = None) -> dict:
@@ -120,7 +120,7 @@ def _checks(share: float | None, structure_min: float, colour_files: str | None 
     good = all(c["ok"] for c in out.values())
     text = "; ".join(c["text"] for c in out.values())
     out["reading"] = (text[0].upper() + text[1:] + ". "
-                      + ("These weights suit images like yours." if good else TRAIN_HINT[0].upper() + TRAIN_HINT[1:]))
+                      + ("These weights suit images like yours." if good else TRAIN_HINT))
     return out
 
 
