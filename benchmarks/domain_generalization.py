@@ -378,7 +378,8 @@ def _registered(args) -> dict[str, list]:
 def _completeness(args, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Which runs of the registered protocol (every method x held-out domain x seed) are in ``rows``."""
     heldouts = list(_heldouts(args.dataset, args.dev) or dict.fromkeys(r["heldout"] for r in rows))
-    seeds, names = _registered(args)["seeds"], _registered(args)["methods"]
+    registered = _registered(args)
+    seeds, names = registered["seeds"], registered["methods"]
     have = {(r["heldout"], r["method"], int(r["seed"])) for r in rows}
     planned = [(h, m, s) for h in heldouts for m in names for s in seeds]
     missing = [f"{h} {m} seed {s}" for h, m, s in planned if (h, m, s) not in have]

@@ -291,10 +291,10 @@ def run_demo(weights: str | None = None, out: str | Path = "contrimix_demo.png",
         donor_src = srcs[(srcs.index(s) + 1) % len(srcs)]
         rank = idx[s].index(i) + (len(srcs) == 1)
         other.append(idx[donor_src][rank % len(idx[donor_src])])
-    rep = swap_report(model, x, x[other])
+    rep = swap_report(model, x, x[other]).summary()
     if yours:
         yours.update(_checks(float(plausible(x).float().mean()) if channels == 3 else None,
-                             float(rep.summary()["structure_ssim_min"]), yours.get("colour_files")))
+                             float(rep["structure_ssim_min"]), yours.get("colour_files")))
     result = {
         "weights": model.meta.name if model.meta is not None else str(weights or "he"),
         "tiles": len(ids),
@@ -302,7 +302,7 @@ def run_demo(weights: str | None = None, out: str | Path = "contrimix_demo.png",
         **({"your_images": yours} if yours else {}),
         "reconstruction_psnr_db": round(float(rec["psnr"].mean()), 2),
         "reconstruction_ssim": round(float(rec["ssim"].mean()), 4),
-        **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in rep.summary().items()},
+        **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in rep.items()},
         **shown,
         "picture": str(out),
     }

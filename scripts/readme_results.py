@@ -304,9 +304,9 @@ def _bottom_line(tally: list) -> str:
     of, level with or behind the best peer, counting only domains whose every registered seed is in."""
     def count(role: str) -> tuple[str, list[str]]:
         final = [v for _, r, v in tally if r == role and not v.startswith("interim")]
-        words = [f"{w} in {final.count(w.replace('not clearly different', 'no clear difference'))}"
-                 for w in ("ahead", "not clearly different", "behind")
-                 if final.count(w.replace("not clearly different", "no clear difference"))]
+        words = [f"{said} in {final.count(verdict)}" for verdict, said in (
+            ("ahead", "ahead"), ("no clear difference", "not clearly different"), ("behind", "behind"))
+            if final.count(verdict)]
         return f"{', '.join(words) or 'not run'} of {len(final)}", final
 
     default, d_final = count("default")
