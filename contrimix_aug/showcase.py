@@ -53,7 +53,7 @@ def _user_tiles(images: Sequence[str | os.PathLike], channels: int, size: int, m
     1-channel weights: brightfield given to fluorescence weights?)."""
     import torch.nn.functional as F
 
-    from .data.datasets import ImageFolderDataset, _fit
+    from .data.datasets import ImageFolderDataset, fit_to_size
     from .data.readers import IMAGE_EXTENSIONS, read_image, to_tensor
 
     small: list[bool] = []
@@ -69,7 +69,7 @@ def _user_tiles(images: Sequence[str | os.PathLike], channels: int, size: int, m
             t = F.interpolate(t[None], scale_factor=scale, mode="bilinear", antialias=scale < 1,
                               align_corners=False)[0].clamp(0, 1)
         small.append(min(t.shape[-2:]) < size)
-        return to_tensor(_fit(t.permute(1, 2, 0).numpy(), size, "center", None)[0])
+        return to_tensor(fit_to_size(t.permute(1, 2, 0).numpy(), size, "center", None)[0])
 
     if isinstance(images, (str, os.PathLike)):
         images = [images]

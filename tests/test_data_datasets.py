@@ -258,6 +258,23 @@ def test_image_folder_pads_small_images(tmp_path):
     assert ds[0][0].shape == (3, 128, 128)
 
 
+def test_fit_to_size_crops_and_mirror_pads_a_real_tile():
+    """The crop behind the folder dataset and ``contrimix-aug demo``: centre offsets, seeded random offsets inside
+    the image, mirror padding (the tile's own border rows, not black) when the tile is smaller than ``size``."""
+    tile = _png("cmu1_tile_00.png")
+    h, w = tile.shape[:2]
+    crop, y, x = D.fit_to_size(tile, 32, "center", None)
+    assert (y, x) == ((h - 32) // 2, (w - 32) // 2) and np.array_equal(crop, tile[y:y + 32, x:x + 32])
+    crop, y, x = D.fit_to_size(tile, 32, "random", np.random.default_rng(0))
+    assert 0 <= y <= h - 32 and 0 <= x <= w - 32 and np.array_equal(crop, tile[y:y + 32, x:x + 32])
+    assert D.fit_to_size(tile, None, "center", None)[0] is tile
+    small = tile[:20, :30]
+    padded, y, x = D.fit_to_size(small, 40, "center", None)
+    assert padded.shape == (40, 40, 3) and (y, x) == (0, 0)
+    assert np.array_equal(padded[10:30, 5:35], small)  # the tile sits in the middle
+    assert np.array_equal(padded[9, 5:35], small[0]) and np.array_equal(padded[:, 4], padded[:, 5])  # mirrored edges
+
+
 def test_image_folder_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         D.ImageFolderDataset(tmp_path / "nope")

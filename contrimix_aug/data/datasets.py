@@ -27,7 +27,7 @@ from .source_datasets import (
     HESourcesDataset,
 )
 
-__all__ = ["Camelyon17Dataset", "ImageFolderDataset", "RxRx1Dataset", "make_dataset"]
+__all__ = ["Camelyon17Dataset", "ImageFolderDataset", "RxRx1Dataset", "fit_to_size", "make_dataset"]
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
@@ -38,8 +38,11 @@ def _crop_offsets(h: int, w: int, size: int, mode: str, rng: np.random.Generator
     return int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
 
 
-def _fit(arr: np.ndarray, size: int | None, mode: str, rng: np.random.Generator | None) -> tuple[np.ndarray, int, int]:
-    """Crop ``arr`` to ``size`` x ``size`` (symmetric padding first when it is smaller)."""
+def fit_to_size(arr: np.ndarray, size: int | None, mode: str,
+                rng: np.random.Generator | None) -> tuple[np.ndarray, int, int]:
+    """``(size, size, C)`` crop of an ``(H, W, C)`` array (symmetric padding first when it is smaller) and the crop's
+    top-left offset in the padded array; ``mode`` ``"center"`` or ``"random"`` (drawn from ``rng``).
+    ``size=None`` returns ``arr`` whole."""
     if size is None:
         return arr, 0, 0
     h, w = arr.shape[:2]
@@ -110,7 +113,7 @@ class ImageFolderDataset(Dataset):
         rng = None
         if self.crop == "random":
             rng = np.random.default_rng([self.seed, index]) if self.seed is not None else np.random.default_rng()
-        arr, y, x = _fit(arr, self.size, self.crop, rng)
+        arr, y, x = fit_to_size(arr, self.size, self.crop, rng)
         img = to_tensor(arr)
         if self.transform is not None:
             img = self.transform(img)
