@@ -110,7 +110,8 @@ def _status(run: dict) -> str:
         what = "post-hoc" if run.get("post_hoc") else "registered"
         out.append(f"- **{run['runs_done']} of the {run['runs_planned']} {what} runs are done**"
                    + ("" if run["complete"] else
-                      f" (the run continues where it stopped: same command; missing: {_missing(run['missing'])})")
+                      f" (the run continues where it stopped: same command; missing: "
+                      f"{_missing(run['missing'], run.get('rows', []))})")
                    + "\n")
     devices: dict[str, int] = {}
     for r in run.get("rows", []):
@@ -242,18 +243,43 @@ def _fold_notes(run: dict) -> str:
         for key, info in (run.get("notes", {}).get("contrimix_fold") or {}).items())
 
 
-def _missing(missing: list[str]) -> str:
-    """'RUMC->UMCU contrimix-fold seed 0', ... -> 'RUMC->UMCU contrimix-fold: seeds 0-9; ...'."""
+def _seed_span(seeds: list[int]) -> str:
+    """[6, 7, 8, 9] -> 'seeds 6-9'; [3] -> 'seed 3'; [1, 4] -> 'seeds 1, 4'."""
+    seeds = sorted(seeds)
+    span = (f"{seeds[0]}-{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) and len(seeds) > 1
+            else ", ".join(map(str, seeds)))
+    return f"seed{'s' if len(seeds) > 1 else ''} {span}"
+
+
+def _missing(missing: list[str], rows: list[dict] = ()) -> str:
+    """'RUMC->UMCU contrimix-fold seed 0', ... -> '`RUMC->UMCU contrimix-fold` seeds 0-9; ...'. A held-out domain
+    where every method (of ``rows`` and ``missing``) lacks the same seeds is one entry: '`official`: every method,
+    seeds 6-9'."""
     groups: dict[str, list[int]] = {}
     for m in missing:
         head, seed = m.rsplit(" seed ", 1)
         groups.setdefault(head, []).append(int(seed))
-    parts = []
+    domains = sorted({r["heldout"] for r in rows}, key=len, reverse=True)  # the longest first: a name may hold another
+    methods: dict[str, set[str]] = {}
+    for r in rows:
+        methods.setdefault(r["heldout"], set()).add(r["method"])
+    by_domain: dict[str, dict[str, list[int]]] = {}
     for head, seeds in groups.items():
-        seeds = sorted(seeds)
-        span = (f"{seeds[0]}-{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) and len(seeds) > 1
-                else ", ".join(map(str, seeds)))
-        parts.append(f"`{head}` seed{'s' if len(seeds) > 1 else ''} {span}")
+        domain = next((d for d in domains if head.startswith(d + " ")), None)
+        if domain is not None:
+            by_domain.setdefault(domain, {})[head[len(domain) + 1:]] = sorted(seeds)
+    parts, folded = [], set()
+    for head, seeds in groups.items():
+        domain = next((d for d in domains if head.startswith(d + " ")), None)
+        lacking = by_domain.get(domain, {})
+        whole = (domain is not None and set(lacking) >= methods[domain]
+                 and len({tuple(s) for s in lacking.values()}) == 1)
+        if whole:
+            if domain not in folded:
+                folded.add(domain)
+                parts.append(f"`{domain}`: every method, {_seed_span(seeds)}")
+            continue
+        parts.append(f"`{head}` {_seed_span(seeds)}")
     return "; ".join(parts)
 
 
