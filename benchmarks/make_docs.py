@@ -263,23 +263,20 @@ def _missing(missing: list[str], rows: list[dict] = ()) -> str:
     methods: dict[str, set[str]] = {}
     for r in rows:
         methods.setdefault(r["heldout"], set()).add(r["method"])
-    by_domain: dict[str, dict[str, list[int]]] = {}
+    domain_of = {head: next((d for d in domains if head.startswith(d + " ")), None) for head in groups}
+    lacking: dict[str, dict[str, tuple[int, ...]]] = {}  # domain -> method -> its missing seeds
     for head, seeds in groups.items():
-        domain = next((d for d in domains if head.startswith(d + " ")), None)
-        if domain is not None:
-            by_domain.setdefault(domain, {})[head[len(domain) + 1:]] = sorted(seeds)
+        if (d := domain_of[head]) is not None:
+            lacking.setdefault(d, {})[head[len(d) + 1:]] = tuple(sorted(seeds))
+    whole = {d for d, by_method in lacking.items()
+             if set(by_method) >= methods[d] and len(set(by_method.values())) == 1}  # folded into one entry
     parts, folded = [], set()
     for head, seeds in groups.items():
-        domain = next((d for d in domains if head.startswith(d + " ")), None)
-        lacking = by_domain.get(domain, {})
-        whole = (domain is not None and set(lacking) >= methods[domain]
-                 and len({tuple(s) for s in lacking.values()}) == 1)
-        if whole:
-            if domain not in folded:
-                folded.add(domain)
-                parts.append(f"`{domain}`: every method, {_seed_span(seeds)}")
-            continue
-        parts.append(f"`{head}` {_seed_span(seeds)}")
+        if (d := domain_of[head]) not in whole:
+            parts.append(f"`{head}` {_seed_span(seeds)}")
+        elif d not in folded:
+            folded.add(d)
+            parts.append(f"`{d}`: every method, {_seed_span(seeds)}")
     return "; ".join(parts)
 
 

@@ -310,7 +310,6 @@ def test_domain_generalization_quick_monuseg(data_root, tmp_path):
     assert all(f"{t['site']} {t['organ']}" in page for t in tiles)
 
 
-
 def test_the_missing_runs_of_a_part_run_read_in_a_line():
     """The page's missing-run list on the published MoNuSeg rows: a domain where every method lacks the same seeds
     is one entry; a method that lacks other seeds is named with its own seeds; nothing missing is dropped."""
@@ -320,7 +319,8 @@ def test_the_missing_runs_of_a_part_run_read_in_a_line():
     rows = [r for r in rows if r["seed"] <= 1]  # seeds 0-1 done on both variants
     methods = sorted({r["method"] for r in rows})
     missing = [f"{v} {m} seed {s}" for v in ("official", "few-sites") for m in methods for s in range(2, 10)]
-    assert make_docs._missing(missing, rows) == "`official`: every method, seeds 2-9; `few-sites`: every method, seeds 2-9"
+    folded = "`official`: every method, seeds 2-9; `few-sites`: every method, seeds 2-9"
+    assert make_docs._missing(missing, rows) == folded
     missing.remove("few-sites erm seed 5")
     text = make_docs._missing(missing, rows)
     assert text.startswith("`official`: every method, seeds 2-9; `few-sites ")
