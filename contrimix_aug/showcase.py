@@ -54,17 +54,19 @@ def _user_tiles(images: Sequence[str | os.PathLike], channels: int, size: int, m
     import torch.nn.functional as F
 
     from .data.datasets import ImageFolderDataset, fit_to_size
-    from .data.readers import IMAGE_EXTENSIONS, read_image, to_tensor
+    from .data.readers import IMAGE_EXTENSIONS, read_image, to_grey, to_tensor
 
     small: list[bool] = []
     colour: list[bool] = []
 
     def tile(path: Path) -> torch.Tensor:
-        if channels == 1:
-            native = to_tensor(read_image(path, None))
-            rgb = native[:3]  # colour: the channels differ by more than 0.1 on average (H&E tiles: 0.18-0.35)
-            colour.append(native.shape[0] >= 3 and float((rgb - rgb.roll(1, 0)).abs().amax(0).mean()) > 0.1)
-        t = to_tensor(read_image(path, 3 if channels == 3 else 1))
+        if channels == 1:  # one read: the file as stored, then its grey
+            native = read_image(path, None)
+            rgb = to_tensor(native)[:3]  # colour: the channels differ by more than 0.1 on average (H&E: 0.18-0.35)
+            colour.append(rgb.shape[0] >= 3 and float((rgb - rgb.roll(1, 0)).abs().amax(0).mean()) > 0.1)
+            t = to_tensor(to_grey(native) if native.shape[-1] in (1, 3, 4) else read_image(path, 1))
+        else:
+            t = to_tensor(read_image(path, 3))
         if scale != 1.0:
             t = F.interpolate(t[None], scale_factor=scale, mode="bilinear", antialias=scale < 1,
                               align_corners=False)[0].clamp(0, 1)

@@ -290,3 +290,25 @@ def test_compressed_tiff_without_imagecodecs_names_the_data_extra(tmp_path):
     assert int(first) == int(tile.sum())
     assert second.startswith("MissingDataExtraError imagecodecs ")
     assert 'pip install "contrimix_aug[data]"' in second and jpeg.name in second
+
+
+def test_to_grey_matches_pil_and_reads_rgb_tiff_as_grey(tmp_path):
+    """One luminance for every decoder: an RGB TIFF asked for 1 channel reads as the same PNG does through PIL's
+    "L" (it raised before), exactly, on a real tile; 16-bit is weighted and rounded; a grey file is kept."""
+    from PIL import Image
+
+    path, tile = _real_tile_tiff(tmp_path)
+    want = np.asarray(Image.fromarray(tile).convert("L"))
+    assert np.array_equal(RD.to_grey(tile)[..., 0], want)
+    assert np.array_equal(RD.to_grey(np.dstack([tile, np.zeros(tile.shape[:2], np.uint8)]))[..., 0], want)
+    grey = RD.read_image(path, channels=1)
+    assert grey.shape == (*tile.shape[:2], 1) and grey.dtype == np.uint8 and np.array_equal(grey[..., 0], want)
+    png = tmp_path / "t.png"
+    Image.fromarray(tile).save(png)
+    assert np.array_equal(RD.read_image(png, channels=1), grey)
+    wide = tile.astype(np.uint16) * 257  # the same tile at 16 bit
+    g16 = RD.to_grey(wide)
+    assert g16.dtype == np.uint16 and np.abs(g16[..., 0].astype(int) - want.astype(int) * 257).max() <= 257
+    assert RD.to_grey(grey) is grey
+    with pytest.raises(ValueError, match="C = 1, 3 or 4"):
+        RD.to_grey(tile[..., :2])

@@ -38,6 +38,7 @@ __all__ = [
     "load_image",
     "load_monuseg",
     "read_image",
+    "to_grey",
     "to_tensor",
 ]
 
@@ -449,7 +450,7 @@ def read_image(path: str | os.PathLike, channels: int | None = 3) -> np.ndarray:
     """``(H, W, C)`` array of an image file (PNG/JPEG via PIL; TIFF via tifffile), native dtype.
 
     ``channels=3``: grey is repeated, alpha dropped (RGB). ``1``: one grey channel (RGB files are converted to
-    luminance). ``None``: keep the file's channels.
+    luminance, :func:`to_grey`). ``None``: keep the file's channels.
 
     Raises:
         ValueError: the file cannot be decoded (names the file).
@@ -479,8 +480,10 @@ def read_image(path: str | os.PathLike, channels: int | None = 3) -> np.ndarray:
         arr = arr[..., None]
     if arr.ndim != 3:
         raise ValueError(f"{path}: expected a 2-D image (H, W[, C]), got shape {arr.shape}")
-    if channels == 1 and arr.shape[-1] != 1:
-        raise ValueError(f"{path}: has {arr.shape[-1]} channels, 1 was asked for; pass channels=None or 3")
+    if channels == 1 and arr.shape[-1] in (3, 4):
+        arr = to_grey(arr)  # TIFF: the same luminance as PIL's "L" above
+    elif channels == 1 and arr.shape[-1] != 1:
+        raise ValueError(f"{path}: cannot make one grey channel from {arr.shape[-1]} channels; pass channels=None")
     if channels == 3:
         if arr.shape[-1] == 1:
             arr = np.repeat(arr, 3, axis=-1)
@@ -489,6 +492,29 @@ def read_image(path: str | os.PathLike, channels: int | None = 3) -> np.ndarray:
         elif arr.shape[-1] != 3:
             raise ValueError(f"{path}: cannot make RGB from {arr.shape[-1]} channels; pass channels=None")
     return arr
+
+
+def to_grey(arr: np.ndarray) -> np.ndarray:
+    """``(H, W, C)`` array -> ``(H, W, 1)`` luminance, same dtype: one channel is kept as it is; RGB (alpha
+    dropped) is weighted 0.299 R + 0.587 G + 0.114 B, exactly as PIL's ``convert("L")`` for 8-bit, rounded for
+    other integers.
+
+    Raises:
+        ValueError: ``C`` is not 1, 3 or 4.
+    """
+    if arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4):
+        raise ValueError(f"to_grey: expected an (H, W, C) array with C = 1, 3 or 4, got shape {arr.shape}")
+    if arr.shape[-1] == 1:
+        return arr
+    rgb = arr[..., :3]
+    if arr.dtype == np.uint8:  # PIL's fixed point: (19595 R + 38470 G + 7471 B + 2^15) >> 16
+        w = np.array([19595, 38470, 7471], np.uint32)
+        return ((rgb.astype(np.uint32) @ w + 0x8000) >> 16).astype(np.uint8)[..., None]
+    grey = rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    if np.issubdtype(arr.dtype, np.integer):
+        info = np.iinfo(arr.dtype)
+        grey = np.clip(np.rint(grey), info.min, info.max)
+    return grey.astype(arr.dtype)[..., None]
 
 
 def to_tensor(arr: np.ndarray) -> torch.Tensor:
