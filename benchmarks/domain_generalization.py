@@ -549,7 +549,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"{result['runs_done']} of {result['runs_planned']} planned runs done"
             + ("" if result["complete"] else f"; missing, e.g. {result['missing'][:3]}"))
     metrics = METRICS.get(args.dataset, engine.CLASSIFICATION_METRICS)
-    items = ITEMS.get(args.dataset, ("correct",))
+    items = ITEMS.get(args.dataset, ("correct", "auroc"))
     if result.get("rows"):
         order = list(dict.fromkeys([*METHODS.get(args.dataset, []), *POST_HOC.get(args.dataset, []),
                                     *(r["method"] for r in result["rows"])]))
@@ -575,7 +575,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if result.get("rows"):
         R.write_csv(out / f"{args.stem}_summary.csv", result["summary"])
         R.write_csv(out / f"{args.stem}_paired.csv", result["paired_vs_erm"] + result["paired_vs_best_peer"])
-        R.write_csv(out / f"{args.stem}_runs.csv", [{k: v for k, v in r.items() if k not in ("correct", "score",
+        R.write_csv(out / f"{args.stem}_runs.csv", [{k: v for k, v in r.items() if k not in ("correct", "score", "label",
                                                                                          "tile_aji", "tile_dice")}
                                                      for r in result["rows"]])
         shown = (metrics[0], metrics[2]) if metrics == engine.CLASSIFICATION_METRICS else metrics

@@ -65,20 +65,26 @@ def real_section(run: dict, item: str) -> str:
     out.append(f"- seeds {st['seeds']}, {st['epochs']} epochs, batch {st['batch_size']}, augmentation p = "
                f"{run['augmentation_p']}; classifier: {run['classifier']}\n")
     out.append(_status(run))
-    erm = {(d["heldout"], d["method"]): d for d in run.get("paired_vs_erm", [])}
-    best = {(d["heldout"], d["method"]): d for d in run.get("paired_vs_best_peer", [])}
+    # paired rows: accuracy (no "metric") and, for runs that keep full-precision scores, AUROC
+    erm = {(d["heldout"], d["method"], d.get("metric", "acc")): d for d in run.get("paired_vs_erm", [])}
+    best = {(d["heldout"], d["method"], d.get("metric", "acc")): d for d in run.get("paired_vs_best_peer", [])}
     for held in dict.fromkeys(s["heldout"] for s in run["summary"]):
         bp = run.get("best_peer", {}).get(held)
+        auc = any(k[0] == held and k[2] == "auroc" for k in erm)
         out.append(f"\n**{held}**" + (f" (best peer: `{bp}`)" if bp else "") + f": per-{item} accuracy and AUROC, "
-                   f"mean ± std over seeds; paired difference in accuracy [95 % bootstrap interval over seeds and "
-                   f"{_plural(item)}]\n\n")
+                   "mean ± std over seeds; paired difference"
+                   + ("s in accuracy and in AUROC" if auc else " in accuracy")
+                   + f" [95 % bootstrap interval over seeds and {_plural(item)}]\n\n")
         calls = {m: f"{v:.2f}" for m, v in class_1_calls(run.get("rows", []), held).items()}
         rows = [{"method": s["method"], "kind": s["kind"], "seeds": s["seeds"],
                  "accuracy": _pm(s["acc_mean"], s["acc_std"]),
                  "AUROC": _pm(s["auroc_mean"], s["auroc_std"]),
                  **({"called class 1": calls.get(s["method"])} if calls else {}),
-                 "vs ERM": _ci(erm.get((held, s["method"]))),
-                 "vs best peer": _ci(best.get((held, s["method"]))) if s["method"].startswith("contrimix") else ""}
+                 "vs ERM": _ci(erm.get((held, s["method"], "acc"))),
+                 "vs best peer": _ci(best.get((held, s["method"], "acc"))) if s["method"].startswith("contrimix") else "",
+                 **({"AUROC vs ERM": _ci(erm.get((held, s["method"], "auroc"))),
+                     "AUROC vs best peer": _ci(best.get((held, s["method"], "auroc")))
+                     if s["method"].startswith("contrimix") else ""} if auc else {})}
                 for s in run["summary"] if s["heldout"] == held]
         out.append(markdown_table(rows))
         if calls:
@@ -98,7 +104,7 @@ CLASS_1 = {"camelyon16": "tumour", "bbbc021": "cycloheximide"}
 def _positive_share(run: dict, held: str) -> float:
     """The share of class-1 items among the test items of ``held`` (from a row: correct + call agree)."""
     r = next(r for r in run["rows"] if r["heldout"] == held and r.get("score") is not None)
-    ys = [int((s > 0.5) == bool(c)) for s, c in zip(r["score"], r["correct"])]
+    ys = r.get("label") or [int((s > 0.5) == bool(c)) for s, c in zip(r["score"], r["correct"])]
     return sum(ys) / len(ys)
 
 

@@ -152,6 +152,65 @@ def test_auroc_matches_pairwise_counting():
     assert math.isclose(auroc(s, y), oracle, rel_tol=1e-12)
 
 
+def test_paired_auroc_bootstrap_on_published_scores():
+    """The paired AUROC difference on real CAMELYON16 runs (published scores, 10 seeds): the mean of the per-seed
+    AUROC differences, inside its interval; swapping the methods negates it; a method against itself is zero."""
+    from dg import report as R
+    from dg.classifier import auroc
+    from dg.stats import paired_auroc_bootstrap
+
+    run = R.read_json(ROOT / "docs" / "benchmarks" / "dg_camelyon16.json.gz")
+    held = "RUMC->UMCU"
+    by = {(r["method"], r["seed"]): r for r in run["rows"] if r["heldout"] == held}
+    r0 = by[("erm", 0)]
+    y = np.array([int((s > 0.5) == bool(c)) for s, c in zip(r0["score"], r0["correct"])])
+    a = np.array([by[("kornia-colorjitter", s)]["score"] for s in range(10)])
+    b = np.array([by[("erm", s)]["score"] for s in range(10)])
+    res = paired_auroc_bootstrap(a, b, y)
+    want = np.mean([auroc(a[i], y) - auroc(b[i], y) for i in range(10)])
+    assert math.isclose(res["diff"], want, abs_tol=1e-12) and res["lo"] <= res["diff"] <= res["hi"]
+    assert res["hi"] - res["lo"] > 0.01 and res["seeds"] == 10
+    assert res["seeds_a_better"] == sum(auroc(a[i], y) > auroc(b[i], y) for i in range(10))
+    back = paired_auroc_bootstrap(b, a, y)
+    assert math.isclose(back["diff"], -res["diff"], abs_tol=1e-12)
+    assert math.isclose(back["lo"], -res["hi"], abs_tol=1e-12) and math.isclose(back["hi"], -res["lo"], abs_tol=1e-12)
+    assert paired_auroc_bootstrap(a, a, y) | {"seeds_a_better": 0} == {"diff": 0, "lo": 0, "hi": 0,
+                                                                       "seeds_a_better": 0, "seeds": 10}
+    with pytest.raises(ValueError, match="both classes"):
+        paired_auroc_bootstrap(a, b, np.ones_like(y))
+
+
+def test_paired_auroc_rows_need_runs_that_reproduce_their_auroc():
+    """engine.paired_table(item="auroc") pairs runs whose scores and labels give back each run's recorded AUROC;
+    the published 4-decimal runs do not (rounding ties scores near 0), so they get no AUROC interval rather than a
+    wrong one."""
+    from dg import engine
+    from dg import report as R
+    from dg.classifier import auroc
+
+    rows = [r for r in R.read_json(ROOT / "docs" / "benchmarks" / "dg_camelyon16.json.gz")["rows"]
+            if r["method"] in ("erm", "kornia-colorjitter")]
+    for r in rows:
+        r["label"] = [int((s > 0.5) == bool(c)) for s, c in zip(r["score"], r["correct"])]
+    assert engine.paired_table(rows, "erm", item="auroc") == []  # recorded AUROC is of the unrounded scores
+    for r in rows:  # as a run that keeps full-precision scores records it
+        r["auroc"] = auroc(np.array(r["score"]), np.array(r["label"]))
+    got = engine.paired_table(rows, "erm", item="auroc")
+    assert {(d["heldout"], d["method"], d["metric"]) for d in got} == {
+        (h, "kornia-colorjitter", "auroc") for h in ("RUMC->UMCU", "UMCU->RUMC")}
+    assert all(d["lo"] <= d["diff"] <= d["hi"] and d["seeds"] == 10 for d in got)
+    import make_docs  # the page shows AUROC intervals only where the run has them
+
+    run = {**R.read_json(ROOT / "docs" / "benchmarks" / "dg_camelyon16.json.gz"), "_file": "dg_camelyon16.json.gz"}
+    assert "AUROC vs ERM" not in make_docs.real_section(run, "patch")
+    d = next(d for d in got if d["heldout"] == "RUMC->UMCU")
+    page = make_docs.real_section({**run, "paired_vs_erm": run["paired_vs_erm"] + got}, "patch")
+    assert "paired differences in accuracy and in AUROC" in page and "| AUROC vs ERM |" in page
+    line = next(ln for ln in page.splitlines() if ln.startswith("| kornia-colorjitter "))
+    cells = [c.strip() for c in line.strip().strip("|").split("|")]
+    assert cells[-2:] == [make_docs._ci(d), ""]  # AUROC vs ERM, then vs best peer (ContriMix rows only)
+
+
 def test_group_mean_averages_crops():
     from dg.classifier import group_mean
 
@@ -259,6 +318,7 @@ def test_domain_generalization_quick(dataset, data_root, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:] + r.stdout[-3000:]
     res = _result(tmp_path / f"dg_{dataset}_quick.json.gz")
     import domain_generalization as DG
+    from dg.classifier import auroc
 
     assert [s["method"] for s in res["summary"] if s["heldout"] == res["summary"][0]["heldout"]] == DG.METHODS[dataset]
     for s in res["summary"]:
@@ -269,6 +329,12 @@ def test_domain_generalization_quick(dataset, data_root, tmp_path):
         assert row["ran"]["library"].startswith("contrimix_aug ")
         assert row["method"] == "contrimix-joint" or row["ran"]["note"] is not None
     assert res["paired_vs_erm"] and res["environment"]["versions"]["torch"]
+    for row in res["rows"]:  # full-precision scores and labels: each run's AUROC can be recomputed and paired
+        assert len(row["label"]) == len(row["score"]) == row["n_test_items"]
+        assert math.isclose(auroc(np.array(row["score"]), np.array(row["label"])), row["auroc"], abs_tol=1e-9)
+    auc = [d for d in res["paired_vs_erm"] if d.get("metric") == "auroc"]
+    assert {d["method"] for d in auc} == {d["method"] for d in res["paired_vs_erm"] if "metric" not in d}
+    assert all(d["lo"] <= d["diff"] <= d["hi"] for d in auc)
     assert (tmp_path / f"dg_{dataset}_quick.png").is_file()
     assert (tmp_path / f"dg_{dataset}_quick_examples.png").stat().st_size > 10_000  # before/after crops per method
     assert {c["method"] for c in res["coverage"]} >= set(DG.METHODS[dataset]) - {"contrimix-joint"}

@@ -23,7 +23,7 @@ import contrimix_aug
 
 from . import classifier as CL
 from .methods import Method, to_float
-from .stats import mean_std, paired_bootstrap
+from .stats import mean_std, paired_auroc_bootstrap, paired_bootstrap
 
 __all__ = ["CLASSIFICATION_METRICS", "Fold", "Journal", "paired_table", "record", "run_fold", "same_method",
            "summarise"]
@@ -169,7 +169,10 @@ def run_fold(fold: Fold, methods: Callable[[int], list[Method]], seeds: Sequence
                    "n_train": int(len(fold.train_y)), "n_test_items": int(len(items)),
                    "peer_failures": 0 if m is None else m.failures, "seconds": round(time.perf_counter() - t0, 1),
                    "correct": (pred == item_y).astype(int).tolist(),
-                   "score": prob.round(4).tolist() if prob is not None else None}
+                   # class-1 scores as float32 holds them (9 digits): the AUROC above, recomputable for paired
+                   # intervals (runs before 2026-12-03 kept 4 decimals, whose ties change AUROC)
+                   "score": [float(f"{v:.9g}") for v in prob] if prob is not None else None,
+                   **({"label": item_y.astype(int).tolist()} if prob is not None else {})}
             if m is None:  # does the jointly trained ContriMix still render each hospital faithfully?
                 from contrimix_aug.quality import reconstruction
 
@@ -229,10 +232,25 @@ def summarise(rows: list[dict[str, Any]], methods: Sequence[str],
     return out
 
 
+def _paired_auroc(mine: list[dict[str, Any]], ref: list[dict[str, Any]]) -> dict[str, float] | None:
+    """Paired AUROC difference of two methods' runs (same seeds, in order), or None when the runs cannot give it:
+    no ``label`` list, other items, or scores that do not reproduce each run's recorded AUROC (4-decimal scores)."""
+    runs = mine + ref
+    if any(r.get("label") is None or r.get("score") is None for r in runs):
+        return None
+    labels = np.asarray(runs[0]["label"])
+    if any(r["label"] != runs[0]["label"] for r in runs) or len({0, 1} & set(labels.tolist())) < 2:
+        return None
+    if any(abs(CL.auroc(np.asarray(r["score"]), labels) - r["auroc"]) > 1e-9 for r in runs):
+        return None
+    return paired_auroc_bootstrap(np.array([r["score"] for r in mine]), np.array([r["score"] for r in ref]), labels)
+
+
 def paired_table(rows: list[dict[str, Any]], reference: str, *, exclude: Sequence[str] = (),
                  item: str = "correct") -> list[dict[str, Any]]:
     """Per dataset × held-out domain: every method against ``reference`` (paired over seeds and test items);
-    ``item``: the rows' per-item score list (``correct``; segmentation: ``tile_aji`` / ``tile_dice``)."""
+    ``item``: the rows' per-item score list (``correct``; segmentation: ``tile_aji`` / ``tile_dice``), or ``auroc``
+    (binary tasks: from the rows' ``score`` and ``label`` lists; a pair whose runs lack them is left out)."""
     out = []
     keys = dict.fromkeys((r["dataset"], r["heldout"]) for r in rows)
     for ds, held in keys:
@@ -245,9 +263,12 @@ def paired_table(rows: list[dict[str, Any]], reference: str, *, exclude: Sequenc
             seeds = sorted(set(ref) & set(mine))
             if not seeds:
                 continue
-            a = np.array([mine[s][item] for s in seeds])
-            b = np.array([ref[s][item] for s in seeds])
-            res = paired_bootstrap(a, b)
+            if item == "auroc":
+                res = _paired_auroc([mine[s] for s in seeds], [ref[s] for s in seeds])
+                if res is None:
+                    continue
+            else:
+                res = paired_bootstrap(np.array([mine[s][item] for s in seeds]), np.array([ref[s][item] for s in seeds]))
             out.append({"dataset": ds, "heldout": held, "method": m, "versus": reference,
                         **({} if item == "correct" else {"metric": item.removeprefix("tile_")}), **res})
     return out
