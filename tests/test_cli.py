@@ -204,7 +204,10 @@ def test_ctrl_c_keeps_the_checkpoint_and_says_how_to_resume(tile_folder, tiny_co
     argv = [sys.executable, "-m", "contrimix_aug.cli", *_args(tile_folder, out, tiny_config_file, "--steps", "100000",
                                                              "--checkpoint-every", "1", "--val-every", "0")]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    # Ctrl-C as at a terminal: a shell starts background jobs with SIGINT ignored, and Python then never raises
+    # KeyboardInterrupt; give the child the default disposition whatever started this test
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         ckpt = out / "checkpoint.safetensors"
         _wait_for(ckpt, proc, timeout=240)
@@ -214,6 +217,7 @@ def test_ctrl_c_keeps_the_checkpoint_and_says_how_to_resume(tile_folder, tiny_co
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.communicate()  # reap it and close its pipes
     assert proc.returncode == EXIT_INTERRUPTED == 130, err
     assert str(ckpt) in err and "--resume" in err and "Continue with: contrimix-aug train" in err
     assert "contrimix-aug train: interrupted" in err and "Traceback" not in err
